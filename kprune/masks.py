@@ -1,0 +1,192 @@
+"""Mask math: which entries of a weight are kept. Pure NumPy, no Keras state.
+
+Three patterns, all deterministic (equal magnitudes are broken by position, the
+entry with the lower flat index being pruned first), so every replica or worker
+that holds the same weights computes the same mask:
+
+* `magnitude_mask`: the `round(n * sparsity)` smallest-magnitude entries are
+  zero -- an exact count, found with a linear-time selection (`np.partition`)
+  rather than a full sort.
+* `block_mask`: the same over `(r, c)` blocks of the last two axes, scored by
+  the average or maximum magnitude in the block (edge blocks score over the
+  entries they hold).
+* `m_by_n_mask`: in every group of `n` consecutive entries along one axis, the
+  `m` largest are kept (e.g. 2:4).
+"""
+
+import numpy as np
+
+POOLING_TYPES = ("AVG", "MAX")
+
+
+def target_zeros(size, sparsity):
+    """Number of entries pruned from `size` at `sparsity`: `round(size * sparsity)`
+    with halves rounded up."""
+    return min(size, int(np.floor(size * float(sparsity) + 0.5)))
+
+
+def magnitude_mask(weights, sparsity):
+    """Keep all but the `round(n * sparsity)` smallest `|weights|`.
+
+    Args:
+        weights: array of any shape.
+        sparsity: fraction of entries to zero, in [0, 1].
+
+    Returns:
+        A boolean array of `weights.shape`, `True` where the entry is kept.
+
+    Example:
+
+    >>> import numpy as np
+    >>> magnitude_mask(np.array([0.3, -0.1, 0.2, 0.1]), 0.5).tolist()
+    [True, False, True, False]
+    """
+    scores = np.abs(np.asarray(weights)).ravel()
+    k = target_zeros(scores.size, sparsity)
+    mask = np.ones(scores.size, dtype=bool)
+    if k == 0:
+        return mask.reshape(np.shape(weights))
+    if k >= scores.size:
+        return np.zeros(np.shape(weights), dtype=bool)
+    threshold = np.partition(scores, k - 1)[k - 1]
+    below = scores < threshold
+    mask[below] = False
+    remaining = k - int(np.count_nonzero(below))
+    if remaining:
+        ties = np.flatnonzero(scores == threshold)[:remaining]
+        mask[ties] = False
+    return mask.reshape(np.shape(weights))
+
+
+def _check_block_size(block_size):
+    if (
+        not isinstance(block_size, (tuple, list))
+        or len(block_size) != 2
+        or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in block_size)
+    ):
+        raise ValueError(
+            "Argument `block_size` must be a tuple of two integers (rows, cols). "
+            f"Received: block_size={block_size!r}"
+        )
+    if min(block_size) < 1:
+        raise ValueError(
+            "Argument `block_size` must have both dimensions >= 1. "
+            f"Received: block_size={tuple(block_size)}"
+        )
+    return tuple(int(b) for b in block_size)
+
+
+def _check_pooling(pooling_type):
+    if pooling_type not in POOLING_TYPES:
+        raise ValueError(
+            f"Argument `block_pooling_type` must be one of {POOLING_TYPES}. "
+            f"Received: block_pooling_type={pooling_type!r}"
+        )
+    return pooling_type
+
+
+def block_mask(weights, sparsity, block_size, pooling_type="AVG"):
+    """Prune whole `(r, c)` blocks of the last two axes of `weights`.
+
+    Blocks tile the last two axes of a weight of rank >= 2 (for a conv kernel
+    `(kh, kw, in, out)` the blocks lie in the `(in, out)` plane of every spatial
+    position). Each block is scored by the mean (`"AVG"`) or maximum (`"MAX"`)
+    `|w|` of the entries it holds, and `round(num_blocks * sparsity)` blocks with
+    the lowest scores are pruned (see `magnitude_mask` for ties).
+
+    Args:
+        weights: array of rank >= 2.
+        sparsity: fraction of blocks to prune, in [0, 1].
+        block_size: `(r, c)`, both >= 1.
+        pooling_type: `"AVG"` or `"MAX"`.
+
+    Returns:
+        A boolean array of `weights.shape`, constant over each block.
+
+    Example:
+
+    >>> import numpy as np
+    >>> w = np.array([[1., 1., 0.1, 0.2], [3., 3., 0.3, 0.1]])
+    >>> block_mask(w, 0.5, (1, 2)).astype(int).tolist()
+    [[1, 1, 0, 0], [1, 1, 0, 0]]
+    """
+    r, c = _check_block_size(block_size)
+    _check_pooling(pooling_type)
+    w = np.abs(np.asarray(weights, dtype=np.float32))
+    if w.ndim < 2:
+        raise ValueError(
+            "Block sparsity needs a weight of rank >= 2. "
+            f"Received: a weight of shape {w.shape} with block_size={(r, c)}"
+        )
+    if (r, c) == (1, 1):
+        return magnitude_mask(w, sparsity)
+    *lead, rows, cols = w.shape
+    nr, nc = -(-rows // r), -(-cols // c)
+    padded = np.zeros((int(np.prod(lead, dtype=np.int64)), nr * r, nc * c), np.float32)
+    padded[:, :rows, :cols] = w.reshape(-1, rows, cols)
+    tiles = padded.reshape(-1, nr, r, nc, c)
+    if pooling_type == "MAX":
+        scores = tiles.max(axis=(2, 4))
+    else:
+        counts = np.zeros((nr * r, nc * c), np.float32)
+        counts[:rows, :cols] = 1.0
+        counts = counts.reshape(nr, r, nc, c).sum(axis=(1, 3))
+        scores = tiles.sum(axis=(2, 4)) / counts
+    keep = magnitude_mask(scores, sparsity)
+    keep = np.repeat(np.repeat(keep, r, axis=1), c, axis=2)[:, :rows, :cols]
+    return keep.reshape(w.shape)
+
+
+def check_m_by_n(m_by_n):
+    """Validate an `(m, n)` pair: `1 <= m < n`. Returns it as a tuple."""
+    if (
+        not isinstance(m_by_n, (tuple, list))
+        or len(m_by_n) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in m_by_n)
+    ):
+        raise ValueError(
+            "Argument `sparsity_m_by_n` must be a tuple of two integers (M, N), "
+            f"e.g. (2, 4). Received: sparsity_m_by_n={m_by_n!r}"
+        )
+    m, n = int(m_by_n[0]), int(m_by_n[1])
+    if m < 1 or m >= n:
+        raise ValueError(
+            "Argument `sparsity_m_by_n` must satisfy 1 <= M < N (keep M of every "
+            f"N weights). Received: sparsity_m_by_n={(m, n)}"
+        )
+    return m, n
+
+
+def m_by_n_mask(weights, m_by_n, axis):
+    """Keep the `m` largest `|w|` in every `n` consecutive entries along `axis`.
+
+    Args:
+        weights: array whose size along `axis` is a multiple of `n`.
+        m_by_n: `(m, n)` with `1 <= m < n`.
+        axis: the axis along which groups are formed (for kernels: the input
+            channel axis).
+
+    Returns:
+        A boolean array of `weights.shape` with exactly `m` kept per group.
+
+    Example:
+
+    >>> import numpy as np
+    >>> m_by_n_mask(np.array([[4.], [1.], [3.], [2.]]), (2, 4), axis=0).ravel().tolist()
+    [True, False, True, False]
+    """
+    m, n = check_m_by_n(m_by_n)
+    w = np.abs(np.asarray(weights))
+    if w.shape[axis] % n:
+        raise ValueError(
+            f"M:N sparsity {m}:{n} needs the size of axis {axis} to be a multiple "
+            f"of {n}. Received: a weight of shape {w.shape}"
+        )
+    moved = np.moveaxis(w, axis, -1)
+    groups = moved.reshape(-1, n)
+    # Stable ascending sort: among equal magnitudes the lower index is pruned
+    # first, as in `magnitude_mask`.
+    order = np.argsort(groups, axis=1, kind="stable")
+    keep = np.ones(groups.shape, dtype=bool)
+    np.put_along_axis(keep, order[:, : n - m], False, axis=1)
+    return np.moveaxis(keep.reshape(moved.shape), -1, axis)

@@ -1,0 +1,285 @@
+"""Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, `update_masks`."""
+
+import keras
+
+from kprune import handlers
+from kprune import masks as mask_math
+from kprune.schedules import _check_sparsity
+from kprune.wrapper import PruneLowMagnitude
+
+
+def _is_functional(layer):
+    from keras.src.models.functional import Functional
+
+    return isinstance(layer, Functional)
+
+
+def _leaf_layers(model):
+    """All layers of `model`, descending into nested Sequential/Functional models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and (_is_functional(layer) or isinstance(layer, keras.Sequential)):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def collect_wrappers(model):
+    """Every `PruneLowMagnitude` layer in `model` (a layer, a list or a model)."""
+    if isinstance(model, PruneLowMagnitude):
+        return [model]
+    if isinstance(model, (list, tuple)):
+        return [w for m in model for w in collect_wrappers(m)]
+    if not hasattr(model, "layers"):
+        return []
+    return [layer for layer in _leaf_layers(model) if isinstance(layer, PruneLowMagnitude)]
+
+
+def _clone(model, replace):
+    """Clone a Sequential/Functional model (recursively) with fresh variables.
+
+    Each leaf layer is rebuilt from its config; `replace(old, new)` may return
+    a different layer (a wrapper around `new`, or an unwrapped copy). After the
+    clone is built, every copied layer receives the weights of the layer it
+    copies, so the result shares no variable with `model`.
+    """
+    copies = []
+
+    def clone_function(layer):
+        source = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        new = source.__class__.from_config(source.get_config())
+        copies.append((layer, new))
+        return replace(layer, new)
+
+    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    for old, new in copies:
+        if isinstance(old, PruneLowMagnitude):
+            values = old.masked_layer_weights()
+        else:
+            values = old.get_weights()
+        if len(values) != len(new.weights):
+            raise ValueError(
+                f"Could not copy the weights of layer {handlers.describe(old)}: the copy "
+                f"has {len(new.weights)} weights, the original {len(values)}."
+            )
+        new.set_weights(values)
+    return clone
+
+
+def _check_model(model):
+    if not (_is_functional(model) or isinstance(model, keras.Sequential)):
+        raise ValueError(
+            "Only Sequential and Functional models can be pruned as a whole: subclassed "
+            f"models cannot be cloned. Received: model '{model.name}' of type "
+            f"{type(model).__name__}. Wrap the layers inside it with "
+            "kprune.prune_low_magnitude(layer) in its constructor instead."
+        )
+
+
+def _check_not_wrapped(layer):
+    if isinstance(layer, PruneLowMagnitude):
+        raise ValueError(
+            f"Layer '{layer.name}' is already wrapped by PruneLowMagnitude; a layer can "
+            "be pruned only once. Call kprune.strip_pruning(model) first to re-prune "
+            "with other settings."
+        )
+
+
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    sparsity_m_by_n=None,
+    **kwargs,
+):
+    """Wrap a layer, a list of layers or a whole model for magnitude pruning.
+
+    The same call as `tfmot.sparsity.keras.prune_low_magnitude`. Weights of
+    prunable layers (Dense, Conv*, Embedding, RNNs, MultiHeadAttention, ...:
+    see `kprune.handlers`) get masks that `UpdatePruningStep` updates during
+    `fit`; layers without weights and normalization layers are left as they
+    are. A model is cloned: the original keeps its weights and is not modified.
+
+    Args:
+        to_prune: a Keras layer, a list of layers, or a Sequential/Functional
+            model (nested models included).
+        pruning_schedule: a `kprune.PruningSchedule`. Defaults to
+            `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+        block_size: `(r, c)` blocks over the last two axes of each weight,
+            pruned as a unit. Defaults to `(1, 1)` (unstructured).
+        block_pooling_type: `"AVG"` (default) or `"MAX"`: how blocks are scored.
+        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: keep `m` of every `n`
+            consecutive weights along the input-channel axis. Defaults to `None`.
+        **kwargs: `PruneLowMagnitude` layer arguments (e.g. `name`); only when
+            `to_prune` is a single layer.
+
+    Returns:
+        The wrapped layer, list or a new model.
+
+    Raises:
+        ValueError: for invalid arguments, an already pruned layer, or a layer
+            with trainable weights kprune cannot prune (named in the message).
+
+    Example:
+
+    >>> import keras, kprune
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8),
+    ...                           keras.layers.ReLU(), keras.layers.Dense(2)])
+    >>> pruned = kprune.prune_low_magnitude(
+    ...     model, pruning_schedule=kprune.PolynomialDecay(0.0, 0.8, 0, 100))
+    >>> [type(layer).__name__ for layer in pruned.layers]
+    ['PruneLowMagnitude', 'ReLU', 'PruneLowMagnitude']
+
+    Only some layers, with `keras.models.clone_model`:
+
+    >>> def clone_fn(layer):
+    ...     if isinstance(layer, keras.layers.Dense) and layer.units > 2:
+    ...         return kprune.prune_low_magnitude(layer)
+    ...     return layer
+    >>> partly = keras.models.clone_model(model, clone_function=clone_fn)
+    """
+    params = dict(
+        pruning_schedule=pruning_schedule,
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+        sparsity_m_by_n=sparsity_m_by_n,
+    )
+    # Validate the arguments once, before any cloning.
+    mask_math._check_block_size(block_size)
+    mask_math._check_pooling(block_pooling_type)
+    if sparsity_m_by_n is not None:
+        mask_math.check_m_by_n(sparsity_m_by_n)
+
+    if isinstance(to_prune, (list, tuple)):
+        if kwargs:
+            raise TypeError(
+                "Layer arguments apply to a single layer only. Received: "
+                f"{sorted(kwargs)} with a list of {len(to_prune)} layers"
+            )
+        return [prune_low_magnitude(layer, **params) for layer in to_prune]
+
+    if isinstance(to_prune, keras.Model) and not handlers.is_prunable_layer(to_prune):
+        if kwargs:
+            raise TypeError(
+                "Layer arguments apply to a single layer only. Received: "
+                f"{sorted(kwargs)} with model '{to_prune.name}'"
+            )
+        _check_model(to_prune)
+        problems = []
+        for layer in _leaf_layers(to_prune):
+            _check_not_wrapped(layer)
+            if handlers.classify(layer) == "unsupported":
+                problems.append(handlers.describe(layer))
+        if problems:
+            raise ValueError(
+                f"Model '{to_prune.name}' has layers with trainable weights kprune cannot "
+                f"prune: {', '.join(problems)}. Either implement kprune.PrunableLayer "
+                "(`get_prunable_weights()`) for them, or prune only the supported "
+                "layers with keras.models.clone_model(model, clone_function=...) "
+                "(see the README)."
+            )
+
+        def replace(old, new):
+            if handlers.classify(old) == "prunable":
+                return PruneLowMagnitude(new, **params)
+            return new
+
+        return _clone(to_prune, replace)
+
+    if not isinstance(to_prune, keras.layers.Layer):
+        raise TypeError(
+            "Argument `to_prune` must be a Keras layer, a list of layers or a "
+            f"Sequential/Functional model. Received: to_prune={to_prune!r} "
+            f"(of type {type(to_prune).__name__})"
+        )
+    _check_not_wrapped(to_prune)
+    kind = handlers.classify(to_prune)
+    if kind == "pass_through":
+        return to_prune
+    if kind == "unsupported":
+        raise ValueError(
+            f"Layer {handlers.describe(to_prune)} has trainable weights kprune cannot "
+            "prune. Leave it unwrapped, or implement kprune.PrunableLayer "
+            "(`get_prunable_weights()`) for it."
+        )
+    return PruneLowMagnitude(to_prune, **params, **kwargs)
+
+
+def strip_pruning(model):
+    """Return a plain Keras model with the pruning wrappers removed.
+
+    The result holds no kprune class, its pruned weights are exactly 0, and its
+    predictions equal the pruned model's. The input model is not modified.
+
+    Args:
+        model: a model (or a single `PruneLowMagnitude` layer) from
+            `prune_low_magnitude`.
+
+    Returns:
+        A new model (or layer) with fresh variables.
+
+    Example:
+
+    >>> import keras, kprune
+    >>> pruned = kprune.prune_low_magnitude(
+    ...     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    >>> [type(l).__name__ for l in kprune.strip_pruning(pruned).layers]
+    ['Dense']
+    """
+    if isinstance(model, PruneLowMagnitude):
+        layer = model.layer.__class__.from_config(model.layer.get_config())
+        if model.layer.built:
+            layer.build_from_config(model.layer.get_build_config())
+            layer.set_weights(model.masked_layer_weights())
+        return layer
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a Keras model or a PruneLowMagnitude layer. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
+    _check_model(model)
+    return _clone(model, lambda old, new: new)
+
+
+def update_masks(model, sparsity=None):
+    """Recompute every mask of a pruned model now.
+
+    For one-shot pruning (`sparsity` given) and for custom training loops
+    (`sparsity=None`: each layer uses its schedule's sparsity at its current
+    `pruning_step`). Pruned entries of the weights are set to 0.
+
+    Args:
+        model: a model, a list of layers or a layer wrapped by
+            `prune_low_magnitude`.
+        sparsity: target sparsity in [0, 1) for every pruned weight, or `None`
+            to follow each layer's schedule. Ignored by M:N layers.
+
+    Example:
+
+    >>> import keras, numpy as np, kprune
+    >>> pruned = kprune.prune_low_magnitude(
+    ...     keras.Sequential([keras.Input((10,)), keras.layers.Dense(10)]))
+    >>> kprune.update_masks(pruned, sparsity=0.9)
+    >>> int((pruned.layers[0].layer.kernel.numpy() == 0).sum())
+    90
+    """
+    if sparsity is not None:
+        sparsity = _check_sparsity("sparsity", sparsity)
+    wrappers = collect_wrappers(model)
+    if not wrappers:
+        raise ValueError(
+            "update_masks found no pruned layers. Wrap the model with "
+            f"kprune.prune_low_magnitude first. Received: {type(model).__name__}"
+        )
+    for w in wrappers:
+        if not w.built:
+            raise ValueError(
+                f"Layer '{w.name}' is not built: call the model on data (or give it "
+                "an Input) before updating masks."
+            )
+        if sparsity is None:
+            step = int(keras.ops.convert_to_numpy(w.pruning_step))
+            value = float(keras.ops.convert_to_numpy(w.pruning_schedule(step)[1]))
+        else:
+            value = sparsity
+        w.update_masks(value)
