@@ -83,6 +83,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._wrappers = []
         self._tables = {}
         self._epoch_start = None
+        self._epoch_iterations = None
 
     def on_train_begin(self, logs=None):
         self._wrappers = pruning.collect_wrappers(self.model)
@@ -107,6 +108,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.step
+        self._epoch_iterations = self._optimizer_iterations()
+
+    def _optimizer_iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None or not getattr(optimizer, "built", False):
+            return None
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.step is None:
@@ -124,14 +132,22 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._store_step(self.step + span - 1)
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras reports the batch index at the end of each execution; with
+        # `steps_per_execution > 1` it overshoots on a short last execution,
+        # so it is clamped to the epoch's length.
         if self._epoch_start is not None and isinstance(batch, (int, np.integer)) and batch >= 0:
-            self.step = self._epoch_start + int(batch) + 1
             steps = (self.params or {}).get("steps")
-            if steps and int(batch) + 1 >= steps:
+            done = min(int(batch) + 1, steps) if steps else int(batch) + 1
+            self.step = self._epoch_start + done
+            if steps and done >= steps:
                 self._store_step(self.step)
 
     def on_epoch_end(self, epoch=None, logs=None, **kwargs):
         # `**kwargs` accepts tfmot's custom-loop call `on_epoch_end(batch=-1)`.
+        if self._epoch_start is not None and self._epoch_iterations is not None:
+            now = self._optimizer_iterations()
+            if now is not None and now > self._epoch_iterations:
+                self.step = self._epoch_start + now - self._epoch_iterations
         self._store_step(self.step)
 
     def on_train_end(self, logs=None):

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+
+from kprune import masks
+
+
+@pytest.mark.parametrize("shape", [(7,), (33, 17), (3, 3, 5, 7), (1000,)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.55, 0.9, 0.999])
+def test_magnitude_mask_exact_count(rng, shape, sparsity):
+    w = rng.normal(size=shape).astype(np.float32)
+    keep = masks.magnitude_mask(w, sparsity)
+    n = w.size
+    zeros = int(np.floor(n * sparsity + 0.5))
+    assert keep.shape == w.shape and keep.dtype == bool
+    assert int((~keep).sum()) == zeros
+    if zeros and zeros < n:
+        # Every pruned magnitude is <= every kept magnitude.
+        assert np.abs(w[~keep]).max() <= np.abs(w[keep]).min()
+
+
+def test_magnitude_mask_ties_break_by_position():
+    w = np.array([0.5, 0.1, 0.1, 0.1, 0.1, 0.9], np.float32)
+    keep = masks.magnitude_mask(w, 0.5)  # 3 zeros among four equal 0.1s
+    assert keep.tolist() == [True, False, False, False, True, True]
+
+
+def test_magnitude_mask_all_equal_is_deterministic():
+    w = np.ones((10, 10), np.float32)
+    a = masks.magnitude_mask(w, 0.3)
+    b = masks.magnitude_mask(w.copy(), 0.3)
+    assert (a == b).all()
+    assert (~a).ravel().tolist()[:30] == [True] * 30
+    assert int((~a).sum()) == 30
+
+
+def test_magnitude_mask_uses_absolute_value():
+    w = np.array([-5.0, 0.1, -0.2, 4.0], np.float32)
+    assert masks.magnitude_mask(w, 0.5).tolist() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("shape", [(8, 12), (9, 13), (3, 3, 10, 6), (2, 5, 7)])
+@pytest.mark.parametrize("block", [(1, 2), (2, 2), (4, 1), (3, 5)])
+@pytest.mark.parametrize("pooling", ["AVG", "MAX"])
+def test_block_mask_blocks_are_uniform_and_count_exact(rng, shape, block, pooling):
+    w = rng.normal(size=shape).astype(np.float32)
+    keep = masks.block_mask(w, 0.5, block, pooling)
+    r, c = block
+    *lead, rows, cols = shape
+    k = keep.reshape(-1, rows, cols)
+    n_blocks = 0
+    pruned_blocks = 0
+    for i in range(k.shape[0]):
+        for a in range(0, rows, r):
+            for b in range(0, cols, c):
+                tile = k[i, a : a + r, b : b + c]
+                assert tile.all() or not tile.any(), "block not uniform"
+                n_blocks += 1
+                pruned_blocks += int(not tile.any())
+    assert pruned_blocks == int(np.floor(n_blocks * 0.5 + 0.5))
+
+
+def test_block_mask_scores_by_pooling():
+    w = np.array([[0.0, 1.0, 0.4, 0.4]], np.float32)
+    # AVG: block0 = 0.5, block1 = 0.4 -> block1 pruned. MAX: 1.0 vs 0.4 -> block1 pruned.
+    assert masks.block_mask(w, 0.5, (1, 2), "AVG").tolist() == [[True, True, False, False]]
+    w = np.array([[0.0, 0.9, 0.5, 0.5]], np.float32)
+    # AVG: 0.45 vs 0.5 -> block0 pruned; MAX: 0.9 vs 0.5 -> block1 pruned.
+    assert masks.block_mask(w, 0.5, (1, 2), "AVG").tolist() == [[False, False, True, True]]
+    assert masks.block_mask(w, 0.5, (1, 2), "MAX").tolist() == [[True, True, False, False]]
+
+
+def test_block_mask_edge_blocks_average_only_real_entries():
+    # Columns 0-1 form a full block (avg 0.3); column 2 is an edge block (avg 0.4).
+    w = np.array([[0.3, 0.3, 0.4]], np.float32)
+    assert masks.block_mask(w, 0.5, (1, 2), "AVG").tolist() == [[False, False, True]]
+
+
+@pytest.mark.parametrize("shape, axis", [((8, 5), 0), ((3, 3, 16, 4), -2), ((3, 3, 4, 12), -1)])
+@pytest.mark.parametrize("m_by_n", [(2, 4), (1, 4), (3, 4), (1, 2)])
+def test_m_by_n_mask(rng, shape, axis, m_by_n):
+    m, n = m_by_n
+    w = rng.normal(size=shape).astype(np.float32)
+    keep = masks.m_by_n_mask(w, m_by_n, axis)
+    groups = np.moveaxis(keep, axis, -1).reshape(-1, n)
+    assert (groups.sum(axis=1) == m).all()
+    wg = np.abs(np.moveaxis(w, axis, -1)).reshape(-1, n)
+    for g, kg in zip(wg, groups):
+        assert g[~kg].max() <= g[kg].min()
+
+
+def test_m_by_n_ties_prune_lower_index_first():
+    w = np.ones((4, 1), np.float32)
+    assert masks.m_by_n_mask(w, (2, 4), 0).ravel().tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: masks.block_mask(np.ones((4, 4)), 0.5, (0, 2)), "Received: block_size=(0, 2)"),
+        (lambda: masks.block_mask(np.ones((4, 4)), 0.5, (2,)), "Argument `block_size` must be a tuple"),
+        (lambda: masks.block_mask(np.ones((4, 4)), 0.5, (1, 2), "MEAN"), "Received: block_pooling_type='MEAN'"),
+        (lambda: masks.block_mask(np.ones(4), 0.5, (1, 2)), "rank >= 2"),
+        (lambda: masks.m_by_n_mask(np.ones((4, 4)), (4, 4), 0), "Received: sparsity_m_by_n=(4, 4)"),
+        (lambda: masks.m_by_n_mask(np.ones((4, 4)), (5, 4), 0), "1 <= M < N"),
+        (lambda: masks.m_by_n_mask(np.ones((6, 4)), (2, 4), 0), "multiple of 4"),
+    ],
+)
+def test_mask_errors(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert message in str(info.value)

@@ -1,0 +1,260 @@
+"""Training semantics: masked forward pass, zero gradients, exact zeros, schedules reached."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kprune
+from kprune.masks import target_zeros
+from kprune.pruning import collect_wrappers
+
+
+def _cnn():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(4),
+        ]
+    )
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 2)).astype("float32")
+    y = rng.integers(0, 4, size=n)
+    return x, y
+
+
+def _compile(model, optimizer="adam", **kwargs):
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **kwargs,
+    )
+    return model
+
+
+def _drive(model):
+    """Mark wrappers as driven by the callback, as fit would."""
+    cb = kprune.UpdatePruningStep()
+    cb.set_model(model)
+    cb.on_train_begin()
+    return cb
+
+
+def test_forward_pass_uses_masked_weights(rng):
+    layer = kprune.prune_low_magnitude(keras.layers.Dense(5))
+    x = rng.normal(size=(3, 6)).astype("float32")
+    layer(x)
+    kernel = layer.layer.kernel
+    mask = (rng.random(kernel.shape) > 0.5).astype("float32")
+    layer.masks[0].assign(mask)  # the variable keeps its unmasked values
+    expected = x @ (kernel.numpy() * mask) + layer.layer.bias.numpy()
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pruned_weights_get_zero_gradient(rng):
+    model = kprune.prune_low_magnitude(_cnn())
+    x, _ = _data(8)
+    model(x)
+    kprune.update_masks(model, sparsity=0.5)
+    _drive(model)
+    wrappers = collect_wrappers(model)
+    variables = [v for w in wrappers for v, _ in w.pruned_weights]
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(model(x, training=True) ** 2)
+    grads = tape.gradient(loss, [v.value for v in variables])
+    for w in wrappers:
+        for (v, m), g in zip(w.pruned_weights, grads):
+            g = np.asarray(g)
+            m = m.numpy().astype(bool)
+            assert np.all(g[~m] == 0.0)
+            assert np.count_nonzero(g[m]) > 0
+        grads = grads[len(w.pruned_weights) :]
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Adam(0.01),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.01),
+    ],
+)
+def test_pruned_weights_stay_exactly_zero_between_updates(optimizer):
+    # Masks are set once at step 0; momentum from steps before would move
+    # pruned weights without the mask constraint.
+    model = kprune.prune_low_magnitude(
+        _cnn(), pruning_schedule=kprune.ConstantSparsity(0.6, begin_step=3, frequency=1000)
+    )
+    _compile(model, optimizer())
+    x, y = _data()
+    seen = []
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for w in collect_wrappers(model):
+                for v, m in w.pruned_weights:
+                    m = m.numpy()
+                    if m.min() == 0:
+                        seen.append(int(np.count_nonzero(v.numpy()[m == 0])))
+
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[kprune.UpdatePruningStep(), Check()])
+    assert len(seen) > 3 * 8  # checked after many steps, on every weight
+    assert set(seen) == {0}
+    for w in collect_wrappers(model):
+        for v, m in w.pruned_weights:
+            assert int((m.numpy() == 0).sum()) == target_zeros(m.numpy().size, 0.6)
+            # Kept weights keep training.
+            assert np.count_nonzero(v.numpy()[m.numpy() == 1]) == int(m.numpy().sum())
+
+
+def test_checkpoint_holds_masked_weights_whatever_the_callback_order(tmp_path):
+    model = kprune.prune_low_magnitude(
+        _cnn(), pruning_schedule=kprune.PolynomialDecay(0.0, 0.7, 0, 15, frequency=2)
+    )
+    _compile(model, keras.optimizers.SGD(0.1, momentum=0.9))
+    x, y = _data()
+    path = str(tmp_path / "ckpt.weights.h5")
+    ckpt = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    # The checkpoint callback runs before UpdatePruningStep.
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[ckpt, kprune.UpdatePruningStep()])
+    restored = kprune.prune_low_magnitude(_cnn())
+    restored.load_weights(path)
+    for w in collect_wrappers(restored):
+        assert int(w.pruning_step.numpy()) == 16
+        for v, m in w.pruned_weights:
+            m = m.numpy()
+            assert int((m == 0).sum()) == target_zeros(m.size, 0.7)
+            assert np.all(v.numpy()[m == 0] == 0)
+
+
+def test_polynomial_schedule_reaches_target_and_steps_count():
+    schedule = kprune.PolynomialDecay(0.0, 0.8, begin_step=2, end_step=19, frequency=5)
+    model = _compile(kprune.prune_low_magnitude(_cnn(), pruning_schedule=schedule))
+    x, y = _data()
+    history = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            m = collect_wrappers(model)[0].masks[0].numpy()
+            history.append(float((m == 0).mean()))
+
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[kprune.UpdatePruningStep(), Record()])
+    # 24 steps; mask updates at steps 2, 7, 12, 17 and end_step 19.
+    n = collect_wrappers(model)[0].masks[0].numpy().size
+    for step, sparsity in enumerate(history):
+        turns = [t for t in (2, 7, 12, 17, 19) if t <= step]
+        expected = 0.0
+        if turns:
+            t = turns[-1]
+            p = (t - 2) / 17
+            expected = target_zeros(n, 0.8 * (1 - (1 - p) ** 3)) / n
+        assert sparsity == pytest.approx(expected, abs=1e-9), step
+    for w in collect_wrappers(model):
+        assert int(w.pruning_step.numpy()) == 24
+        for v, m in w.pruned_weights:
+            assert int((m.numpy() == 0).sum()) == target_zeros(m.numpy().size, 0.8)
+
+
+def test_steps_per_execution_counts_every_step():
+    schedule = kprune.ConstantSparsity(0.5, begin_step=6, frequency=100)
+    model = _compile(kprune.prune_low_magnitude(_cnn(), pruning_schedule=schedule), steps_per_execution=4)
+    x, y = _data(80)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    for w in collect_wrappers(model):
+        assert int(w.pruning_step.numpy()) == 20
+        m = w.masks[0].numpy()
+        assert int((m == 0).sum()) == target_zeros(m.size, 0.5)
+
+
+def test_fit_without_callback_raises():
+    model = _compile(kprune.prune_low_magnitude(_cnn()))
+    x, y = _data(16)
+    with pytest.raises(ValueError, match=r"add it: model.fit\(\.\.\., callbacks=\[kprune.UpdatePruningStep\(\)\]\)".replace("add", "Add")):
+        model.fit(x, y, verbose=0)
+
+
+def test_callback_on_model_without_wrappers_raises():
+    model = _compile(_cnn())
+    x, y = _data(16)
+    with pytest.raises(ValueError, match="found no pruned layers"):
+        model.fit(x, y, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+
+
+def test_custom_training_loop_with_tfmot_call_pattern():
+    model = kprune.prune_low_magnitude(
+        _cnn(), pruning_schedule=kprune.PolynomialDecay(0.0, 0.75, 0, 10, frequency=2)
+    )
+    x, y = _data(32)
+    model(x[:1])
+    optimizer = keras.optimizers.Adam(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    step_callback = kprune.UpdatePruningStep()
+    step_callback.set_model(model)
+    step_callback.on_train_begin()
+    for epoch in range(3):
+        for i in range(0, 32, 8):
+            step_callback.on_train_batch_begin(batch=-1)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[i : i + 8], model(x[i : i + 8], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+        step_callback.on_epoch_end(batch=-1)
+    for w in collect_wrappers(model):
+        assert int(w.pruning_step.numpy()) == 12
+        for v, m in w.pruned_weights:
+            m = m.numpy()
+            assert int((m == 0).sum()) == target_zeros(m.size, 0.75)
+            assert np.all(v.numpy()[m == 0] == 0)
+
+
+def test_update_masks_one_shot_and_from_schedule():
+    model = kprune.prune_low_magnitude(
+        _cnn(), pruning_schedule=kprune.PolynomialDecay(0.0, 0.8, 0, 100, power=1)
+    )
+    x, _ = _data(4)
+    model(x)
+    kprune.update_masks(model, sparsity=0.3)
+    for w in collect_wrappers(model):
+        for v, m in w.pruned_weights:
+            assert int((v.numpy() == 0).sum()) >= target_zeros(v.numpy().size, 0.3)
+            assert int((m.numpy() == 0).sum()) == target_zeros(m.numpy().size, 0.3)
+    for w in collect_wrappers(model):
+        w.pruning_step.assign(50)
+    kprune.update_masks(model)  # schedule value at step 50: 0.4
+    for w in collect_wrappers(model):
+        m = w.masks[0].numpy()
+        assert int((m == 0).sum()) == target_zeros(m.size, 0.4)
+    with pytest.raises(ValueError, match=r"Received: sparsity=1.5"):
+        kprune.update_masks(model, sparsity=1.5)
+    with pytest.raises(ValueError, match="found no pruned layers"):
+        kprune.update_masks(_cnn(), sparsity=0.5)
+
+
+def test_mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = kprune.prune_low_magnitude(
+        _cnn(), pruning_schedule=kprune.PolynomialDecay(0.0, 0.75, 0, 10, frequency=2)
+    )
+    _compile(model)
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    assert model(x[:2]).dtype == "float16"
+    for w in collect_wrappers(model):
+        for v, m in w.pruned_weights:
+            assert v.dtype == "float32"
+            m = m.numpy()
+            assert int((m == 0).sum()) == target_zeros(m.size, 0.75)
+            assert np.all(v.numpy()[m == 0] == 0)
+    stripped = kprune.strip_pruning(model)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0).astype("float32"),
+        model.predict(x, verbose=0).astype("float32"),
+        atol=1e-2,
+    )
+    assert not np.isnan(model.predict(x, verbose=0)).any()
