@@ -1,5 +1,7 @@
 """Callbacks that drive pruning during `fit`: `UpdatePruningStep`, `PruningSummaries`."""
 
+import importlib.util
+
 import keras
 import numpy as np
 
@@ -177,6 +179,12 @@ class PruningSummaries(keras.callbacks.TensorBoard):
         if not isinstance(log_dir, str) or not log_dir:
             raise ValueError(
                 f"Argument `log_dir` must be a non-empty path. Received: log_dir={log_dir!r}"
+            )
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "PruningSummaries writes TensorBoard logs and needs the `tensorboard` "
+                "package, which TensorFlow no longer installs. Install it with "
+                "`pip install tensorboard` (or `pip install kprune[tensorboard]`)."
             )
         super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
         self._kprune_step = 0

@@ -1,0 +1,51 @@
+"""The public surface and the examples in its docstrings."""
+
+import doctest
+import importlib
+
+import pytest
+
+import kprune
+
+PUBLIC = {
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UpdatePruningStep",
+    "prune_low_magnitude",
+    "strip_pruning",
+    "update_masks",
+}
+
+TFMOT_NAMES = {
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UpdatePruningStep",
+    "prune_low_magnitude",
+    "strip_pruning",
+}
+
+
+def test_public_surface():
+    assert set(kprune.__all__) >= PUBLIC
+    for name in kprune.__all__:
+        obj = getattr(kprune, name)
+        assert obj.__doc__ and obj.__doc__.strip(), name
+    assert TFMOT_NAMES <= set(kprune.__all__)
+
+
+MODULES = ["schedules", "masks", "handlers", "wrapper", "pruning", "callbacks"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(f"kprune.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0
