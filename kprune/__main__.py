@@ -1,0 +1,5 @@
+import sys
+
+from kprune.cli import main
+
+sys.exit(main())
