@@ -170,6 +170,28 @@ _DENSE_BY_DESIGN = tuple(
 )
 
 
+# Layers that override `build` but never create trainable weights, so they
+# can be classified before they are built.
+_WEIGHTLESS = tuple(
+    cls
+    for cls in (
+        L.Add,
+        L.Subtract,
+        L.Multiply,
+        L.Average,
+        L.Maximum,
+        L.Minimum,
+        L.Concatenate,
+        L.Dot,
+        getattr(L, "AugMix", None),
+        getattr(L, "RandAugment", None),
+        getattr(L, "RandomColorJitter", None),
+        getattr(L, "TextVectorization", None),
+    )
+    if cls is not None
+)
+
+
 def _handler(layer):
     for cls, fn in _HANDLERS:
         if isinstance(layer, cls):
@@ -192,7 +214,7 @@ def classify(layer):
         return classify(layer.forward_layer)
     if _handler(layer) is not None:
         return "prunable"
-    if isinstance(layer, _DENSE_BY_DESIGN) or isinstance(layer, L.InputLayer):
+    if isinstance(layer, _DENSE_BY_DESIGN + _WEIGHTLESS) or isinstance(layer, L.InputLayer):
         return "pass_through"
     if layer.built:
         return "unsupported" if layer.trainable_weights else "pass_through"

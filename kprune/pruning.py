@@ -47,6 +47,12 @@ def _clone(model, replace):
     def clone_function(layer):
         source = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
         new = source.__class__.from_config(source.get_config())
+        # Layers whose build takes several shapes (MultiHeadAttention) cannot be
+        # built by a wrapper from its single input shape: build from the
+        # recorded shapes first.
+        build_config = source.get_build_config() if source.built else None
+        if build_config:
+            new.build_from_config(build_config)
         copies.append((layer, new))
         return replace(layer, new)
 
