@@ -58,7 +58,8 @@ def magnitude_mask(weights, sparsity):
     return mask.reshape(np.shape(weights))
 
 
-def _check_block_size(block_size):
+def check_block_size(block_size):
+    """Validate a `(r, c)` block size, both >= 1. Returns it as a tuple."""
     if (
         not isinstance(block_size, (tuple, list))
         or len(block_size) != 2
@@ -76,7 +77,8 @@ def _check_block_size(block_size):
     return tuple(int(b) for b in block_size)
 
 
-def _check_pooling(pooling_type):
+def check_pooling(pooling_type):
+    """Validate a block pooling type (`"AVG"` or `"MAX"`)."""
     if pooling_type not in POOLING_TYPES:
         raise ValueError(
             f"Argument `block_pooling_type` must be one of {POOLING_TYPES}. "
@@ -110,8 +112,8 @@ def block_mask(weights, sparsity, block_size, pooling_type="AVG"):
     >>> block_mask(w, 0.5, (1, 2)).astype(int).tolist()
     [[1, 1, 0, 0], [1, 1, 0, 0]]
     """
-    r, c = _check_block_size(block_size)
-    _check_pooling(pooling_type)
+    r, c = check_block_size(block_size)
+    check_pooling(pooling_type)
     w = np.abs(np.asarray(weights, dtype=np.float32))
     if w.ndim < 2:
         raise ValueError(
@@ -190,3 +192,21 @@ def m_by_n_mask(weights, m_by_n, axis):
     keep = np.ones(groups.shape, dtype=bool)
     np.put_along_axis(keep, order[:, : n - m], False, axis=1)
     return np.moveaxis(keep.reshape(moved.shape), -1, axis)
+
+
+def check_pattern(block_size, block_pooling_type, sparsity_m_by_n):
+    """Validate the sparsity pattern arguments of `prune_low_magnitude` together.
+
+    Returns:
+        `(block_size, block_pooling_type, sparsity_m_by_n)` normalized to tuples.
+    """
+    block_size = check_block_size(block_size)
+    check_pooling(block_pooling_type)
+    if sparsity_m_by_n is not None:
+        sparsity_m_by_n = check_m_by_n(sparsity_m_by_n)
+        if block_size != (1, 1):
+            raise ValueError(
+                "Arguments `block_size` and `sparsity_m_by_n` cannot be combined. "
+                f"Received: block_size={block_size}, sparsity_m_by_n={sparsity_m_by_n}"
+            )
+    return block_size, block_pooling_type, sparsity_m_by_n

@@ -4,7 +4,7 @@ import keras
 
 from kprune import handlers
 from kprune import masks as mask_math
-from kprune.schedules import _check_sparsity
+from kprune.schedules import check_sparsity
 from kprune.wrapper import PruneLowMagnitude
 
 
@@ -151,10 +151,7 @@ def prune_low_magnitude(
         sparsity_m_by_n=sparsity_m_by_n,
     )
     # Validate the arguments once, before any cloning.
-    mask_math._check_block_size(block_size)
-    mask_math._check_pooling(block_pooling_type)
-    if sparsity_m_by_n is not None:
-        mask_math.check_m_by_n(sparsity_m_by_n)
+    mask_math.check_pattern(block_size, block_pooling_type, sparsity_m_by_n)
 
     if isinstance(to_prune, (list, tuple)):
         if kwargs:
@@ -270,7 +267,7 @@ def update_masks(model, sparsity=None):
     90
     """
     if sparsity is not None:
-        sparsity = _check_sparsity("sparsity", sparsity)
+        sparsity = check_sparsity("sparsity", sparsity)
     wrappers = collect_wrappers(model)
     if not wrappers:
         raise ValueError(

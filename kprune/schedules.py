@@ -28,7 +28,8 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
-def _check_sparsity(name, value):
+def check_sparsity(name, value):
+    """Validate a sparsity argument: a float in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"Argument `{name}` must be a float in [0, 1). "
@@ -155,7 +156,7 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100):
-        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        self.target_sparsity = check_sparsity("target_sparsity", target_sparsity)
         self.begin_step = _check_int("begin_step", begin_step, 0)
         self.end_step = _check_end_step(end_step, self.begin_step, True, False)
         self.frequency = _check_int("frequency", frequency, 1)
@@ -211,8 +212,8 @@ class PolynomialDecay(PruningSchedule):
         power=3,
         frequency=100,
     ):
-        self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
-        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        self.initial_sparsity = check_sparsity("initial_sparsity", initial_sparsity)
+        self.final_sparsity = check_sparsity("final_sparsity", final_sparsity)
         self.begin_step = _check_int("begin_step", begin_step, 0)
         self.end_step = _check_end_step(end_step, self.begin_step, False, True)
         if isinstance(power, bool) or not isinstance(power, numbers.Real):

@@ -100,15 +100,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "Argument `pruning_schedule` must be a kprune.PruningSchedule. "
                 f"Received: pruning_schedule={pruning_schedule!r}"
             )
-        block_size = mask_math._check_block_size(block_size)
-        mask_math._check_pooling(block_pooling_type)
-        if sparsity_m_by_n is not None:
-            sparsity_m_by_n = mask_math.check_m_by_n(sparsity_m_by_n)
-            if block_size != (1, 1):
-                raise ValueError(
-                    "Arguments `block_size` and `sparsity_m_by_n` cannot be combined. "
-                    f"Received: block_size={block_size}, sparsity_m_by_n={sparsity_m_by_n}"
-                )
+        block_size, block_pooling_type, sparsity_m_by_n = mask_math.check_pattern(
+            block_size, block_pooling_type, sparsity_m_by_n
+        )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
@@ -243,17 +237,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 value = value * keras.ops.convert_to_numpy(masks[id(v)])
             values.append(value)
         return values
-
-    def apply_masks(self):
-        """Zero the pruned entries of the weights (`w <- w * mask`)."""
-        for variable, mask in self.pruned_weights:
-            variable.assign(ops.multiply(variable.value, mask.value))
-
-    def restore_constraints(self):
-        """Give the pruned variables back the constraints they had before wrapping."""
-        for variable, _ in self.pruned_weights:
-            if isinstance(variable.constraint, _MaskConstraint):
-                variable.constraint = variable.constraint.inner
 
     # ----------------------------------------------------------------- config
     def get_config(self):
