@@ -102,6 +102,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     "or give it an Input) before training."
                 )
             w._driven = True
+            # The training forward pass reads the variables as they are, so
+            # they must hold masked values (set_weights may have changed them).
+            w.apply_masks()
         self._tables = {}
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), _ScheduleTable(w.pruning_schedule))

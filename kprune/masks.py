@@ -48,13 +48,22 @@ def magnitude_mask(weights, sparsity):
         return mask.reshape(np.shape(weights))
     if k >= scores.size:
         return np.zeros(np.shape(weights), dtype=bool)
-    threshold = np.partition(scores, k - 1)[k - 1]
-    below = scores < threshold
-    mask[below] = False
-    remaining = k - int(np.count_nonzero(below))
-    if remaining:
-        ties = np.flatnonzero(scores == threshold)[:remaining]
-        mask[ties] = False
+    # Entries that are already 0 (all of the pruned ones when re-pruning) are
+    # handled apart: selection over many equal values is slow in np.partition.
+    zero = scores == 0
+    zeros = np.flatnonzero(zero)
+    if k <= zeros.size:
+        mask[zeros[:k]] = False
+        return mask.reshape(np.shape(weights))
+    mask[zeros] = False
+    rest = k - zeros.size
+    candidates = np.flatnonzero(~zero) if zeros.size else None
+    values = scores[candidates] if zeros.size else scores
+    threshold = np.partition(values, rest - 1)[rest - 1]
+    below = values < threshold
+    ties = np.flatnonzero(values == threshold)[: rest - int(np.count_nonzero(below))]
+    below[ties] = True
+    mask[candidates[below] if zeros.size else below] = False
     return mask.reshape(np.shape(weights))
 
 

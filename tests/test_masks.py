@@ -109,3 +109,32 @@ def test_mask_errors(call, message):
     with pytest.raises(ValueError) as info:
         call()
     assert message in str(info.value)
+
+
+def _reference_mask(w, sparsity):
+    """Brute force: sort by (|w|, position) and prune the first round(n*s)."""
+    a = np.abs(w).ravel()
+    order = np.lexsort((np.arange(a.size), a))
+    keep = np.ones(a.size, bool)
+    keep[order[: masks.target_zeros(a.size, sparsity)]] = False
+    return keep.reshape(w.shape)
+
+
+def test_magnitude_mask_matches_brute_force_with_zeros_and_ties(rng):
+    for trial in range(300):
+        n = int(rng.integers(1, 60))
+        w = rng.normal(size=n).astype(np.float32)
+        w[rng.random(n) < rng.random()] = 0.0  # already-pruned entries
+        if trial % 3 == 0:
+            w = np.round(w, 1)  # many ties
+        s = float(rng.random() * 0.999)
+        np.testing.assert_array_equal(masks.magnitude_mask(w, s), _reference_mask(w, s))
+
+
+@pytest.mark.parametrize("new_sparsity", [0.5, 0.8, 0.9])
+def test_re_pruning_keeps_earlier_zeros_pruned(rng, new_sparsity):
+    w = rng.normal(size=(64, 32)).astype(np.float32)
+    first = masks.magnitude_mask(w, 0.5)
+    second = masks.magnitude_mask(w * first, new_sparsity)
+    assert not (second & ~first).any()  # a pruned entry is never revived
+    assert int((~second).sum()) == masks.target_zeros(w.size, new_sparsity)

@@ -258,3 +258,23 @@ def test_mixed_float16():
         atol=1e-2,
     )
     assert not np.isnan(model.predict(x, verbose=0)).any()
+
+
+def test_training_starts_from_masked_weights_after_set_weights():
+    dense = _cnn()
+    model = kprune.prune_low_magnitude(dense, pruning_schedule=kprune.ConstantSparsity(0.5, 0, frequency=1000))
+    _compile(model, keras.optimizers.SGD(0.0))  # lr 0: weights change only by masking
+    x, y = _data(16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    masked_prediction = model.predict(x, verbose=0)
+    # Write the dense weights back into the pruned layers: the forward pass
+    # (inference) masks them, and the next fit re-zeroes the variables.
+    for w, layer in zip(collect_wrappers(model), [l for l in dense.layers if l.weights]):
+        w.layer.set_weights(layer.get_weights())
+    np.testing.assert_allclose(model.predict(x, verbose=0), masked_prediction, atol=1e-5)
+    losses = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    for w in collect_wrappers(model):
+        for v, m in w.pruned_weights:
+            assert np.all(v.numpy()[m.numpy() == 0] == 0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), masked_prediction, atol=1e-5)
+    assert np.isfinite(losses.history["loss"]).all()
