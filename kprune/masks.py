@@ -49,21 +49,25 @@ def magnitude_mask(weights, sparsity):
     if k >= scores.size:
         return np.zeros(np.shape(weights), dtype=bool)
     # Entries that are already 0 (all of the pruned ones when re-pruning) are
-    # handled apart: selection over many equal values is slow in np.partition.
-    zero = scores == 0
-    zeros = np.flatnonzero(zero)
-    if k <= zeros.size:
-        mask[zeros[:k]] = False
+    # set aside: selection over many equal values is slow in np.partition.
+    n_zeros = scores.size - int(np.count_nonzero(scores))
+    if n_zeros == 0:
+        candidates, values, rest = None, scores, k
+    elif k <= n_zeros:
+        mask[np.flatnonzero(scores == 0)[:k]] = False
         return mask.reshape(np.shape(weights))
-    mask[zeros] = False
-    rest = k - zeros.size
-    candidates = np.flatnonzero(~zero) if zeros.size else None
-    values = scores[candidates] if zeros.size else scores
+    else:
+        nonzero = scores != 0
+        mask &= nonzero
+        candidates = np.flatnonzero(nonzero)
+        values, rest = scores[candidates], k - n_zeros
     threshold = np.partition(values, rest - 1)[rest - 1]
-    below = values < threshold
-    ties = np.flatnonzero(values == threshold)[: rest - int(np.count_nonzero(below))]
-    below[ties] = True
-    mask[candidates[below] if zeros.size else below] = False
+    pruned = values < threshold
+    ties = np.flatnonzero(values == threshold)[: rest - int(np.count_nonzero(pruned))]
+    pruned[ties] = True
+    if candidates is None:
+        return np.logical_not(pruned).reshape(np.shape(weights))
+    mask[candidates[pruned]] = False
     return mask.reshape(np.shape(weights))
 
 

@@ -237,8 +237,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for w, mask in zip(self._pruned, self.masks):
             value = keras.ops.convert_to_numpy(w.variable.value)
             keep = self._new_mask(value, w.input_axis, sparsity)
-            mask.assign(keep.astype(mask.dtype))
-            w.variable.assign(np.where(keep, value, np.zeros((), value.dtype)))
+            mask.assign(ops.cast(keep, mask.dtype))
+            w.variable.assign(ops.multiply(w.variable.value, mask.value))
 
     def apply_masks(self):
         """Zero the pruned entries of the weights: `w <- w * mask`."""
