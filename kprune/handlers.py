@@ -247,3 +247,161 @@ def prunable_weights(layer):
 def describe(layer):
     """`'name' (ClassName)`, for messages."""
     return f"'{layer.name}' ({type(layer).__name__})"
+
+
+# --------------------------------------------------------------------------
+# Channel knowledge, for structured (channel) pruning.
+#
+# A layer's `ChannelSpec` says how it treats the last (channel) axis of the
+# tensors it reads and writes, and which weight slices belong to each input or
+# output channel:
+#
+# * "producer": reads input channels (`in_slices`) and makes new output
+#   channels (`out_slices`); its width is config key `width_key`.
+# * "depthwise": output channel `c * multiplier + k` comes from input channel c.
+# * "pass": output channel c is input channel c (per-channel weights in
+#   `out_slices`, e.g. BatchNormalization's gamma and statistics).
+# * "merge": inputs are combined elementwise (Add, Multiply, ...): channel c of
+#   every input and of the output is one channel.
+# * "concat": output channels are the inputs' channels one after another.
+# * "flatten": channels-last flatten: feature `p * C + c` is channel c.
+# * "block": anything else; channels reaching it are not pruned (`reason`).
+#
+# A slice is `(variable, axis, repeat)`: channel i owns indices
+# `i * repeat ... i * repeat + repeat - 1` along `axis`.
+
+
+class ChannelSpec(NamedTuple):
+    kind: str
+    in_slices: tuple = ()
+    out_slices: tuple = ()
+    width_key: str = None
+    multiplier: int = 1
+    reason: str = ""
+
+
+def _block(reason):
+    return ChannelSpec("block", reason=reason)
+
+
+def _channels_last(layer):
+    fmt = getattr(layer, "data_format", "channels_last")
+    return fmt in (None, "channels_last")
+
+
+def _with_bias(layer, axis=0):
+    bias = getattr(layer, "bias", None)
+    return ((bias, axis, 1),) if isinstance(bias, keras.Variable) else ()
+
+
+def _last_axis(axis, rank):
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return all(a == -1 or a == rank - 1 for a in axes)
+
+
+_PASS_THROUGH_TYPES = tuple(
+    cls
+    for cls in (
+        L.Activation, L.ReLU, L.LeakyReLU, L.ELU, getattr(L, "Identity", None),
+        L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
+        L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
+        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+        L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+        L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+        L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+        L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
+        L.Cropping1D, L.Cropping2D, L.Cropping3D,
+        L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+        L.Rescaling,
+    )
+    if cls is not None
+)
+
+_MERGE_TYPES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+
+_SOFTMAX_NAMES = ("softmax", "log_softmax")
+
+
+def channel_spec(layer, rank=None):
+    """The `ChannelSpec` of a layer called on inputs of rank `rank` (a
+    `PruneLowMagnitude` wrapper: of its layer)."""
+    inner = getattr(layer, "layer", None)
+    if inner is not None and type(layer).__name__ == "PruneLowMagnitude":
+        return channel_spec(inner, rank)
+    if isinstance(layer, L.InputLayer):
+        return _block("model input")
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        kernel = _variable(layer, "_kernel", "kernel")
+        return ChannelSpec("producer", ((kernel, -1, 1),), ((kernel, -2, 1),) + _with_bias(layer), "filters")
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        m = layer.depth_multiplier
+        dw, pw = layer.depthwise_kernel, layer.pointwise_kernel
+        return ChannelSpec(
+            "producer", ((dw, -2, 1), (pw, -2, m)), ((pw, -1, 1),) + _with_bias(layer), "filters"
+        )
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        m = layer.depth_multiplier
+        # The kernel (..., C, m) is cut along the input axis; bias by output.
+        return ChannelSpec("depthwise", ((layer.kernel, -2, 1),), _with_bias(layer), multiplier=m)
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        if layer.groups != 1:
+            return _block(f"grouped convolution (groups={layer.groups})")
+        kernel = _variable(layer, "_kernel", "kernel")
+        return ChannelSpec("producer", ((kernel, -2, 1),), ((kernel, -1, 1),) + _with_bias(layer), "filters")
+    if isinstance(layer, L.Dense):
+        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+            return _block("LoRA-enabled or quantized Dense")
+        kernel = _variable(layer, "_kernel", "kernel")
+        return ChannelSpec("producer", ((kernel, 0, 1),), ((kernel, 1, 1),) + _with_bias(layer), "units")
+    if isinstance(layer, L.BatchNormalization):
+        if rank is None or not _last_axis(layer.axis, rank):
+            return _block(f"normalizes axis {layer.axis}, not the channel axis")
+        params = tuple(
+            (v, 0, 1)
+            for v in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
+            if isinstance(v, keras.Variable)
+        )
+        return ChannelSpec("pass", out_slices=params)
+    if isinstance(layer, (L.LayerNormalization, L.GroupNormalization, getattr(L, "RMSNormalization", L.LayerNormalization), L.UnitNormalization)):
+        return _block("normalizes across channels: removing channels changes its statistics")
+    if isinstance(layer, L.PReLU):
+        alpha = layer.alpha
+        shared = layer.shared_axes or []
+        if alpha.shape[-1] == 1 or -1 in shared:
+            return ChannelSpec("pass")
+        return ChannelSpec("pass", out_slices=((alpha, -1, 1),))
+    if isinstance(layer, L.Softmax) or (
+        isinstance(layer, L.Activation) and getattr(layer.activation, "__name__", "") in _SOFTMAX_NAMES
+    ):
+        return _block("softmax mixes channels")
+    if isinstance(layer, _PASS_THROUGH_TYPES):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        return ChannelSpec("pass")
+    if isinstance(layer, _MERGE_TYPES):
+        return ChannelSpec("merge")
+    if isinstance(layer, L.Concatenate):
+        return ChannelSpec("concat") if rank and _last_axis(layer.axis, rank) else ChannelSpec("merge")
+    if isinstance(layer, L.Flatten):
+        if not _channels_last(layer):
+            return _block("channels_first data format")
+        return ChannelSpec("flatten")
+    if isinstance(layer, L.Embedding):
+        emb = _variable(layer, "_embeddings", "embeddings")
+        return ChannelSpec("producer", (), ((emb, 1, 1),), "output_dim")
+    return _block(f"kprune has no channel rule for {type(layer).__name__}")
+
+
+def channel_scale(layer):
+    """The per-channel scale (`gamma`) of a normalization layer, or None."""
+    if isinstance(layer, L.BatchNormalization) and layer.scale:
+        return layer.gamma
+    return None

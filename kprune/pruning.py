@@ -34,34 +34,37 @@ def collect_wrappers(model):
     return [layer for layer in _leaf_layers(model) if isinstance(layer, PruneLowMagnitude)]
 
 
-def _clone(model, replace):
+def copy_layer(layer, config=None, build=True):
+    """A fresh copy of `layer` (of its inner layer for a wrapper) from its config.
+
+    With `build`, the copy is built from the recorded input shapes (layers such
+    as MultiHeadAttention cannot be built from a single shape later).
+    """
+    source = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+    new = source.__class__.from_config(config if config is not None else source.get_config())
+    build_config = source.get_build_config() if (build and source.built) else None
+    if build_config:
+        new.build_from_config(build_config)
+    return new
+
+
+def clone_with(model, clone_layer, weights_of):
     """Clone a Sequential/Functional model (recursively) with fresh variables.
 
-    Each leaf layer is rebuilt from its config; `replace(old, new)` may return
-    a different layer (a wrapper around `new`, or an unwrapped copy). After the
-    clone is built, every copied layer receives the weights of the layer it
-    copies, so the result shares no variable with `model`.
+    `clone_layer(old)` returns `(copy, layer_for_the_model)`: the copy receives
+    `weights_of(old)` once the clone is built (the second may wrap the first).
+    The result shares no variable with `model`.
     """
     copies = []
 
     def clone_function(layer):
-        source = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-        new = source.__class__.from_config(source.get_config())
-        # Layers whose build takes several shapes (MultiHeadAttention) cannot be
-        # built by a wrapper from its single input shape: build from the
-        # recorded shapes first.
-        build_config = source.get_build_config() if source.built else None
-        if build_config:
-            new.build_from_config(build_config)
-        copies.append((layer, new))
-        return replace(layer, new)
+        copy, used = clone_layer(layer)
+        copies.append((layer, copy))
+        return used
 
     clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
     for old, new in copies:
-        if isinstance(old, PruneLowMagnitude):
-            values = old.masked_layer_weights()
-        else:
-            values = old.get_weights()
+        values = weights_of(old)
         if len(values) != len(new.weights):
             raise ValueError(
                 f"Could not copy the weights of layer {handlers.describe(old)}: the copy "
@@ -69,6 +72,12 @@ def _clone(model, replace):
             )
         new.set_weights(values)
     return clone
+
+
+def _weights(layer):
+    if isinstance(layer, PruneLowMagnitude):
+        return layer.masked_layer_weights()
+    return layer.get_weights()
 
 
 def _check_model(model):
@@ -182,12 +191,13 @@ def prune_low_magnitude(
                 "(see the README)."
             )
 
-        def replace(old, new):
+        def clone_layer(old):
+            copy = copy_layer(old)
             if handlers.classify(old) == "prunable":
-                return PruneLowMagnitude(new, **params)
-            return new
+                return copy, PruneLowMagnitude(copy, **params)
+            return copy, copy
 
-        return _clone(to_prune, replace)
+        return clone_with(to_prune, clone_layer, _weights)
 
     if not isinstance(to_prune, keras.layers.Layer):
         raise TypeError(
@@ -230,9 +240,8 @@ def strip_pruning(model):
     ['Dense']
     """
     if isinstance(model, PruneLowMagnitude):
-        layer = model.layer.__class__.from_config(model.layer.get_config())
+        layer = copy_layer(model)
         if model.layer.built:
-            layer.build_from_config(model.layer.get_build_config())
             layer.set_weights(model.masked_layer_weights())
         return layer
     if not isinstance(model, keras.Model):
@@ -241,7 +250,12 @@ def strip_pruning(model):
             f"Received: model={model!r} (of type {type(model).__name__})"
         )
     _check_model(model)
-    return _clone(model, lambda old, new: new)
+
+    def clone_layer(old):
+        copy = copy_layer(old)
+        return copy, copy
+
+    return clone_with(model, clone_layer, _weights)
 
 
 def update_masks(model, sparsity=None):

@@ -1,0 +1,300 @@
+"""Structured channel pruning: plan which channels go, zero them, remove them.
+
+* `plan_channels(model, sparsity, importance=...)` scores every prunable
+  channel group (`kprune.graph`) and returns a `ChannelPlan`: plain data that
+  prints as a table, round-trips through JSON and can be applied again.
+* `mask_channels(model, plan)` returns a copy whose pruned channels are cut
+  off: every weight slice that reads a pruned channel is 0 (and so is every
+  filter that writes one), so the channel no longer affects the outputs.
+* `remove_channels(model)` returns a smaller plain Keras model with the
+  channels that no layer reads any more physically removed (fewer filters and
+  units; sliced kernels, biases and BatchNormalization statistics). Its outputs
+  equal the masked model's. Given a plan, it removes the plan's channels.
+"""
+
+import json
+
+import keras
+import numpy as np
+
+from kprune import handlers
+from kprune import importance as importance_lib
+from kprune.graph import ChannelGraph
+from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
+from kprune.schedules import check_sparsity
+
+
+class ChannelPlan:
+    """Which channels of which group are pruned: plain, inspectable data.
+
+    Attributes:
+        groups: a list of dicts `{"group", "producers", "channels", "pruned",
+            "reason"}` -- `pruned` holds channel positions within the group,
+            `reason` why a group is left whole (or None).
+
+    Example:
+
+    >>> plan = ChannelPlan([{"group": 1, "producers": ["conv"], "channels": 4,
+    ...                      "pruned": [0, 2], "reason": None}])
+    >>> ChannelPlan.from_json(plan.to_json()).groups == plan.groups
+    True
+    """
+
+    def __init__(self, groups):
+        self.groups = [dict(g) for g in groups]
+
+    def to_dict(self):
+        return {"groups": [dict(g) for g in self.groups]}
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text):
+        data = json.loads(text)
+        if not isinstance(data, dict) or "groups" not in data:
+            raise ValueError("A channel plan is JSON of the form {\"groups\": [...]}.")
+        return cls(data["groups"])
+
+    @property
+    def num_pruned(self):
+        return sum(len(g["pruned"]) for g in self.groups)
+
+    def __str__(self):
+        lines = [f"{'group':>5}  {'channels':>8}  {'pruned':>6}  producers / reason"]
+        for g in self.groups:
+            note = ", ".join(g["producers"]) or "-"
+            if g.get("reason"):
+                note += f"  [{g['reason']}]"
+            lines.append(f"{g['group']:>5}  {g['channels']:>8}  {len(g['pruned']):>6}  {note}")
+        return "\n".join(lines)
+
+    def units(self, graph):
+        """The root channel ids this plan prunes in `graph` (checked against it)."""
+        pruned = set()
+        for entry in self.groups:
+            if not entry["pruned"]:
+                continue
+            index = entry["group"]
+            if not 0 <= index < len(graph.groups):
+                raise ValueError(
+                    f"The plan names group {index}, but the model has {len(graph.groups)} "
+                    "channel groups: the plan was made for another model."
+                )
+            group = graph.groups[index]
+            if group.producers != list(entry["producers"]) or len(group.units) != entry["channels"]:
+                raise ValueError(
+                    f"Group {index} of the plan has producers {entry['producers']} and "
+                    f"{entry['channels']} channels; the model's has {group.producers} and "
+                    f"{len(group.units)}: the plan was made for another model."
+                )
+            if group.blocked:
+                raise ValueError(f"Group {index} cannot be pruned: {group.blocked}.")
+            if len(entry["pruned"]) >= len(group.units):
+                raise ValueError(
+                    f"The plan prunes all {len(group.units)} channels of group {index} "
+                    f"({', '.join(group.producers)}); at least one must stay."
+                )
+            pruned.update(group.units[p] for p in entry["pruned"])
+        return pruned
+
+
+def _keep_count(n, sparsity, round_to):
+    keep = n * (1.0 - sparsity)
+    if round_to > 1:
+        if n <= round_to:
+            return n
+        keep = round_to * max(1, int(np.floor(keep / round_to + 0.5)))
+    return int(min(n, max(1, int(np.floor(keep + 0.5)))))
+
+
+def _check_round_to(round_to):
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
+
+
+def plan_channels(
+    model,
+    sparsity,
+    importance="l2",
+    global_ranking=False,
+    round_to=1,
+    exclude=(),
+    ratios=None,
+):
+    """Choose the channels to prune.
+
+    Args:
+        model: a Sequential or Functional Keras model.
+        sparsity: fraction of channels to prune in each group (local) or over
+            all groups (`global_ranking=True`), in [0, 1).
+        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"` or a
+            callable `(graph, group) -> scores`.
+        global_ranking: rank channels across groups (scores divided by their
+            group's mean) instead of within each group. Defaults to False.
+        round_to: keep a multiple of this many channels per group (groups no
+            larger than it are kept whole). Defaults to 1.
+        exclude: layer names or layer classes whose groups are left whole.
+        ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
+            those producers belong to.
+
+    Returns:
+        A `ChannelPlan`.
+    """
+    sparsity = check_sparsity("sparsity", sparsity)
+    _check_round_to(round_to)
+    ratios = dict(ratios or {})
+    for name, value in ratios.items():
+        check_sparsity(f"ratios[{name!r}]", value)
+    score_fn = importance_lib.get(importance)
+    graph = ChannelGraph(strip_pruning(model) if collect_wrappers(model) else model)
+    known = {layer.name for g in graph.groups for layer in (u.layer for u in g.usages)}
+    for name in list(ratios) + [e for e in exclude if isinstance(e, str)]:
+        if name not in known:
+            raise ValueError(
+                f"Layer '{name}' (in `ratios` or `exclude`) is not a layer of model "
+                f"'{model.name}' that channel pruning can reach."
+            )
+
+    entries, scored = [], []
+    for group in graph.groups:
+        entry = {"group": group.index, "producers": group.producers,
+                 "channels": len(group.units), "pruned": [], "reason": group.blocked}
+        entries.append(entry)
+        if group.blocked or not group.producers:
+            entry["reason"] = entry["reason"] or "no producer"
+            continue
+        if _excluded(group, exclude):
+            entry["reason"] = "excluded"
+            continue
+        scores = score_fn(graph, group)
+        if scores is None:
+            entry["reason"] = f"no weights for importance {getattr(score_fn, '__name__', importance)!r}"
+            continue
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (len(group.units),):
+            raise ValueError(
+                f"Importance returned {scores.shape} scores for group {group.index} "
+                f"with {len(group.units)} channels."
+            )
+        local = next((ratios[n] for n in group.producers if n in ratios), None)
+        scored.append((entry, scores, local))
+
+    if global_ranking and scored:
+        pool = [s / (s.mean() + 1e-12) for _, s, local in scored if local is None]
+        threshold_pool = np.concatenate(pool) if pool else np.array([])
+        cut = int(np.floor(threshold_pool.size * sparsity + 0.5))
+        order = np.sort(threshold_pool)
+        threshold = order[cut - 1] if cut else -np.inf
+    for entry, scores, local in scored:
+        n = len(scores)
+        if global_ranking and local is None:
+            group_sparsity = float(np.mean(scores / (scores.mean() + 1e-12) <= threshold))
+        else:
+            group_sparsity = sparsity if local is None else local
+        keep = _keep_count(n, group_sparsity, round_to)
+        # Lowest scores go first; ties by position (stable sort).
+        entry["pruned"] = sorted(np.argsort(scores, kind="stable")[: n - keep].tolist())
+    return ChannelPlan(entries)
+
+
+def _excluded(group, exclude):
+    for usage in group.usages:
+        for item in exclude:
+            if isinstance(item, str) and usage.layer.name == item:
+                return True
+            if isinstance(item, type) and isinstance(usage.layer, item):
+                return True
+    return False
+
+
+def _sliced(graph, layer, pruned, zero_only):
+    """The layer's weights with the slices of `pruned` channels zeroed or removed."""
+    values = [keras.ops.convert_to_numpy(v.value) for v in layer.weights]
+    positions = {id(v): k for k, v in enumerate(layer.weights)}
+    for usage in graph.usages:
+        if usage.layer is not layer:
+            continue
+        keep = graph.keep_positions(usage, pruned)
+        for variable, axis, repeat in usage.slices:
+            k = positions[id(variable)]
+            rows = np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep]) if len(keep) else np.array([], np.int64)
+            if zero_only:
+                drop = np.setdiff1d(np.arange(values[k].shape[axis]), rows)
+                moved = np.moveaxis(values[k], axis, 0).copy()
+                moved[drop] = 0
+                values[k] = np.moveaxis(moved, 0, axis)
+            else:
+                values[k] = np.take(values[k], rows, axis=axis)
+    return values
+
+
+def mask_channels(model, plan):
+    """A copy of `model` in which the plan's channels are cut off (weights zeroed)."""
+    base = strip_pruning(model) if collect_wrappers(model) else model
+    graph = ChannelGraph(base)
+    pruned = plan.units(graph)
+
+    def clone_layer(old):
+        copy = copy_layer(old)
+        return copy, copy
+
+    return clone_with(base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=True))
+
+
+def _unread_units(graph):
+    """Units that every layer reading them reads with all-zero weights."""
+    reads = {}
+    for group in graph.groups:
+        if group.blocked:
+            continue
+        for usage in group.usages:
+            if usage.role != "in":
+                continue
+            variable, axis, repeat = usage.slices[0]
+            value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
+            for k, positions in enumerate(graph.unit_positions(group, usage)):
+                if positions:
+                    rows = np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in positions])
+                    zero = not np.any(value[rows])
+                    unit = group.units[k]
+                    reads[unit] = reads.get(unit, True) and zero
+    pruned = {u for u, zero in reads.items() if zero}
+    # Never remove every channel of a group.
+    for group in graph.groups:
+        if group.units and all(u in pruned for u in group.units):
+            pruned.discard(group.units[0])
+    return pruned
+
+
+def remove_channels(model, plan=None):
+    """A smaller plain Keras model without the pruned channels.
+
+    Args:
+        model: a Sequential or Functional model, possibly wrapped for
+            unstructured pruning (it is stripped first).
+        plan: a `ChannelPlan` to remove. By default, every channel that no
+            layer reads any more (all weights reading it are 0, as after
+            `mask_channels`) is removed, which leaves the outputs unchanged.
+
+    Returns:
+        A new model with fewer filters/units.
+    """
+    base = strip_pruning(model) if collect_wrappers(model) else model
+    graph = ChannelGraph(base)
+    pruned = plan.units(graph) if plan is not None else _unread_units(graph)
+    widths = {}
+    for usage in graph.usages:
+        spec = handlers.channel_spec(usage.layer)
+        if usage.role == "out" and spec.kind == "producer":
+            widths[id(usage.layer)] = (spec.width_key, len(graph.keep_positions(usage, pruned)))
+
+    def clone_layer(old):
+        config = old.get_config()
+        if id(old) in widths:
+            key, width = widths[id(old)]
+            config[key] = width
+        copy = copy_layer(old, config=config, build=False)
+        return copy, copy
+
+    return clone_with(base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=False))

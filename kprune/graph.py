@@ -1,0 +1,277 @@
+"""Channel dependency graph: which channels of a Keras model must be pruned together.
+
+Every channel of every tensor in the model gets an id; layers relate ids
+according to their `handlers.ChannelSpec` (a residual Add makes channel c of
+both branches one id, a depthwise convolution gives its output the ids of its
+input, a Concatenate lays ids side by side, ...). A union-find joins coupled
+ids into *units* -- one unit is one prunable channel, removed from every layer
+that touches it -- and units created by coupled producers form a *group*, the
+set of layers whose channels are scored and pruned together (Torch-Pruning's
+DepGraph vocabulary).
+
+Channels that reach a model input or output, or a layer kprune has no channel
+rule for (Reshape, Lambda, LayerNormalization, ...), are *blocked*: their
+group is never pruned, and `ChannelGroup.blocked` says why.
+
+Example:
+
+>>> import keras
+>>> from kprune.graph import ChannelGraph
+>>> x = keras.Input((8, 8, 3))
+>>> a = keras.layers.Conv2D(16, 3, padding="same", name="a")(x)
+>>> b = keras.layers.Conv2D(16, 3, padding="same", name="b")(x)
+>>> y = keras.layers.Conv2D(4, 1, name="head")(keras.layers.Add()([a, b]))
+>>> graph = ChannelGraph(keras.Model(x, y))
+>>> [(g.producers, len(g.units), g.blocked) for g in graph.groups]
+[([], 3, 'model input'), (['a', 'b'], 16, None), (['head'], 4, 'model output')]
+"""
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from kprune import handlers
+
+
+class Usage(NamedTuple):
+    """How one layer touches channels: its weight slices and the channel ids."""
+
+    layer: keras.layers.Layer
+    role: str  # "in" (slices indexed by input channel) or "out"
+    slices: tuple  # ((variable, axis, repeat), ...)
+    ids: np.ndarray  # one channel id per channel of the tensor
+
+
+class ChannelGroup:
+    """Coupled channels pruned as one: `units[i]` is removed from every member."""
+
+    def __init__(self, index, units, usages, blocked):
+        self.index = index
+        self.units = units
+        self.usages = usages
+        self.blocked = blocked
+
+    @property
+    def producers(self):
+        """Names of the layers whose output channels are this group's channels."""
+        names = []
+        for u in self.usages:
+            if u.role == "out" and handlers.channel_spec(u.layer).kind == "producer":
+                if u.layer.name not in names:
+                    names.append(u.layer.name)
+        return names
+
+    @property
+    def layers(self):
+        names = []
+        for u in self.usages:
+            if u.layer.name not in names:
+                names.append(u.layer.name)
+        return names
+
+    def __repr__(self):
+        state = f"blocked: {self.blocked}" if self.blocked else "prunable"
+        return f"ChannelGroup({self.index}, producers={self.producers}, channels={len(self.units)}, {state})"
+
+
+class ChannelGraph:
+    """The channel groups of a Sequential or Functional model (nested ones included)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._parent = []
+        self._space = []
+        self._space_parent = []
+        self._blocks = []  # (ids, reason)
+        self.usages = []
+        self._layer_in = {}
+        self._layer_out = {}
+        function = _function_of(model)
+        inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
+        outputs = self._walk(function, inputs)
+        for ids in outputs:
+            self._blocks.append((ids, "model output"))
+        self._finish()
+
+    # ------------------------------------------------------------ union-find
+    def _new(self, n, block=None):
+        start = len(self._parent)
+        space = len(self._space_parent)
+        self._space_parent.append(space)
+        self._parent.extend(range(start, start + n))
+        self._space.extend([space] * n)
+        ids = np.arange(start, start + n, dtype=np.int64)
+        if block:
+            self._blocks.append((ids, block))
+        return ids
+
+    def find(self, i):
+        parent = self._parent
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    def _space_root(self, s):
+        while self._space_parent[s] != s:
+            self._space_parent[s] = self._space_parent[self._space_parent[s]]
+            s = self._space_parent[s]
+        return s
+
+    def _union(self, a_ids, b_ids):
+        for a, b in zip(a_ids.tolist(), b_ids.tolist()):
+            ra, rb = self.find(a), self.find(b)
+            if ra != rb:
+                self._parent[max(ra, rb)] = min(ra, rb)
+            sa, sb = self._space_root(self._space[a]), self._space_root(self._space[b])
+            if sa != sb:
+                self._space_parent[max(sa, sb)] = min(sa, sb)
+
+    # ------------------------------------------------------------------ walk
+    def _walk(self, function, input_ids):
+        ids_of = {id(t): ids for t, ids in zip(function.inputs, input_ids)}
+        for depth in sorted(function._nodes_by_depth, reverse=True):
+            for node in function._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                ins = [ids_of[id(t)] for t in node.input_tensors]
+                outs = self._apply(node.operation, ins, node.input_tensors, node.outputs)
+                for t, ids in zip(node.outputs, outs):
+                    ids_of[id(t)] = ids
+        return [ids_of[id(t)] for t in function.outputs]
+
+    def _record(self, layer, role, slices, ids):
+        if slices:
+            self.usages.append(Usage(layer, role, tuple(slices), ids))
+
+    def _shared(self, table, layer, ids):
+        """Ids of a layer called more than once are tied across its calls."""
+        key = id(layer)
+        if key in table:
+            self._union(table[key], ids)
+            return table[key], False
+        table[key] = ids
+        return ids, True
+
+    def _apply(self, op, ins, in_tensors, out_tensors):
+        if isinstance(op, keras.Model) and _is_graph(op):
+            return self._walk(_function_of(op), ins)
+        rank = len(in_tensors[0].shape) if in_tensors else 0
+        spec = handlers.channel_spec(op, rank)
+        kind = spec.kind
+        if kind == "producer":
+            if spec.in_slices and ins:
+                in_ids, first = self._shared(self._layer_in, op, ins[0])
+                if first:
+                    self._record(op, "in", spec.in_slices, in_ids)
+            out_ids = self._layer_out.get(id(op))
+            if out_ids is None:
+                out_ids = self._new(_channels(out_tensors[0]))
+                self._layer_out[id(op)] = out_ids
+                self._record(op, "out", spec.out_slices, out_ids)
+            return [out_ids]
+        if kind == "depthwise":
+            in_ids, first = self._shared(self._layer_in, op, ins[0])
+            if spec.multiplier == 1:
+                out_ids = in_ids
+            else:
+                out_ids = self._new(len(in_ids) * spec.multiplier)
+                self._union(np.repeat(in_ids, spec.multiplier), out_ids)
+            if first:
+                self._record(op, "in", spec.in_slices, in_ids)
+                self._record(op, "out", spec.out_slices, out_ids)
+            return [out_ids]
+        if kind == "pass":
+            in_ids, first = self._shared(self._layer_in, op, ins[0])
+            if first:
+                self._record(op, "out", spec.out_slices, in_ids)
+            return [ins[0]] + [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors[1:]]
+        if kind == "merge":
+            widest = max(ins, key=len)
+            for ids in ins:
+                if len(ids) == len(widest):
+                    self._union(widest, ids)
+                else:  # broadcast from fewer channels
+                    self._blocks.append((ids, f"broadcast in {op.name}"))
+                    self._blocks.append((widest, f"broadcast in {op.name}"))
+            return [widest]
+        if kind == "concat":
+            return [np.concatenate(ins)]
+        if kind == "flatten":
+            positions = int(np.prod(in_tensors[0].shape[1:-1], dtype=np.int64))
+            return [np.tile(ins[0], positions)]
+        reason = f"{op.name} ({type(op).__name__}): {spec.reason}"
+        for ids in ins:
+            self._blocks.append((ids, reason))
+        return [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors]
+
+    # ---------------------------------------------------------------- groups
+    def _finish(self):
+        blocked = {}
+        for ids, reason in self._blocks:
+            for i in ids.tolist():
+                blocked.setdefault(self._space_root(self._space[i]), reason)
+        units_of, usages_of = {}, {}
+        for usage in self.usages:
+            for i in usage.ids.tolist():
+                space = self._space_root(self._space[i])
+                units_of.setdefault(space, {}).setdefault(self.find(i), None)
+                members = usages_of.setdefault(space, [])
+                if not members or members[-1] is not usage:
+                    members.append(usage)
+        self.groups = [
+            ChannelGroup(k, sorted(units_of[space]), usages_of[space], blocked.get(space))
+            for k, space in enumerate(sorted(units_of))
+        ]
+
+    def unit_positions(self, group, usage):
+        """For each unit of `group`: the positions in `usage.ids` that are that unit."""
+        index = {u: k for k, u in enumerate(group.units)}
+        positions = [[] for _ in group.units]
+        for p, i in enumerate(usage.ids.tolist()):
+            k = index.get(self.find(i))
+            if k is not None:
+                positions[k].append(p)
+        return positions
+
+    def keep_positions(self, usage, pruned_units):
+        """Positions of `usage.ids` that survive when `pruned_units` are removed."""
+        return np.array(
+            [p for p, i in enumerate(usage.ids.tolist()) if self.find(i) not in pruned_units],
+            dtype=np.int64,
+        )
+
+    @property
+    def prunable_groups(self):
+        return [g for g in self.groups if g.blocked is None and len(g.units) > 1]
+
+
+def _channels(tensor):
+    shape = tensor.shape
+    return int(shape[-1]) if shape and shape[-1] is not None else 0
+
+
+def _is_graph(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def _function_of(model):
+    if isinstance(model, keras.Sequential):
+        if model._functional is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' is not built: give it an `Input` or "
+                "call `model.build(input_shape)` before pruning channels."
+            )
+        return model._functional
+    if not _is_graph(model):
+        raise ValueError(
+            "Channel pruning needs a Sequential or Functional model. Received: model "
+            f"'{model.name}' of type {type(model).__name__} (subclassed models have no "
+            "graph to analyse)."
+        )
+    return model
