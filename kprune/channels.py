@@ -297,4 +297,10 @@ def remove_channels(model, plan=None):
         copy = copy_layer(old, config=config, build=False)
         return copy, copy
 
-    return clone_with(base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=False))
+    def input_width(nested, i):
+        ids = graph.model_inputs[id(nested)][i]
+        return int(sum(graph.find(c) not in pruned for c in ids.tolist()))
+
+    return clone_with(
+        base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=False), input_width
+    )

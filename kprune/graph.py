@@ -87,6 +87,7 @@ class ChannelGraph:
         self.usages = []
         self._layer_in = {}
         self._layer_out = {}
+        self.model_inputs = {}  # id(nested model) -> channel ids of its inputs
         function = _function_of(model)
         inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
         outputs = self._walk(function, inputs)
@@ -158,6 +159,7 @@ class ChannelGraph:
 
     def _apply(self, op, ins, in_tensors, out_tensors):
         if isinstance(op, keras.Model) and _is_graph(op):
+            self.model_inputs[id(op)] = ins
             return self._walk(_function_of(op), ins)
         rank = len(in_tensors[0].shape) if in_tensors else 0
         spec = handlers.channel_spec(op, rank)

@@ -48,21 +48,38 @@ def copy_layer(layer, config=None, build=True):
     return new
 
 
-def clone_with(model, clone_layer, weights_of):
-    """Clone a Sequential/Functional model (recursively) with fresh variables.
+def clone_with(model, clone_layer, weights_of, input_width=None):
+    """Clone a Sequential/Functional model (nested ones too) with fresh variables.
 
     `clone_layer(old)` returns `(copy, layer_for_the_model)`: the copy receives
     `weights_of(old)` once the clone is built (the second may wrap the first).
+    `input_width(nested_model, i)`, if given, is the channel count of the
+    nested model's i-th input in the clone (when channels were removed).
     The result shares no variable with `model`.
     """
     copies = []
 
     def clone_function(layer):
+        if isinstance(layer, keras.Model) and (_is_functional(layer) or isinstance(layer, keras.Sequential)):
+            return clone_graph(layer, nested=True)
         copy, used = clone_layer(layer)
         copies.append((layer, copy))
         return used
 
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    def clone_graph(graph_model, nested):
+        input_tensors = None
+        if nested and input_width is not None:
+            input_tensors = [
+                keras.Input(batch_shape=(*t.shape[:-1], input_width(graph_model, i)), dtype=t.dtype)
+                for i, t in enumerate(graph_model.inputs)
+            ]
+            if isinstance(graph_model, keras.Sequential):
+                input_tensors = input_tensors[0]
+        return keras.models.clone_model(
+            graph_model, input_tensors=input_tensors, clone_function=clone_function
+        )
+
+    clone = clone_graph(model, nested=False)
     for old, new in copies:
         values = weights_of(old)
         if len(values) != len(new.weights):
