@@ -7,8 +7,13 @@ migrates by replacing `tfmot.sparsity.keras` with `kprune`.
 __version__ = "0.1.0"
 
 from kprune.callbacks import PruningSummaries
+from kprune.channels import ChannelPlan
+from kprune.channels import mask_channels
+from kprune.channels import plan_channels
+from kprune.channels import remove_channels
 from kprune.callbacks import UpdatePruningStep
 from kprune.handlers import PrunableLayer
+from kprune.importance import BNScaleRegularizer
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import strip_pruning
 from kprune.pruning import update_masks
@@ -18,6 +23,8 @@ from kprune.schedules import PruningSchedule
 from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "BNScaleRegularizer",
+    "ChannelPlan",
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
@@ -25,7 +32,10 @@ __all__ = [
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
+    "mask_channels",
+    "plan_channels",
     "prune_low_magnitude",
+    "remove_channels",
     "strip_pruning",
     "update_masks",
 ]

@@ -8,6 +8,11 @@ import pytest
 import kprune
 
 PUBLIC = {
+    "BNScaleRegularizer",
+    "ChannelPlan",
+    "mask_channels",
+    "plan_channels",
+    "remove_channels",
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
@@ -40,7 +45,10 @@ def test_public_surface():
     assert TFMOT_NAMES <= set(kprune.__all__)
 
 
-MODULES = ["schedules", "masks", "handlers", "wrapper", "pruning", "callbacks"]
+MODULES = [
+    "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
+    "graph", "importance", "channels",
+]
 
 
 @pytest.mark.parametrize("module", MODULES)
