@@ -283,17 +283,11 @@ def remove_channels(model, plan=None):
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
     pruned = plan.units(graph) if plan is not None else _unread_units(graph)
-    widths = {}
-    for usage in graph.usages:
-        spec = handlers.channel_spec(usage.layer)
-        if usage.role == "out" and spec.kind == "producer":
-            widths[id(usage.layer)] = (spec.width_key, len(graph.keep_positions(usage, pruned)))
-
     def clone_layer(old):
-        config = old.get_config()
-        if id(old) in widths:
-            key, width = widths[id(old)]
-            config[key] = width
+        config = None
+        if id(old) in graph.widths:
+            key, usage = graph.widths[id(old)]
+            config = handlers.resized_config(old, key, len(graph.keep_positions(usage, pruned)))
         copy = copy_layer(old, config=config, build=False)
         return copy, copy
 

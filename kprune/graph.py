@@ -88,6 +88,7 @@ class ChannelGraph:
         self._layer_in = {}
         self._layer_out = {}
         self.model_inputs = {}  # id(nested model) -> channel ids of its inputs
+        self.widths = {}  # id(layer) -> (config key of its width, its output usage)
         function = _function_of(model)
         inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
         outputs = self._walk(function, inputs)
@@ -161,8 +162,7 @@ class ChannelGraph:
         if isinstance(op, keras.Model) and _is_graph(op):
             self.model_inputs[id(op)] = ins
             return self._walk(_function_of(op), ins)
-        rank = len(in_tensors[0].shape) if in_tensors else 0
-        spec = handlers.channel_spec(op, rank)
+        spec = handlers.channel_spec(op, tuple(in_tensors[0].shape) if in_tensors else None)
         kind = spec.kind
         if kind == "producer":
             if spec.in_slices and ins:
@@ -174,6 +174,7 @@ class ChannelGraph:
                 out_ids = self._new(_channels(out_tensors[0]))
                 self._layer_out[id(op)] = out_ids
                 self._record(op, "out", spec.out_slices, out_ids)
+                self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids))
             return [out_ids]
         if kind == "depthwise":
             in_ids, first = self._shared(self._layer_in, op, ins[0])
@@ -190,6 +191,8 @@ class ChannelGraph:
             in_ids, first = self._shared(self._layer_in, op, ins[0])
             if first:
                 self._record(op, "out", spec.out_slices, in_ids)
+                if spec.width_key:  # a width in its config (Reshape's target_shape)
+                    self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), in_ids))
             return [ins[0]] + [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors[1:]]
         if kind == "merge":
             widest = max(ins, key=len)

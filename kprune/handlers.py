@@ -322,12 +322,13 @@ _MERGE_TYPES = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
 _SOFTMAX_NAMES = ("softmax", "log_softmax")
 
 
-def channel_spec(layer, rank=None):
-    """The `ChannelSpec` of a layer called on inputs of rank `rank` (a
+def channel_spec(layer, input_shape=None):
+    """The `ChannelSpec` of a layer called on inputs of shape `input_shape` (a
     `PruneLowMagnitude` wrapper: of its layer)."""
     inner = getattr(layer, "layer", None)
     if inner is not None and type(layer).__name__ == "PruneLowMagnitude":
-        return channel_spec(inner, rank)
+        return channel_spec(inner, input_shape)
+    rank = len(input_shape) if input_shape is not None else None
     if isinstance(layer, L.InputLayer):
         return _block("model input")
     if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
@@ -394,6 +395,11 @@ def channel_spec(layer, rank=None):
         if not _channels_last(layer):
             return _block("channels_first data format")
         return ChannelSpec("flatten")
+    if isinstance(layer, L.Reshape):
+        # Row-major reshapes that keep the last axis keep channel c at c.
+        if input_shape is not None and input_shape[-1] is not None and tuple(layer.target_shape)[-1] == input_shape[-1]:
+            return ChannelSpec("pass", width_key="target_shape")
+        return _block("reshape changes the channel axis")
     if isinstance(layer, L.Embedding):
         emb = _variable(layer, "_embeddings", "embeddings")
         return ChannelSpec("producer", (), ((emb, 1, 1),), "output_dim")
@@ -405,3 +411,13 @@ def channel_scale(layer):
     if isinstance(layer, L.BatchNormalization) and layer.scale:
         return layer.gamma
     return None
+
+
+def resized_config(layer, width_key, width):
+    """`layer`'s config with `width` channels under `width_key` (from its `ChannelSpec`)."""
+    config = layer.get_config()
+    if width_key == "target_shape":
+        config[width_key] = tuple(config[width_key][:-1]) + (int(width),)
+    else:
+        config[width_key] = int(width)
+    return config

@@ -199,13 +199,13 @@ def test_outputs_and_inputs_are_never_pruned():
 def test_unknown_layer_blocks_its_group_and_says_why():
     x = keras.Input((8, 8, 3))
     a = L.Conv2D(8, 3, name="a")(x)
-    b = L.Reshape((36, 8))(a)
+    b = L.Reshape((6, 48))(a)
     c = L.Conv2D(8, 3, name="c")(a)
     model = keras.Model(x, [L.GlobalAveragePooling1D()(b), L.Dense(2)(L.GlobalAveragePooling2D()(c))])
     plan = channels.plan_channels(model, 0.5)
     entry = next(g for g in plan.groups if g["producers"] == ["a"])
     assert entry["pruned"] == []
-    assert "reshape" in entry["reason"] and "Reshape" in entry["reason"]
+    assert "(Reshape): reshape changes the channel axis" in entry["reason"]
     entry_c = next(g for g in plan.groups if g["producers"] == ["c"])
     assert len(entry_c["pruned"]) == 4
 
@@ -328,3 +328,32 @@ def test_subclassed_model_is_rejected():
     net(np.ones((1, 4), "float32"))
     with pytest.raises(ValueError, match="subclassed models have no graph"):
         channels.plan_channels(net, 0.5)
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50", "DenseNet121", "EfficientNetB0"])
+def test_keras_applications_pruned_half_and_removed(name):
+    model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
+    plan = channels.plan_channels(model, 0.5)
+    prunable = [g for g in plan.groups if not g["reason"]]
+    assert prunable and all(len(g["pruned"]) == g["channels"] // 2 for g in prunable)
+    masked = channels.mask_channels(model, plan)
+    removed = channels.remove_channels(masked)
+    x = _inputs(model, 2)
+    assert np.abs(masked.predict(x, verbose=0) - removed.predict(x, verbose=0)).max() <= 1e-4
+    assert removed.count_params() < 0.6 * model.count_params()
+
+
+def test_reshape_keeping_the_channel_axis_is_pass_through():
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 3, name="conv")(x)
+    s = L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(a))
+    s = L.Conv2D(8, 1, activation="sigmoid", name="gate")(s)
+    model = keras.Model(x, L.Dense(2, name="head")(L.Flatten()(L.Multiply()([a, s]))))
+    plan = channels.plan_channels(model, 0.5)
+    entry = next(g for g in plan.groups if g["producers"] == ["conv", "gate"])
+    assert len(entry["pruned"]) == 4
+    removed = channels.remove_channels(model, plan)
+    assert removed.get_layer(index=3).target_shape == (1, 1, 4)
+    masked = channels.mask_channels(model, plan)
+    xs = _inputs(model)
+    assert np.abs(masked.predict(xs, verbose=0) - removed.predict(xs, verbose=0)).max() <= 1e-4
