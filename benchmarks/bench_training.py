@@ -188,12 +188,12 @@ def count_updates(first_step, n_steps, frequency):
 
 
 # ------------------------------------------------------------ keras 3 / kprune
-def keras3_training(cfg):
-    import keras
-    import numpy as np
+def time_variants(cfg, keras, api, label):
+    """Plain vs pruned (each frequency) runs of the same CNN, interleaved.
 
-    import kprune
-
+    `api` is `kprune` or `tfmot.sparsity.keras`: the calls are the same, which
+    is the migration kprune promises (change the import).
+    """
     keras.utils.set_random_seed(0)
     ds = synthetic_dataset(cfg)
 
@@ -205,7 +205,6 @@ def keras3_training(cfg):
         return model
 
     plain = compiled(build_cnn(keras))
-    n_params = int(plain.count_params())
     variants = [
         {
             "name": "plain",
@@ -215,17 +214,26 @@ def keras3_training(cfg):
         }
     ]
     for f in FREQUENCIES:
-        schedule = kprune.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
-        model = compiled(kprune.prune_low_magnitude(build_cnn(keras), pruning_schedule=schedule))
+        schedule = api.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
+        model = compiled(api.prune_low_magnitude(build_cnn(keras), pruning_schedule=schedule))
         variants.append(
             {
                 "name": f"pruned_f{f}",
                 "model": model,
-                "extra_callbacks": lambda: [kprune.UpdatePruningStep()],
+                "extra_callbacks": lambda: [api.UpdatePruningStep()],
                 "callback_base": keras.callbacks.Callback,
             }
         )
-    timed = run_interleaved(variants, ds, cfg, "keras3/kprune")
+    return variants, run_interleaved(variants, ds, cfg, label), int(plain.count_params())
+
+
+def keras3_training(cfg):
+    import keras
+    import numpy as np
+
+    import kprune
+
+    variants, timed, n_params = time_variants(cfg, keras, kprune, "keras3/kprune")
 
     warm_steps = cfg["warmup_chunks"] * cfg["chunk_steps"]
     results = {"library": "kprune", "keras_version": keras.__version__, "params": n_params}
@@ -326,39 +334,7 @@ def tfmot_training(cfg):
     import numpy as np
 
     tf, tfmot, keras = _legacy_imports()
-    sparsity = tfmot.sparsity.keras
-    keras.utils.set_random_seed(0)
-    ds = synthetic_dataset(cfg)
-
-    def compiled(model):
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        return model
-
-    plain = compiled(build_cnn(keras))
-    n_params = int(plain.count_params())
-    variants = [
-        {
-            "name": "plain",
-            "model": plain,
-            "extra_callbacks": lambda: [],
-            "callback_base": keras.callbacks.Callback,
-        }
-    ]
-    for f in FREQUENCIES:
-        schedule = sparsity.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
-        model = compiled(sparsity.prune_low_magnitude(build_cnn(keras), pruning_schedule=schedule))
-        variants.append(
-            {
-                "name": f"pruned_f{f}",
-                "model": model,
-                "extra_callbacks": lambda: [sparsity.UpdatePruningStep()],
-                "callback_base": keras.callbacks.Callback,
-            }
-        )
-    timed = run_interleaved(variants, ds, cfg, "tf_keras/tfmot")
+    variants, timed, n_params = time_variants(cfg, keras, tfmot.sparsity.keras, "tf_keras/tfmot")
 
     warm_steps = cfg["warmup_chunks"] * cfg["chunk_steps"]
     results = {
