@@ -126,9 +126,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.on_train_begin()
         span = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         last = self.step + span - 1
+        # One lookup per distinct schedule, not per layer.
+        turns = {key: table.last_turn(self.step, last) for key, table in self._tables.items()}
         updated = False
         for w in self._wrappers:
-            sparsity = self._tables[id(w.pruning_schedule)].last_turn(self.step, last)
+            sparsity = turns[id(w.pruning_schedule)]
             if sparsity is not None:
                 w.update_masks(sparsity)
                 updated = True
