@@ -258,6 +258,10 @@ def describe(layer):
 #
 # * "producer": reads input channels (`in_slices`) and makes new output
 #   channels (`out_slices`); its width is config key `width_key`.
+# * "grouped": a grouped convolution (`multiplier` groups): input channel i is
+#   row `i % (C_in / groups)` of the kernel in every group, so channels
+#   i, i + C_in/groups, ... are pruned together (and likewise output filters
+#   j, j + C_out/groups, ...), which keeps the groups equal in size.
 # * "depthwise": output channel `c * multiplier + k` comes from input channel c.
 # * "pass": output channel c is input channel c (per-channel weights in
 #   `out_slices`, e.g. BatchNormalization's gamma and statistics).
@@ -324,10 +328,8 @@ _SOFTMAX_NAMES = ("softmax", "log_softmax")
 
 def channel_spec(layer, input_shape=None):
     """The `ChannelSpec` of a layer called on inputs of shape `input_shape` (a
-    `PruneLowMagnitude` wrapper: of its layer)."""
-    inner = getattr(layer, "layer", None)
-    if inner is not None and type(layer).__name__ == "PruneLowMagnitude":
-        return channel_spec(inner, input_shape)
+    kprune wrapper: of its layer)."""
+    layer = unwrap(layer)
     rank = len(input_shape) if input_shape is not None else None
     if isinstance(layer, L.InputLayer):
         return _block("model input")
@@ -353,10 +355,12 @@ def channel_spec(layer, input_shape=None):
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
         if not _channels_last(layer):
             return _block("channels_first data format")
-        if layer.groups != 1:
-            return _block(f"grouped convolution (groups={layer.groups})")
         kernel = _variable(layer, "_kernel", "kernel")
-        return ChannelSpec("producer", ((kernel, -2, 1),), ((kernel, -1, 1),) + _with_bias(layer), "filters")
+        kind = "producer" if layer.groups == 1 else "grouped"
+        return ChannelSpec(
+            kind, ((kernel, -2, 1),), ((kernel, -1, 1),) + _with_bias(layer), "filters",
+            multiplier=layer.groups,
+        )
     if isinstance(layer, L.Dense):
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             return _block("LoRA-enabled or quantized Dense")
@@ -406,6 +410,17 @@ def channel_spec(layer, input_shape=None):
     return _block(f"kprune has no channel rule for {type(layer).__name__}")
 
 
+def unwrap(layer):
+    """The layer a kprune wrapper (`PruneLowMagnitude`, `PruneChannels`) wraps,
+    or `layer` itself."""
+    while type(layer).__name__ in _WRAPPER_NAMES and getattr(layer, "layer", None) is not None:
+        layer = layer.layer
+    return layer
+
+
+_WRAPPER_NAMES = ("PruneLowMagnitude", "PruneChannels")
+
+
 def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     if isinstance(layer, L.BatchNormalization) and layer.scale:
@@ -421,3 +436,99 @@ def resized_config(layer, width_key, width):
     else:
         config[width_key] = int(width)
     return config
+
+
+# --------------------------------------------------------------------------
+# Compute: multiply-accumulates of one call, for reports.
+
+
+def _spatial(shape):
+    """Product of the axes between batch and channels."""
+    n = 1
+    for d in shape[1:-1]:
+        n *= int(d or 1)
+    return n
+
+
+def macs(layer, input_shapes, output_shapes):
+    """Multiply-accumulates of one call of `layer` on one example.
+
+    Counts the layers that dominate compute -- convolutions, Dense and
+    EinsumDense, recurrent cells, attention projections -- and returns 0 for the
+    rest (elementwise ops, pooling, normalization), as Torch-Pruning and most
+    papers do. Shapes include the batch axis.
+
+    Example:
+
+    >>> import keras
+    >>> from kprune import handlers
+    >>> conv = keras.layers.Conv2D(8, 3, padding="same")
+    >>> handlers.macs(conv, [(None, 16, 16, 4)], [(None, 16, 16, 8)])
+    73728
+    """
+    layer = unwrap(layer)
+    if not input_shapes or not output_shapes:
+        return 0
+    inp, out = tuple(input_shapes[0]), tuple(output_shapes[0])
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        k = 1
+        for d in layer.kernel_size:
+            k *= d
+        return _spatial(inp) * k * int(inp[-1]) * layer.filters
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        k = 1
+        for d in layer.kernel_size:
+            k *= d
+        mid = int(inp[-1]) * layer.depth_multiplier
+        return _spatial(out) * (k * mid + mid * layer.filters)
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        k = 1
+        for d in layer.kernel_size:
+            k *= d
+        return _spatial(out) * k * int(out[-1])
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        k = 1
+        for d in layer.kernel_size:
+            k *= d
+        spatial = _spatial(out) if _channels_last(layer) else _spatial((None,) + out[2:] + (None,))
+        cin = int(inp[-1] if _channels_last(layer) else inp[1])
+        return spatial * k * (cin // layer.groups) * layer.filters
+    if isinstance(layer, L.Dense):
+        return _spatial(out) * int(inp[-1]) * layer.units
+    if isinstance(layer, L.EinsumDense):
+        return _einsum_macs(layer.equation, inp, tuple(layer.kernel.shape), out)
+    if isinstance(layer, (L.SimpleRNN, L.GRU, L.LSTM)):
+        gates = 4 if isinstance(layer, L.LSTM) else 3 if isinstance(layer, L.GRU) else 1
+        steps = int(inp[1] or 1)
+        return steps * gates * (int(inp[-1]) + layer.units) * layer.units
+    if isinstance(layer, L.Bidirectional):
+        half = out[:-1] + (int(out[-1]) // 2,) if layer.merge_mode == "concat" else out
+        return macs(layer.forward_layer, [inp], [half]) + macs(layer.backward_layer, [inp], [half])
+    if isinstance(layer, L.TimeDistributed):
+        steps = int(inp[1] or 1)
+        return steps * macs(layer.layer, [(inp[0],) + inp[2:]], [(out[0],) + out[2:]])
+    return 0
+
+
+def _einsum_macs(equation, inp, kernel, out):
+    """Product of the sizes of every index of an EinsumDense equation (batch
+    and ellipsis axes count once per example)."""
+    lhs, out_spec = equation.split("->")
+    in_spec, kernel_spec = lhs.split(",")
+    sizes = {}
+    extra = 1
+    for spec, shape, skip_batch in ((in_spec, inp, True), (kernel_spec, kernel, False), (out_spec, out, True)):
+        letters = spec.replace("...", "")
+        dims = list(shape[len(shape) - len(letters):]) if "..." in spec else list(shape)
+        if "..." in spec and spec is in_spec:
+            for d in shape[1 : len(shape) - len(letters)]:
+                extra *= int(d or 1)
+        for position, (letter, d) in enumerate(zip(letters, dims)):
+            if skip_batch and position == 0 and "..." not in spec and spec.index(letter) == 0:
+                sizes.setdefault(letter, 1)
+            elif d is not None:
+                sizes.setdefault(letter, int(d))
+    total = extra
+    for d in sizes.values():
+        total *= d
+    return total
