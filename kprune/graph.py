@@ -57,7 +57,7 @@ class ChannelGroup:
         """Names of the layers whose output channels are this group's channels."""
         names = []
         for u in self.usages:
-            if u.role == "out" and handlers.channel_spec(u.layer).kind == "producer":
+            if u.role == "out" and handlers.channel_spec(u.layer).kind in ("producer", "grouped"):
                 if u.layer.name not in names:
                     names.append(u.layer.name)
         return names
@@ -176,6 +176,8 @@ class ChannelGraph:
                 self._record(op, "out", spec.out_slices, out_ids)
                 self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids))
             return [out_ids]
+        if kind == "grouped":
+            return [self._grouped(op, spec, ins[0], out_tensors[0])]
         if kind == "depthwise":
             in_ids, first = self._shared(self._layer_in, op, ins[0])
             if spec.multiplier == 1:
@@ -212,6 +214,27 @@ class ChannelGraph:
         for ids in ins:
             self._blocks.append((ids, reason))
         return [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors]
+
+    def _grouped(self, op, spec, ins, out_tensor):
+        """A grouped convolution: row r of the kernel reads channel r of every
+        group, so those channels are one unit; likewise filter j of every
+        group. Pruning whole units keeps the groups equal in size."""
+        groups = spec.multiplier
+        in_ids, first = self._shared(self._layer_in, op, ins)
+        rows = in_ids.reshape(groups, -1)
+        for k in range(1, groups):
+            self._union(rows[0], rows[k])
+        out_ids = self._layer_out.get(id(op))
+        if out_ids is None:
+            out_ids = self._new(_channels(out_tensor))
+            filters = out_ids.reshape(groups, -1)
+            for k in range(1, groups):
+                self._union(filters[0], filters[k])
+            self._layer_out[id(op)] = out_ids
+            self._record(op, "in", spec.in_slices, rows[0])
+            self._record(op, "out", spec.out_slices, out_ids)
+            self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids))
+        return out_ids
 
     # ---------------------------------------------------------------- groups
     def _finish(self):

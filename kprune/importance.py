@@ -42,7 +42,7 @@ def _filters(graph, group):
         if usage.role != "out":
             continue
         spec = handlers.channel_spec(usage.layer)
-        if spec.kind not in ("producer", "depthwise"):
+        if spec.kind not in ("producer", "grouped", "depthwise"):
             continue
         if spec.kind == "depthwise":
             variable, axis, repeat = spec.in_slices[0]
