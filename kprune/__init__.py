@@ -20,6 +20,11 @@ from kprune.pruning import update_masks
 from kprune.schedules import ConstantSparsity
 from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
+from kprune.structured import channel_sparsity
+from kprune.structured import prune_channels
+from kprune.summary import count_macs
+from kprune.summary import count_params
+from kprune.wrapper import PruneChannels
 from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
@@ -28,12 +33,17 @@ __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneChannels",
     "PruneLowMagnitude",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
+    "channel_sparsity",
+    "count_macs",
+    "count_params",
     "mask_channels",
     "plan_channels",
+    "prune_channels",
     "prune_low_magnitude",
     "remove_channels",
     "strip_pruning",

@@ -5,7 +5,9 @@ import importlib.util
 import keras
 import numpy as np
 
-from kprune import pruning
+from kprune import pruning, structured
+from kprune.graph import ChannelGraph
+from kprune.wrapper import PruneChannels
 
 # Schedules are evaluated for this many steps at a time (one vectorized call),
 # so the per-batch cost is an array lookup rather than a dozen eager ops.
@@ -106,6 +108,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # they must hold masked values (set_weights may have changed them).
             w.apply_masks()
         self._tables = {}
+        self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
+        self._channel_graph = None
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), _ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)
@@ -131,8 +135,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
         updated = False
         for w in self._wrappers:
             sparsity = turns[id(w.pruning_schedule)]
-            if sparsity is not None:
+            if sparsity is not None and not isinstance(w, PruneChannels):
                 w.update_masks(sparsity)
+                updated = True
+        if self._channel_wrappers:
+            # Channels are chosen for the whole model at once, on the
+            # schedule of its first channel wrapper.
+            sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
+            if sparsity is not None:
+                if self._channel_graph is None:
+                    self._channel_graph = ChannelGraph(self.model)
+                structured.update_channel_masks(
+                    self.model, sparsity, self._channel_wrappers, self._channel_graph
+                )
                 updated = True
         self.step += 1
         if updated:

@@ -118,9 +118,11 @@ def plan_channels(
     sparsity,
     importance="l2",
     global_ranking=False,
-    round_to=1,
+    round_to=8,
     exclude=(),
     ratios=None,
+    data=None,
+    loss=None,
 ):
     """Choose the channels to prune.
 
@@ -128,34 +130,76 @@ def plan_channels(
         model: a Sequential or Functional Keras model.
         sparsity: fraction of channels to prune in each group (local) or over
             all groups (`global_ranking=True`), in [0, 1).
-        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"` or a
-            callable `(graph, group) -> scores`.
+        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`; the
+            data criteria `"taylor"`, `"apoz"`, `"mean_activation"` (with
+            `data`); or a callable `(graph, group) -> scores` (see
+            `kprune.importance`).
         global_ranking: rank channels across groups (scores divided by their
             group's mean) instead of within each group. Defaults to False.
         round_to: keep a multiple of this many channels per group (groups no
-            larger than it are kept whole). Defaults to 1.
+            larger than it are kept whole). Defaults to 8: XNNPACK's float
+            kernels, which LiteRT runs on CPUs, work on channel tiles of 8 (or
+            16), so other widths cost nearly as much as the next multiple
+            (see the channel benchmark in the README). Use 1 for exact ratios.
         exclude: layer names or layer classes whose groups are left whole.
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
+        data: inputs (or `(inputs, targets)` for `"taylor"`) the data-driven
+            criteria run the model on: an array, a tuple of arrays or a
+            `tf.data.Dataset` of batches. Defaults to None.
+        loss: the loss for `"taylor"` (a Keras loss or its name); defaults to
+            the compiled model's loss.
 
     Returns:
         A `ChannelPlan`.
+
+    Example:
+
+    >>> import keras, kprune
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)),
+    ...     keras.layers.Conv2D(16, 3, name="conv"), keras.layers.ReLU(),
+    ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    >>> plan = kprune.plan_channels(model, 0.5, round_to=4)
+    >>> plan.num_pruned
+    8
     """
     sparsity = check_sparsity("sparsity", sparsity)
     _check_round_to(round_to)
+    score_fn = importance_lib.get(importance, data=data, loss=loss)
+    base = strip_pruning(model) if collect_wrappers(model) else model
+    graph = ChannelGraph(base)
+    ratios = check_names(graph, model, exclude, ratios)
+    if getattr(score_fn, "needs_model", False):
+        score_fn = score_fn.bind(base)
+
+    def skip(group):
+        return "excluded" if _excluded(group, exclude) else None
+
+    return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
+
+
+def check_names(graph, model, exclude, ratios):
+    """Validate `ratios` and `exclude` against the graph; returns the ratios dict."""
     ratios = dict(ratios or {})
     for name, value in ratios.items():
         check_sparsity(f"ratios[{name!r}]", value)
-    score_fn = importance_lib.get(importance)
-    graph = ChannelGraph(strip_pruning(model) if collect_wrappers(model) else model)
-    known = {layer.name for g in graph.groups for layer in (u.layer for u in g.usages)}
+    if isinstance(exclude, (str, type)):
+        exclude = (exclude,)
+    known = {u.layer.name for g in graph.groups for u in g.usages}
     for name in list(ratios) + [e for e in exclude if isinstance(e, str)]:
         if name not in known:
             raise ValueError(
                 f"Layer '{name}' (in `ratios` or `exclude`) is not a layer of model "
                 f"'{model.name}' that channel pruning can reach."
             )
+    return ratios
 
+
+def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios):
+    """Score the groups of `graph` and choose the channels to prune.
+
+    `skip(group)` returns a reason to leave a group whole, or None.
+    """
     entries, scored = [], []
     for group in graph.groups:
         entry = {"group": group.index, "producers": group.producers,
@@ -164,12 +208,14 @@ def plan_channels(
         if group.blocked or not group.producers:
             entry["reason"] = entry["reason"] or "no producer"
             continue
-        if _excluded(group, exclude):
-            entry["reason"] = "excluded"
+        reason = skip(group)
+        if reason:
+            entry["reason"] = reason
             continue
         scores = score_fn(graph, group)
         if scores is None:
-            entry["reason"] = f"no weights for importance {getattr(score_fn, '__name__', importance)!r}"
+            name = getattr(score_fn, "__name__", type(score_fn).__name__)
+            entry["reason"] = f"no weights for importance {name!r}"
             continue
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (len(group.units),):
@@ -208,9 +254,37 @@ def _excluded(group, exclude):
     return False
 
 
+def _rows(keep, repeat):
+    if not len(keep):
+        return np.array([], np.int64)
+    return np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep])
+
+
+def channel_masks(graph, layer, pruned):
+    """`{id(variable): 0/1 array}` for `layer`'s variables that hold slices of
+    `pruned` channels (1 where the entry survives)."""
+    masks = {}
+    for usage in graph.usages:
+        if usage.layer is not layer:
+            continue
+        keep = graph.keep_positions(usage, pruned)
+        for variable, axis, repeat in usage.slices:
+            shape = tuple(variable.shape)
+            axis = axis % len(shape)
+            alive = np.zeros(shape[axis], dtype=bool)
+            alive[_rows(keep, repeat)] = True
+            view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+            current = masks.get(id(variable), np.ones(shape, dtype=bool))
+            masks[id(variable)] = current & view
+    return masks
+
+
 def _sliced(graph, layer, pruned, zero_only):
     """The layer's weights with the slices of `pruned` channels zeroed or removed."""
     values = [keras.ops.convert_to_numpy(v.value) for v in layer.weights]
+    if zero_only:
+        masks = channel_masks(graph, layer, pruned)
+        return [value * masks[id(v)] if id(v) in masks else value for v, value in zip(layer.weights, values)]
     positions = {id(v): k for k, v in enumerate(layer.weights)}
     for usage in graph.usages:
         if usage.layer is not layer:
@@ -218,14 +292,7 @@ def _sliced(graph, layer, pruned, zero_only):
         keep = graph.keep_positions(usage, pruned)
         for variable, axis, repeat in usage.slices:
             k = positions[id(variable)]
-            rows = np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep]) if len(keep) else np.array([], np.int64)
-            if zero_only:
-                drop = np.setdiff1d(np.arange(values[k].shape[axis]), rows)
-                moved = np.moveaxis(values[k], axis, 0).copy()
-                moved[drop] = 0
-                values[k] = np.moveaxis(moved, 0, axis)
-            else:
-                values[k] = np.take(values[k], rows, axis=axis)
+            values[k] = np.take(values[k], _rows(keep, repeat), axis=axis)
     return values
 
 
@@ -255,7 +322,7 @@ def _unread_units(graph):
             value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
             for k, positions in enumerate(graph.unit_positions(group, usage)):
                 if positions:
-                    rows = np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in positions])
+                    rows = _rows(positions, repeat)
                     zero = not np.any(value[rows])
                     unit = group.units[k]
                     reads[unit] = reads.get(unit, True) and zero

@@ -89,7 +89,11 @@ class ChannelGraph:
         self._layer_out = {}
         self.model_inputs = {}  # id(nested model) -> channel ids of its inputs
         self.widths = {}  # id(layer) -> (config key of its width, its output usage)
+        # Tensors (of the top-level model) that a layer with weights reads,
+        # with their channel ids: where data criteria measure activations.
+        self.read_tensors = []
         function = _function_of(model)
+        self.function = function
         inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
         outputs = self._walk(function, inputs)
         for ids in outputs:
@@ -141,9 +145,16 @@ class ChannelGraph:
                     continue
                 ins = [ids_of[id(t)] for t in node.input_tensors]
                 outs = self._apply(node.operation, ins, node.input_tensors, node.outputs)
+                if function is self.function and node.input_tensors and self._reads(node.operation):
+                    self.read_tensors.append((node.input_tensors[0], ins[0]))
                 for t, ids in zip(node.outputs, outs):
                     ids_of[id(t)] = ids
         return [ids_of[id(t)] for t in function.outputs]
+
+    @staticmethod
+    def _reads(op):
+        kind = handlers.channel_spec(op).kind if not isinstance(op, keras.Model) else None
+        return kind in ("producer", "grouped", "depthwise")
 
     def _record(self, layer, role, slices, ids):
         if slices:
@@ -159,6 +170,7 @@ class ChannelGraph:
         return ids, True
 
     def _apply(self, op, ins, in_tensors, out_tensors):
+        op = handlers.unwrap(op)
         if isinstance(op, keras.Model) and _is_graph(op):
             self.model_inputs[id(op)] = ins
             return self._walk(_function_of(op), ins)
@@ -256,10 +268,12 @@ class ChannelGraph:
         ]
 
     def unit_positions(self, group, usage):
-        """For each unit of `group`: the positions in `usage.ids` that are that unit."""
+        """For each unit of `group`: the positions in `usage.ids` that are that unit
+        (`usage` may also be an array of channel ids)."""
+        ids = usage if isinstance(usage, np.ndarray) else usage.ids
         index = {u: k for k, u in enumerate(group.units)}
         positions = [[] for _ in group.units]
-        for p, i in enumerate(usage.ids.tolist()):
+        for p, i in enumerate(ids.tolist()):
             k = index.get(self.find(i))
             if k is not None:
                 positions[k].append(p)

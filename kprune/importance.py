@@ -12,6 +12,17 @@ Higher scores are kept. Weight-based criteria read the group's weights:
   during training. Groups without BatchNormalization score `None` and are not
   pruned.
 
+Data criteria run the model on batches you pass as `data`:
+
+* `"taylor"`: first-order Taylor estimate of the loss change when a channel's
+  whole group of weights is removed, `I = mean_batches (sum_w g_w * w)^2`
+  over every weight slice of the channel (Molchanov et al., "Importance
+  Estimation for Neural Network Pruning", 2019); needs targets and a loss.
+* `"apoz"`: 1 - Average Percentage of Zeros of the activations that the
+  group's consumers read (Hu et al., 2016): channels that are mostly 0 after
+  ReLU go first.
+* `"mean_activation"`: mean `|a|` of those activations (Molchanov et al., 2017).
+
 A custom criterion is any callable `(graph, group) -> np.ndarray | None`.
 """
 
@@ -103,14 +114,151 @@ def bn_scale(graph, group):
 CRITERIA = {"l1": _norm(1), "l2": _norm(2), "fpgm": fpgm, "bn_scale": bn_scale}
 
 
-def get(importance):
-    """Resolve a criterion name or callable."""
+def _batches(data, with_targets):
+    """`(x, y)` batches from an array, a tuple `(x, y)`, a list of input
+    arrays or a `tf.data.Dataset` of batches."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        for element in data:
+            if isinstance(element, (tuple, list)) and len(element) >= 2:
+                yield element[0], element[1]
+            else:
+                yield element, None
+        return
+    x, y = data, None
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = data
+    elif with_targets:
+        raise ValueError(
+            "Argument `data` must be `(inputs, targets)` for importance 'taylor'. "
+            f"Received: data of type {type(data).__name__}"
+        )
+    first = x[0] if isinstance(x, list) else x
+    n = len(first)
+    for start in range(0, n, 64):
+        bx = [a[start : start + 64] for a in x] if isinstance(x, list) else x[start : start + 64]
+        yield bx, (None if y is None else y[start : start + 64])
+
+
+class _DataCriterion:
+    """A criterion that measures the model on data; `bind(model)` before use."""
+
+    needs_model = True
+
+    def __init__(self, name, data, loss=None):
+        if data is None:
+            raise ValueError(
+                f"Importance {name!r} measures the model on data: pass `data=` "
+                f"({'(inputs, targets)' if name == 'taylor' else 'inputs'}). Received: data=None"
+            )
+        self.__name__ = name
+        self.data = data
+        self.loss = loss
+        self.model = None
+        self._cache = None  # (graph id, scores per group index)
+
+    def bind(self, model):
+        self.model = model
+        self._cache = None
+        return self
+
+    def __call__(self, graph, group):
+        if self._cache is None or self._cache[0] is not graph:
+            self._cache = (graph, self._measure(graph))
+        return self._cache[1].get(group.index)
+
+
+class _ActivationCriterion(_DataCriterion):
+    def _measure(self, graph):
+        tensors = graph.read_tensors
+        if not tensors:
+            return {}
+        inputs = graph.function.inputs
+        probe = keras.Model(inputs if len(inputs) > 1 else inputs[0], [t for t, _ in tensors])
+        zeros = [0.0] * len(tensors)
+        sums = [0.0] * len(tensors)
+        count = [0] * len(tensors)
+        for x, _ in _batches(self.data, with_targets=False):
+            outputs = probe(x, training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            for k, out in enumerate(outputs):
+                a = keras.ops.convert_to_numpy(out)
+                a = a.reshape(-1, a.shape[-1])
+                zeros[k] = zeros[k] + (a == 0).sum(axis=0)
+                sums[k] = sums[k] + np.abs(a).sum(axis=0)
+                count[k] += a.shape[0]
+        if not count or not count[0]:
+            raise ValueError("Argument `data` holds no examples.")
+        scores = {}
+        for group in graph.groups:
+            total, found = np.zeros(len(group.units)), False
+            for k, (_, ids) in enumerate(tensors):
+                per_channel = (1.0 - zeros[k] / count[k]) if self.__name__ == "apoz" else sums[k] / count[k]
+                for u, positions in enumerate(graph.unit_positions(group, ids)):
+                    if positions:
+                        found = True
+                        total[u] += per_channel[positions].mean()
+            if found:
+                scores[group.index] = total
+        return scores
+
+
+class _TaylorCriterion(_DataCriterion):
+    def _measure(self, graph):
+        import tensorflow as tf
+
+        model = self.model
+        loss = self.loss if self.loss is not None else getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "Importance 'taylor' needs a loss: pass `loss=` (e.g. "
+                "'sparse_categorical_crossentropy') or compile the model first."
+            )
+        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        variables = [v for v in model.trainable_variables]
+        index = {id(v): k for k, v in enumerate(variables)}
+        groups = [g for g in graph.groups if g.blocked is None and g.producers]
+        scores = {g.index: np.zeros(len(g.units)) for g in groups}
+        batches = 0
+        for x, y in _batches(self.data, with_targets=True):
+            with tf.GradientTape() as tape:
+                value = keras.ops.mean(loss_fn(y, model(x, training=False)))
+            grads = tape.gradient(value, variables)
+            products = {}
+            for group in groups:
+                per_unit = np.zeros(len(group.units))
+                for usage in group.usages:
+                    for variable, axis, repeat in usage.slices:
+                        k = index.get(id(variable))
+                        if k is None or grads[k] is None:
+                            continue
+                        if k not in products:
+                            products[k] = keras.ops.convert_to_numpy(grads[k] * variables[k].value)
+                        rows = _unit_values(graph, group, usage, products[k], axis, repeat)
+                        for u, r in enumerate(rows):
+                            if r is not None:
+                                per_unit[u] += r.sum()
+                scores[group.index] += per_unit**2
+            batches += 1
+        if not batches:
+            raise ValueError("Argument `data` holds no examples.")
+        return {i: s / batches for i, s in scores.items()}
+
+
+DATA_CRITERIA = {"taylor": _TaylorCriterion, "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}
+
+
+def get(importance, data=None, loss=None):
+    """Resolve a criterion name or callable (data criteria get `data`/`loss`)."""
     if callable(importance):
         return importance
+    if importance in DATA_CRITERIA:
+        return DATA_CRITERIA[importance](importance, data, loss)
     if importance not in CRITERIA:
         raise ValueError(
-            f"Argument `importance` must be one of {sorted(CRITERIA)} or a callable "
-            f"`(graph, group) -> scores`. Received: importance={importance!r}"
+            f"Argument `importance` must be one of {sorted(CRITERIA) + sorted(DATA_CRITERIA)} "
+            f"or a callable `(graph, group) -> scores`. Received: importance={importance!r}"
         )
     return CRITERIA[importance]
 

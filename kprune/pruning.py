@@ -5,7 +5,7 @@ import keras
 from kprune import handlers
 from kprune import masks as mask_math
 from kprune.schedules import check_sparsity
-from kprune.wrapper import PruneLowMagnitude
+from kprune.wrapper import MaskedWrapper, PruneChannels, PruneLowMagnitude
 
 
 def _is_functional(layer):
@@ -24,14 +24,15 @@ def _leaf_layers(model):
 
 
 def collect_wrappers(model):
-    """Every `PruneLowMagnitude` layer in `model` (a layer, a list or a model)."""
-    if isinstance(model, PruneLowMagnitude):
+    """Every kprune wrapper (`PruneLowMagnitude`, `PruneChannels`) in `model`
+    (a layer, a list or a model)."""
+    if isinstance(model, MaskedWrapper):
         return [model]
     if isinstance(model, (list, tuple)):
         return [w for m in model for w in collect_wrappers(m)]
     if not hasattr(model, "layers"):
         return []
-    return [layer for layer in _leaf_layers(model) if isinstance(layer, PruneLowMagnitude)]
+    return [layer for layer in _leaf_layers(model) if isinstance(layer, MaskedWrapper)]
 
 
 def copy_layer(layer, config=None, build=True):
@@ -40,7 +41,7 @@ def copy_layer(layer, config=None, build=True):
     With `build`, the copy is built from the recorded input shapes (layers such
     as MultiHeadAttention cannot be built from a single shape later).
     """
-    source = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+    source = layer.layer if isinstance(layer, MaskedWrapper) else layer
     new = source.__class__.from_config(config if config is not None else source.get_config())
     build_config = source.get_build_config() if (build and source.built) else None
     if build_config:
@@ -92,7 +93,7 @@ def clone_with(model, clone_layer, weights_of, input_width=None):
 
 
 def _weights(layer):
-    if isinstance(layer, PruneLowMagnitude):
+    if isinstance(layer, MaskedWrapper):
         return layer.masked_layer_weights()
     return layer.get_weights()
 
@@ -108,9 +109,9 @@ def _check_model(model):
 
 
 def _check_not_wrapped(layer):
-    if isinstance(layer, PruneLowMagnitude):
+    if isinstance(layer, MaskedWrapper):
         raise ValueError(
-            f"Layer '{layer.name}' is already wrapped by PruneLowMagnitude; a layer can "
+            f"Layer '{layer.name}' is already wrapped by {type(layer).__name__}; a layer can "
             "be pruned only once. Call kprune.strip_pruning(model) first to re-prune "
             "with other settings."
         )
@@ -256,7 +257,7 @@ def strip_pruning(model):
     >>> [type(l).__name__ for l in kprune.strip_pruning(pruned).layers]
     ['Dense']
     """
-    if isinstance(model, PruneLowMagnitude):
+    if isinstance(model, MaskedWrapper):
         layer = copy_layer(model)
         if model.layer.built:
             layer.set_weights(model.masked_layer_weights())
@@ -311,6 +312,19 @@ def update_masks(model, sparsity=None):
                 f"Layer '{w.name}' is not built: call the model on data (or give it "
                 "an Input) before updating masks."
             )
+    channel_wrappers = [w for w in wrappers if isinstance(w, PruneChannels)]
+    if channel_wrappers:
+        from kprune import structured
+
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "Channel masks are chosen for a whole model: pass the model returned by "
+                f"kprune.prune_channels. Received: {type(model).__name__}"
+            )
+        structured.update_channel_masks(model, sparsity, channel_wrappers)
+    for w in wrappers:
+        if isinstance(w, PruneChannels):
+            continue
         if sparsity is None:
             step = int(keras.ops.convert_to_numpy(w.pruning_step))
             value = float(keras.ops.convert_to_numpy(w.pruning_schedule(step)[1]))

@@ -50,8 +50,118 @@ def _mask_gradient(value, mask):
     return masked(value)
 
 
+class MaskedWrapper(keras.layers.Wrapper):
+    """Base of kprune's wrappers: a layer whose variables are multiplied by masks.
+
+    Subclasses call `_create_masks(variables)` in `build` and assign the masks
+    (`UpdatePruningStep` or `update_masks` decide when). The forward pass, the
+    mask constraint, `apply_masks` and `masked_layer_weights` are shared.
+    """
+
+    def __init__(self, layer, pruning_schedule=None, **kwargs):
+        super().__init__(layer, **kwargs)
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
+        elif isinstance(pruning_schedule, dict):
+            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise TypeError(
+                "Argument `pruning_schedule` must be a kprune.PruningSchedule. "
+                f"Received: pruning_schedule={pruning_schedule!r}"
+            )
+        self.pruning_schedule = pruning_schedule
+        self._driven = False
+        self._masked = []
+        self.masks = []
+
+    def _build_inner(self, input_shape):
+        if not self.layer.built:
+            try:
+                self.layer.build(input_shape)
+            except TypeError as e:
+                raise ValueError(
+                    f"Layer {handlers.describe(self.layer)} could not be built from "
+                    f"input_shape={input_shape}: {e}. Build it (call it on its "
+                    "inputs) before wrapping, or wrap the whole model."
+                ) from None
+
+    def _create_masks(self, variables):
+        """A mask of ones per variable (constrained so it stays masked) and the step."""
+        self._masked = list(variables)
+        self.masks = []
+        for v in self._masked:
+            mask = self.add_weight(
+                name=f"{v.name}_mask", shape=v.shape, initializer="ones",
+                dtype=v.dtype, trainable=False,
+            )
+            self.masks.append(mask)
+            v.constraint = _MaskConstraint(mask, v.constraint)
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), initializer="zeros", dtype="int64", trainable=False
+        )
+
+    # ------------------------------------------------------------------- call
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and not self._driven:
+            raise ValueError(
+                f"Layer '{self.name}' is being trained without the "
+                "kprune.UpdatePruningStep callback, so its masks would never update. "
+                "Add it: model.fit(..., callbacks=[kprune.UpdatePruningStep()]). In a "
+                "custom training loop call the callback's set_model(model), "
+                "on_train_begin() and on_train_batch_begin(step) yourself."
+            )
+        if training is not None and self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        if training:
+            # During fit the variables already hold masked values (the mask
+            # constraint runs after every optimizer step, and training starts
+            # with `apply_masks`), so the forward pass reads them as they are
+            # and only the gradient is masked: one elementwise pass fewer.
+            mapping = [
+                (v, _mask_gradient(v.value, m.value)) for v, m in zip(self._masked, self.masks)
+            ]
+        else:
+            mapping = [(v, ops.multiply(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        # State the inner layer updated (RNN dropout seeds, ...) is written back.
+        mapped = {id(v) for v, _ in mapping}
+        for v in self.layer.variables:
+            if id(v) not in mapped:
+                new = scope.get_current_value(v)
+                if new is not None:
+                    v.assign(new)
+        return outputs
+
+    @property
+    def pruned_weights(self):
+        """The `(variable, mask)` pairs this wrapper prunes."""
+        return list(zip(self._masked, self.masks))
+
+    def apply_masks(self):
+        """Zero the pruned entries of the weights: `w <- w * mask`."""
+        for variable, mask in self.pruned_weights:
+            variable.assign(ops.multiply(variable.value, mask.value))
+
+    def masked_layer_weights(self):
+        """The inner layer's weights as NumPy arrays, pruned entries set to 0."""
+        masks = {id(v): m for v, m in self.pruned_weights}
+        values = []
+        for v in self.layer.weights:
+            value = keras.ops.convert_to_numpy(v.value)
+            if id(v) in masks:
+                value = value * keras.ops.convert_to_numpy(masks[id(v)])
+            values.append(value)
+        return values
+
+    def get_config(self):
+        config = super().get_config()
+        config["pruning_schedule"] = keras.saving.serialize_keras_object(self.pruning_schedule)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="kprune")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(MaskedWrapper):
     """Wraps a layer so that its weights are pruned by magnitude during training.
 
     Use `kprune.prune_low_magnitude` rather than this class directly.
@@ -93,11 +203,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "Argument `layer` must be a Keras layer. "
                 f"Received: layer={layer!r} (of type {type(layer).__name__})"
             )
-        if isinstance(layer, PruneLowMagnitude):
+        if isinstance(layer, MaskedWrapper):
             raise ValueError(
-                f"Layer '{layer.name}' is already wrapped by PruneLowMagnitude; a "
+                f"Layer '{layer.name}' is already wrapped by {type(layer).__name__}; a "
                 "layer can be wrapped only once. Received: layer="
-                f"{layer.name} (PruneLowMagnitude)"
+                f"{layer.name} ({type(layer).__name__})"
             )
         if handlers.classify(layer) != "prunable":
             raise ValueError(
@@ -105,38 +215,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "Leave it unwrapped, or implement `kprune.PrunableLayer` "
                 "(`get_prunable_weights()`) for a custom layer."
             )
-        if pruning_schedule is None:
-            pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
-        elif isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise TypeError(
-                "Argument `pruning_schedule` must be a kprune.PruningSchedule. "
-                f"Received: pruning_schedule={pruning_schedule!r}"
-            )
         block_size, block_pooling_type, sparsity_m_by_n = mask_math.check_pattern(
             block_size, block_pooling_type, sparsity_m_by_n
         )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
-        super().__init__(layer, **kwargs)
-        self.pruning_schedule = pruning_schedule
+        super().__init__(layer, pruning_schedule, **kwargs)
         self.block_size = block_size
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
-        self._driven = False
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape=None):
-        if not self.layer.built:
-            try:
-                self.layer.build(input_shape)
-            except TypeError as e:
-                raise ValueError(
-                    f"Layer {handlers.describe(self.layer)} could not be built from "
-                    f"input_shape={input_shape}: {e}. Build it (call it on its "
-                    "inputs) before wrapping, or wrap the whole model."
-                ) from None
+        self._build_inner(input_shape)
         weights = handlers.prunable_weights(self.layer)
         if not weights:
             raise ValueError(
@@ -146,20 +237,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for w in weights:
             self._check_weight(w)
         self._pruned = weights
-        self.masks = []
-        for w in weights:
-            mask = self.add_weight(
-                name=f"{w.variable.name}_mask",
-                shape=w.variable.shape,
-                initializer="ones",
-                dtype=w.variable.dtype,
-                trainable=False,
-            )
-            self.masks.append(mask)
-            w.variable.constraint = _MaskConstraint(mask, w.variable.constraint)
-        self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), initializer="zeros", dtype="int64", trainable=False
-        )
+        self._create_masks([w.variable for w in weights])
         self.built = True
 
     def _check_weight(self, w):
@@ -181,49 +259,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"Received: sparsity_m_by_n={self.sparsity_m_by_n}"
                 )
 
-    # ------------------------------------------------------------------- call
-    def call(self, inputs, *args, training=None, **kwargs):
-        if training and not self._driven:
-            raise ValueError(
-                f"Layer '{self.name}' is being trained without the "
-                "kprune.UpdatePruningStep callback, so its masks would never update. "
-                "Add it: model.fit(..., callbacks=[kprune.UpdatePruningStep()]). In a "
-                "custom training loop call the callback's set_model(model), "
-                "on_train_begin() and on_train_batch_begin(step) yourself."
-            )
-        if training is not None and self.layer._call_has_training_arg:
-            kwargs["training"] = training
-        if training:
-            # During fit the variables already hold masked values (the mask
-            # constraint runs after every optimizer step, and training starts
-            # with `apply_masks`), so the forward pass reads them as they are
-            # and only the gradient is masked: one elementwise pass fewer.
-            mapping = [
-                (w.variable, _mask_gradient(w.variable.value, m.value))
-                for w, m in zip(self._pruned, self.masks)
-            ]
-        else:
-            mapping = [
-                (w.variable, ops.multiply(w.variable.value, m.value))
-                for w, m in zip(self._pruned, self.masks)
-            ]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        # State the inner layer updated (RNN dropout seeds, ...) is written back.
-        mapped = {id(v) for v, _ in mapping}
-        for v in self.layer.variables:
-            if id(v) not in mapped:
-                new = scope.get_current_value(v)
-                if new is not None:
-                    v.assign(new)
-        return outputs
-
     # ------------------------------------------------------------------ masks
-    @property
-    def pruned_weights(self):
-        """The `(variable, mask)` pairs this wrapper prunes."""
-        return [(w.variable, m) for w, m in zip(self._pruned, self.masks)]
-
     def _new_mask(self, value, input_axis, sparsity):
         if self.sparsity_m_by_n is not None:
             return mask_math.m_by_n_mask(value, self.sparsity_m_by_n, input_axis)
@@ -240,28 +276,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             mask.assign(ops.cast(keep, mask.dtype))
             w.variable.assign(ops.multiply(w.variable.value, mask.value))
 
-    def apply_masks(self):
-        """Zero the pruned entries of the weights: `w <- w * mask`."""
-        for variable, mask in self.pruned_weights:
-            variable.assign(ops.multiply(variable.value, mask.value))
-
-    def masked_layer_weights(self):
-        """The inner layer's weights as NumPy arrays, pruned entries set to 0."""
-        masks = {id(v): m for v, m in self.pruned_weights}
-        values = []
-        for v in self.layer.weights:
-            value = keras.ops.convert_to_numpy(v.value)
-            if id(v) in masks:
-                value = value * keras.ops.convert_to_numpy(masks[id(v)])
-            values.append(value)
-        return values
-
     # ----------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
                 "block_size": self.block_size,
                 "block_pooling_type": self.block_pooling_type,
                 "sparsity_m_by_n": self.sparsity_m_by_n,
@@ -282,3 +301,106 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             if config.get(key) is not None:
                 config[key] = tuple(config[key])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kprune")
+class PruneChannels(MaskedWrapper):
+    """Wraps a layer whose channels are pruned as part of channel groups.
+
+    Made by `kprune.prune_channels`, which wraps every layer that holds weight
+    slices of a prunable channel group (producers, BatchNormalization,
+    consumers). The masks zero whole slices: the filters that write a pruned
+    channel and the weights that read it. `UpdatePruningStep` chooses the
+    channels for the whole model at once (`kprune.structured`).
+
+    Args:
+        layer: the layer.
+        pruning_schedule: a `kprune.PruningSchedule` giving the fraction of
+            channels pruned per group over time. Defaults to
+            `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+        importance: a weight criterion name: `"l1"`, `"l2"` (default),
+            `"fpgm"` or `"bn_scale"`.
+        global_ranking: rank channels across groups. Defaults to False.
+        round_to: keep a multiple of this many channels per group. Defaults to 8.
+        ratio: this producer's final channel sparsity, overriding the
+            schedule's final value (scaled along the schedule). Defaults to None.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        importance="l2",
+        global_ranking=False,
+        round_to=8,
+        ratio=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, MaskedWrapper):
+            raise TypeError(
+                "Argument `layer` must be a Keras layer that is not already wrapped. "
+                f"Received: layer={layer!r}"
+            )
+        check_channel_settings(importance, round_to)
+        kwargs.setdefault("name", f"prune_channels_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, pruning_schedule, **kwargs)
+        self.importance = importance
+        self.global_ranking = bool(global_ranking)
+        self.round_to = round_to
+        self.ratio = None if ratio is None else float(ratio)
+
+    def build(self, input_shape=None):
+        self._build_inner(input_shape)
+        spec = handlers.channel_spec(self.layer, input_shape)
+        variables = []
+        for variable, _, _ in spec.in_slices + spec.out_slices:
+            if variable.trainable and all(variable is not v for v in variables):
+                variables.append(variable)
+        self._create_masks(variables)
+        self.built = True
+
+    def set_channel_masks(self, keep):
+        """Assign masks from `{id(variable): 0/1 array}` (missing: all ones) and
+        zero the pruned slices of the weights."""
+        for variable, mask in self.pruned_weights:
+            value = keep.get(id(variable))
+            mask.assign(ops.ones_like(mask) if value is None else ops.cast(value, mask.dtype))
+            variable.assign(ops.multiply(variable.value, mask.value))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "importance": self.importance,
+                "global_ranking": self.global_ranking,
+                "round_to": self.round_to,
+                "ratio": self.ratio,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"], custom_objects=custom_objects
+        )
+        return cls(**config)
+
+
+def check_channel_settings(importance, round_to):
+    """Validate `PruneChannels`' `importance` and `round_to`."""
+    from kprune import importance as importance_lib
+
+    if importance not in importance_lib.CRITERIA:
+        raise ValueError(
+            "Gradual channel pruning scores channels from weights during `fit`: "
+            f"argument `importance` must be one of {sorted(importance_lib.CRITERIA)}. "
+            f"Received: importance={importance!r}. For data criteria, use "
+            "kprune.plan_channels(model, sparsity, importance=..., data=...) and "
+            "kprune.mask_channels."
+        )
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")

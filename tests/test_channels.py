@@ -142,7 +142,7 @@ def _outputs(model, x):
 @pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
 def test_remove_equals_masked(topology, importance):
     model = TOPOLOGIES[topology]()
-    plan = channels.plan_channels(model, 0.5, importance=importance)
+    plan = channels.plan_channels(model, 0.5, importance=importance, round_to=1)
     assert plan.num_pruned > 0
     masked = channels.mask_channels(model, plan)
     removed = channels.remove_channels(masked)
@@ -163,7 +163,7 @@ def test_residual_branches_lose_the_same_channels():
     graph = ChannelGraph(model)
     group = next(g for g in graph.groups if "stem" in g.producers)
     assert group.producers == ["stem", "r2", "r3"]
-    plan = channels.plan_channels(model, 0.25)
+    plan = channels.plan_channels(model, 0.25, round_to=1)
     removed = channels.remove_channels(model, plan)
     widths = {l.name: l.filters for l in removed.layers if isinstance(l, L.Conv2D)}
     assert widths["stem"] == widths["r2"] == widths["r3"] == 12
@@ -172,7 +172,7 @@ def test_residual_branches_lose_the_same_channels():
 
 def test_flatten_maps_channels_with_keras_layout():
     model = _flatten_dense()
-    plan = channels.plan_channels(model, 0.5, importance="l2")
+    plan = channels.plan_channels(model, 0.5, importance="l2", round_to=1)
     conv_entry = next(g for g in plan.groups if g["producers"] == ["conv"])
     pruned = set(conv_entry["pruned"])
     removed = channels.remove_channels(model, plan)
@@ -188,7 +188,7 @@ def test_flatten_maps_channels_with_keras_layout():
 
 def test_outputs_and_inputs_are_never_pruned():
     model = _multi_output()
-    plan = channels.plan_channels(model, 0.5)
+    plan = channels.plan_channels(model, 0.5, round_to=1)
     reasons = {tuple(g["producers"]): g["reason"] for g in plan.groups}
     assert reasons[("cls",)] == "model output"
     assert reasons[("reg",)] == "model output"
@@ -202,7 +202,7 @@ def test_unknown_layer_blocks_its_group_and_says_why():
     b = L.Reshape((6, 48))(a)
     c = L.Conv2D(8, 3, name="c")(a)
     model = keras.Model(x, [L.GlobalAveragePooling1D()(b), L.Dense(2)(L.GlobalAveragePooling2D()(c))])
-    plan = channels.plan_channels(model, 0.5)
+    plan = channels.plan_channels(model, 0.5, round_to=1)
     entry = next(g for g in plan.groups if g["producers"] == ["a"])
     assert entry["pruned"] == []
     assert "(Reshape): reshape changes the channel axis" in entry["reason"]
@@ -215,26 +215,26 @@ def test_round_to_and_never_zero():
     plan = channels.plan_channels(model, 0.6, round_to=8)
     counts = {tuple(g["producers"]): g["channels"] - len(g["pruned"]) for g in plan.groups}
     assert counts[("c1",)] == 8 and counts[("c2",)] == 8
-    plan = channels.plan_channels(model, 0.99)
+    plan = channels.plan_channels(model, 0.99, round_to=1)
     for g in plan.groups:
         assert g["channels"] - len(g["pruned"]) >= 1
 
 
 def test_exclude_and_ratios():
     model = _chain()
-    plan = channels.plan_channels(model, 0.5, exclude=["c1"], ratios={"c2": 0.25})
+    plan = channels.plan_channels(model, 0.5, exclude=["c1"], ratios={"c2": 0.25}, round_to=1)
     by = {tuple(g["producers"]): g for g in plan.groups}
     assert by[("c1",)]["pruned"] == [] and by[("c1",)]["reason"] == "excluded"
     assert len(by[("c2",)]["pruned"]) == 6
-    plan = channels.plan_channels(model, 0.5, exclude=[L.BatchNormalization])
+    plan = channels.plan_channels(model, 0.5, exclude=[L.BatchNormalization], round_to=1)
     assert {tuple(g["producers"]): g["reason"] for g in plan.groups}[("c1",)] == "excluded"
     with pytest.raises(ValueError, match="Layer 'nope'"):
-        channels.plan_channels(model, 0.5, exclude=["nope"])
+        channels.plan_channels(model, 0.5, exclude=["nope"], round_to=1)
 
 
 def test_global_ranking_prunes_the_requested_fraction():
     model = _chain()
-    plan = channels.plan_channels(model, 0.5, global_ranking=True)
+    plan = channels.plan_channels(model, 0.5, global_ranking=True, round_to=1)
     prunable = [g for g in plan.groups if not g["reason"]]
     total = sum(g["channels"] for g in prunable)
     pruned = sum(len(g["pruned"]) for g in prunable)
@@ -247,7 +247,7 @@ def test_l1_prunes_the_smallest_filters():
     value = kernel.numpy()
     value[..., [3, 7, 11]] *= 1e-3
     kernel.assign(value)
-    plan = channels.plan_channels(model, 3 / 16, importance="l1")
+    plan = channels.plan_channels(model, 3 / 16, importance="l1", round_to=1)
     assert next(g for g in plan.groups if g["producers"] == ["c1"])["pruned"] == [3, 7, 11]
 
 
@@ -257,7 +257,7 @@ def test_bn_scale_uses_gamma():
     gamma = np.ones(16, "float32")
     gamma[[0, 5]] = 0.01
     bn.gamma.assign(gamma)
-    plan = channels.plan_channels(model, 2 / 16, importance="bn_scale")
+    plan = channels.plan_channels(model, 2 / 16, importance="bn_scale", round_to=1)
     by = {tuple(g["producers"]): g for g in plan.groups}
     assert by[("c1",)]["pruned"] == [0, 5]
     assert by[("c2",)]["pruned"] == [] and "bn_scale" in by[("c2",)]["reason"]
@@ -265,7 +265,7 @@ def test_bn_scale_uses_gamma():
 
 def test_plan_is_data(tmp_path):
     model = _residual()
-    plan = channels.plan_channels(model, 0.5)
+    plan = channels.plan_channels(model, 0.5, round_to=1)
     text = plan.to_json()
     assert json.loads(text)["groups"][1]["producers"] == ["stem", "r2", "r3"]
     again = channels.ChannelPlan.from_json(text)
@@ -280,7 +280,7 @@ def test_plan_is_data(tmp_path):
 
 def test_removed_model_saves_and_loads(tmp_path):
     model = _inverted_residual()
-    removed = channels.remove_channels(model, channels.plan_channels(model, 0.5))
+    removed = channels.remove_channels(model, channels.plan_channels(model, 0.5, round_to=1))
     removed.save(tmp_path / "small.keras")
     loaded = keras.models.load_model(tmp_path / "small.keras")
     x = _inputs(model)
@@ -291,7 +291,7 @@ def test_remove_channels_on_unstructured_pruned_model():
     model = _chain()
     pruned = kprune.prune_low_magnitude(model)
     kprune.update_masks(pruned, sparsity=0.7)
-    plan = channels.plan_channels(pruned, 0.5)
+    plan = channels.plan_channels(pruned, 0.5, round_to=1)
     masked = channels.mask_channels(pruned, plan)
     removed = channels.remove_channels(pruned, plan)
     x = _inputs(model)
@@ -327,13 +327,13 @@ def test_subclassed_model_is_rejected():
     net = Net()
     net(np.ones((1, 4), "float32"))
     with pytest.raises(ValueError, match="subclassed models have no graph"):
-        channels.plan_channels(net, 0.5)
+        channels.plan_channels(net, 0.5, round_to=1)
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50", "DenseNet121", "EfficientNetB0"])
 def test_keras_applications_pruned_half_and_removed(name):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
-    plan = channels.plan_channels(model, 0.5)
+    plan = channels.plan_channels(model, 0.5, round_to=1)
     prunable = [g for g in plan.groups if not g["reason"]]
     assert prunable and all(len(g["pruned"]) == g["channels"] // 2 for g in prunable)
     masked = channels.mask_channels(model, plan)
@@ -349,7 +349,7 @@ def test_reshape_keeping_the_channel_axis_is_pass_through():
     s = L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(a))
     s = L.Conv2D(8, 1, activation="sigmoid", name="gate")(s)
     model = keras.Model(x, L.Dense(2, name="head")(L.Flatten()(L.Multiply()([a, s]))))
-    plan = channels.plan_channels(model, 0.5)
+    plan = channels.plan_channels(model, 0.5, round_to=1)
     entry = next(g for g in plan.groups if g["producers"] == ["conv", "gate"])
     assert len(entry["pruned"]) == 4
     removed = channels.remove_channels(model, plan)

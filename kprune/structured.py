@@ -1,0 +1,179 @@
+"""Channel pruning during training: `prune_channels` and its mask updates.
+
+`prune_channels(model, pruning_schedule, importance=...)` returns a copy of
+`model` in which every layer holding weight slices of a prunable channel
+group (the filters that write a channel, BatchNormalization's per-channel
+parameters, the weights that read it) is wrapped by `PruneChannels`. During
+`fit`, `UpdatePruningStep` asks the schedule for the fraction of channels to
+prune, scores the channel groups on the current weights and zeroes the chosen
+channels in every member of each group at once -- the same indices in every
+branch of a residual Add, no OR-merge. Channels pruned at one turn have zero
+weights and so score lowest at the next: pruning only grows.
+
+`kprune.update_masks(model, sparsity)` prunes at once (one shot); after
+training, `kprune.remove_channels(model)` returns the smaller plain model.
+
+Example:
+
+>>> import keras, numpy as np, kprune
+>>> model = keras.Sequential([keras.Input((8, 8, 3)),
+...     keras.layers.Conv2D(16, 3, name="conv"), keras.layers.ReLU(),
+...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="head")])
+>>> pruned = kprune.prune_channels(model, kprune.ConstantSparsity(0.5, 0), round_to=4)
+>>> kprune.update_masks(pruned, sparsity=0.5)
+>>> kprune.remove_channels(pruned).get_layer("conv").filters
+8
+"""
+
+import keras
+import numpy as np
+
+from kprune import channels as channels_lib
+from kprune import importance as importance_lib
+from kprune.graph import ChannelGraph
+from kprune.pruning import _check_model, clone_with, collect_wrappers, copy_layer
+from kprune.schedules import ConstantSparsity, check_sparsity
+from kprune.wrapper import PruneChannels, check_channel_settings
+
+# A step beyond any schedule's end: where its final sparsity is read.
+_FAR = 2**40
+
+
+def _trainable_slices(usage):
+    return any(variable.trainable for variable, _, _ in usage.slices)
+
+
+def prune_channels(
+    model,
+    pruning_schedule=None,
+    importance="l2",
+    global_ranking=False,
+    round_to=8,
+    exclude=(),
+    ratios=None,
+):
+    """Wrap a model so that whole channels are pruned gradually during `fit`.
+
+    Args:
+        model: a Sequential or Functional Keras model (not already wrapped).
+        pruning_schedule: a `kprune.PruningSchedule`; its sparsity is the
+            fraction of channels pruned in each group. Defaults to
+            `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+        importance: `"l1"`, `"l2"` (default), `"fpgm"` or `"bn_scale"`.
+        global_ranking: rank channels across groups. Defaults to False.
+        round_to: keep a multiple of this many channels per group. Defaults
+            to 8 (see `kprune.plan_channels`).
+        exclude: layer names or classes whose groups are left whole.
+        ratios: `{producer_name: final_sparsity}` for particular groups; it
+            follows the schedule's shape (scaled by its final sparsity).
+
+    Returns:
+        A new model (fresh variables) to train with
+        `callbacks=[kprune.UpdatePruningStep()]`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Argument `model` must be a Keras model. Received: model={model!r} "
+            f"(of type {type(model).__name__})"
+        )
+    _check_model(model)
+    if collect_wrappers(model):
+        raise ValueError(
+            f"Model '{model.name}' already has kprune wrappers. Call "
+            "kprune.strip_pruning(model) first, then prune_channels."
+        )
+    if pruning_schedule is None:
+        pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
+    check_channel_settings(importance, round_to)
+    graph = ChannelGraph(model)
+    ratios = channels_lib.check_names(graph, model, exclude, ratios)
+    if isinstance(exclude, (str, type)):
+        exclude = (exclude,)
+    wrap = {}
+    for group in graph.prunable_groups:
+        if not group.producers or channels_lib._excluded(group, exclude):
+            continue
+        for usage in group.usages:
+            if _trainable_slices(usage):
+                wrap[id(usage.layer)] = ratios.get(usage.layer.name)
+    if not wrap:
+        raise ValueError(
+            f"Model '{model.name}' has no channel group that can be pruned "
+            "(see kprune.plan_channels(model, 0.5) for the reason of each group)."
+        )
+    settings = dict(pruning_schedule=pruning_schedule, importance=importance,
+                    global_ranking=global_ranking, round_to=round_to)
+
+    def clone_layer(old):
+        copy = copy_layer(old)
+        if id(old) in wrap:
+            return copy, PruneChannels(copy, ratio=wrap[id(old)], **settings)
+        return copy, copy
+
+    return clone_with(model, clone_layer, lambda old: old.get_weights())
+
+
+def _final_sparsity(schedule):
+    return float(keras.ops.convert_to_numpy(schedule(_FAR)[1]))
+
+
+def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):
+    """Choose the pruned channels of a `prune_channels` model and set its masks.
+
+    Args:
+        model: the wrapped model.
+        sparsity: fraction of channels to prune per group, or None for the
+            schedule's value at the wrappers' `pruning_step`.
+        wrappers: its `PruneChannels` layers (found if None).
+        graph: its `ChannelGraph` (built if None; the callback caches it).
+
+    Returns:
+        The `ChannelPlan` applied.
+    """
+    if wrappers is None:
+        wrappers = [w for w in collect_wrappers(model) if isinstance(w, PruneChannels)]
+    first = wrappers[0]
+    schedule = first.pruning_schedule
+    if sparsity is None:
+        step = int(keras.ops.convert_to_numpy(first.pruning_step))
+        sparsity = float(keras.ops.convert_to_numpy(schedule(step)[1]))
+    sparsity = check_sparsity("sparsity", sparsity)
+    graph = graph if graph is not None else ChannelGraph(model)
+    by_layer = {id(w.layer): w for w in wrappers}
+
+    def skip(group):
+        for usage in group.usages:
+            if _trainable_slices(usage) and id(usage.layer) not in by_layer:
+                return "not wrapped by prune_channels"
+        return None
+
+    final = _final_sparsity(schedule)
+    progress = sparsity / final if final > 0 else 1.0
+    ratios = {w.layer.name: min(w.ratio * progress, 0.999999) for w in wrappers if w.ratio is not None}
+    plan = channels_lib.make_plan(
+        graph, sparsity, importance_lib.get(first.importance), first.global_ranking,
+        first.round_to, skip, ratios,
+    )
+    pruned = plan.units(graph)
+    for w in wrappers:
+        w.set_channel_masks(channels_lib.channel_masks(graph, w.layer, pruned))
+    return plan
+
+
+def channel_sparsity(model):
+    """Fraction of prunable channels currently masked in a `prune_channels`
+    model, per producer: `{producer_name: (pruned, channels)}`."""
+    graph = ChannelGraph(model)
+    result = {}
+    for group in graph.prunable_groups:
+        for usage in group.usages:
+            if usage.role != "out" or usage.layer.name not in group.producers:
+                continue
+            variable, axis, repeat = usage.slices[0]
+            value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
+            dead = sum(
+                1 for positions in graph.unit_positions(group, usage)
+                if positions and not np.any(value[channels_lib._rows(positions, repeat)])
+            )
+            result[usage.layer.name] = (dead, len(group.units))
+    return result
