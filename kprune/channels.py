@@ -141,7 +141,9 @@ def plan_channels(
             kernels, which LiteRT runs on CPUs, work on channel tiles of 8 (or
             16), so other widths cost nearly as much as the next multiple
             (see the channel benchmark in the README). Use 1 for exact ratios.
-        exclude: layer names or layer classes whose groups are left whole.
+        exclude: layer names or layer classes that keep their output width
+            (the groups they write are left whole; their input channels may
+            still be pruned).
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
         data: inputs (or `(inputs, targets)` for `"taylor"`) the data-driven
@@ -245,7 +247,11 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
 
 
 def _excluded(group, exclude):
+    """Whether an excluded layer writes this group's channels (it keeps its width;
+    its inputs may still shrink)."""
     for usage in group.usages:
+        if usage.role != "out":
+            continue
         for item in exclude:
             if isinstance(item, str) and usage.layer.name == item:
                 return True

@@ -205,6 +205,16 @@ class _ActivationCriterion(_DataCriterion):
 
 
 class _TaylorCriterion(_DataCriterion):
+    def __init__(self, name, data, loss=None):
+        super().__init__(name, data, loss)
+        import tensorflow as tf
+
+        if not isinstance(data, tf.data.Dataset) and not (isinstance(data, tuple) and len(data) == 2):
+            raise ValueError(
+                "Argument `data` must be `(inputs, targets)` for importance 'taylor'. "
+                f"Received: data of type {type(data).__name__}"
+            )
+
     def _measure(self, graph):
         import tensorflow as tf
 

@@ -115,7 +115,17 @@ def _nested():
     return keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling2D()(a)))
 
 
+def _grouped():
+    x = keras.Input((8, 8, 3))
+    a = L.ReLU()(L.Conv2D(16, 3, padding="same", name="stem")(x))
+    g = L.BatchNormalization()(L.Conv2D(32, 3, padding="same", groups=4, name="grouped")(a))
+    g = L.Conv2D(8, 1, groups=2, name="grouped2")(L.ReLU()(g))
+    c = L.Conv2DTranspose(6, 3, strides=2, name="up")(L.ReLU()(g))
+    return keras.Model(x, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(c)))
+
+
 TOPOLOGIES = {
+    "grouped_conv_transpose": _grouped,
     "chain": _chain,
     "residual": _residual,
     "concatenate": _dense_concat,
@@ -156,6 +166,17 @@ def test_remove_equals_masked(topology, importance):
     assert by_plan.count_params() == removed.count_params()
     for a, b in zip(_outputs(masked, x), _outputs(by_plan, x)):
         assert np.abs(a - b).max() <= 1e-4
+
+
+def test_grouped_conv_prunes_the_same_rows_in_every_group():
+    model = _grouped()
+    plan = channels.plan_channels(model, 0.5, round_to=1)
+    removed = channels.remove_channels(model, plan)
+    grouped = removed.get_layer("grouped")
+    # 16 inputs in 4 groups of 4 rows -> 8 inputs in 4 groups of 2; 32 filters -> 16.
+    assert grouped.groups == 4 and tuple(grouped.kernel.shape) == (3, 3, 2, 16)
+    assert removed.get_layer("stem").filters == 8
+    assert tuple(removed.get_layer("grouped2").kernel.shape) == (1, 1, 8, 4)
 
 
 def test_residual_branches_lose_the_same_channels():
@@ -331,7 +352,7 @@ def test_subclassed_model_is_rejected():
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50", "DenseNet121", "EfficientNetB0"])
-def test_keras_applications_pruned_half_and_removed(name):
+def test_keras_applications_pruned_half_and_removed(name, record_property):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
     plan = channels.plan_channels(model, 0.5, round_to=1)
     prunable = [g for g in plan.groups if not g["reason"]]
@@ -341,6 +362,13 @@ def test_keras_applications_pruned_half_and_removed(name):
     x = _inputs(model, 2)
     assert np.abs(masked.predict(x, verbose=0) - removed.predict(x, verbose=0)).max() <= 1e-4
     assert removed.count_params() < 0.6 * model.count_params()
+    params = (kprune.count_params(model), kprune.count_params(removed))
+    macs = (kprune.count_macs(model), kprune.count_macs(removed))
+    assert params == (model.count_params(), removed.count_params())
+    # Halving both sides of most convolutions cuts their MACs about 4x.
+    assert macs[1] < 0.5 * macs[0]
+    record_property("params_before_after", params)
+    record_property("macs_before_after", macs)
 
 
 def test_reshape_keeping_the_channel_axis_is_pass_through():
