@@ -13,6 +13,7 @@ from kprune.channels import plan_channels
 from kprune.channels import remove_channels
 from kprune.callbacks import UpdatePruningStep
 from kprune.handlers import PrunableLayer
+from kprune.distill import distiller
 from kprune.importance import BNScaleRegularizer
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import strip_pruning
@@ -41,6 +42,7 @@ __all__ = [
     "channel_sparsity",
     "count_macs",
     "count_params",
+    "distiller",
     "mask_channels",
     "plan_channels",
     "prune_channels",

@@ -144,7 +144,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
             if sparsity is not None:
                 if self._channel_graph is None:
-                    self._channel_graph = ChannelGraph(self.model)
+                    self._channel_graph = ChannelGraph(
+                        structured.graph_model(self.model, self._channel_wrappers)
+                    )
                 structured.update_channel_masks(
                     self.model, sparsity, self._channel_wrappers, self._channel_graph
                 )

@@ -113,6 +113,24 @@ def prune_channels(
     return clone_with(model, clone_layer, lambda old: old.get_weights())
 
 
+def graph_model(model, wrappers):
+    """The Sequential/Functional model inside `model` (itself, or e.g. the
+    student of a `keras.distillation.Distiller`) that holds `wrappers`."""
+    from kprune.graph import _is_graph
+
+    wanted = {id(w) for w in wrappers}
+    stack = [model]
+    while stack:
+        candidate = stack.pop(0)
+        if _is_graph(candidate) and wanted <= {id(w) for w in collect_wrappers(candidate)}:
+            return candidate
+        stack.extend(l for l in getattr(candidate, "layers", []) if isinstance(l, keras.Model))
+    raise ValueError(
+        f"Could not find the Sequential or Functional model that holds the "
+        f"PruneChannels layers inside model '{model.name}' ({type(model).__name__})."
+    )
+
+
 def _final_sparsity(schedule):
     return float(keras.ops.convert_to_numpy(schedule(_FAR)[1]))
 
@@ -138,7 +156,7 @@ def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):
         step = int(keras.ops.convert_to_numpy(first.pruning_step))
         sparsity = float(keras.ops.convert_to_numpy(schedule(step)[1]))
     sparsity = check_sparsity("sparsity", sparsity)
-    graph = graph if graph is not None else ChannelGraph(model)
+    graph = graph if graph is not None else ChannelGraph(graph_model(model, wrappers))
     by_layer = {id(w.layer): w for w in wrappers}
 
     def skip(group):

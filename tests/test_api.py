@@ -23,6 +23,12 @@ PUBLIC = {
     "prune_low_magnitude",
     "strip_pruning",
     "update_masks",
+    "PruneChannels",
+    "prune_channels",
+    "channel_sparsity",
+    "count_macs",
+    "count_params",
+    "distiller",
 }
 
 TFMOT_NAMES = {
@@ -47,7 +53,7 @@ def test_public_surface():
 
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
-    "graph", "importance", "channels",
+    "graph", "importance", "channels", "structured", "summary", "distill",
 ]
 
 
