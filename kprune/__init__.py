@@ -14,6 +14,8 @@ from kprune.channels import remove_channels
 from kprune.callbacks import UpdatePruningStep
 from kprune.handlers import PrunableLayer
 from kprune.distill import distiller
+from kprune.export import ExportReport
+from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import strip_pruning
@@ -23,14 +25,18 @@ from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
-from kprune.summary import count_macs
-from kprune.summary import count_params
+from kprune.stats import count_macs
+from kprune.stats import ModelSummary
+from kprune.stats import count_params
+from kprune.stats import summary
 from kprune.wrapper import PruneChannels
 from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
     "BNScaleRegularizer",
     "ChannelPlan",
+    "ExportReport",
+    "ModelSummary",
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
@@ -43,11 +49,13 @@ __all__ = [
     "count_macs",
     "count_params",
     "distiller",
+    "export_tflite",
     "mask_channels",
     "plan_channels",
     "prune_channels",
     "prune_low_magnitude",
     "remove_channels",
     "strip_pruning",
+    "summary",
     "update_masks",
 ]

@@ -40,7 +40,7 @@ def _demo(args):
 
 
 def _inspect(args):
-    from kprune.summary import summary
+    from kprune.stats import summary
 
     print(summary(args.file))
     return 0
@@ -62,7 +62,7 @@ def _load_array(path):
 
 def _export(args):
     from kprune.export import export_tflite
-    from kprune.summary import load_keras_file
+    from kprune.stats import load_keras_file
 
     model = load_keras_file(args.model, argname="MODEL")
     calibration = _load_array(args.calibration) if args.calibration else None

@@ -22,7 +22,7 @@ from kprune.callbacks import UpdatePruningStep
 from kprune.channels import plan_channels, remove_channels
 from kprune.pruning import collect_wrappers, prune_low_magnitude, strip_pruning
 from kprune.schedules import ConstantSparsity, PolynomialDecay
-from kprune.summary import count_macs, count_params
+from kprune.stats import count_macs, count_params
 
 
 def load_digits_data(seed=0):

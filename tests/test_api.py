@@ -29,6 +29,10 @@ PUBLIC = {
     "count_macs",
     "count_params",
     "distiller",
+    "export_tflite",
+    "ExportReport",
+    "summary",
+    "ModelSummary",
 }
 
 TFMOT_NAMES = {
@@ -53,7 +57,7 @@ def test_public_surface():
 
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
-    "graph", "importance", "channels", "structured", "summary", "distill",
+    "graph", "importance", "channels", "structured", "stats", "distill", "export",
 ]
 
 

@@ -55,7 +55,7 @@ def test_nested_model_and_pruned_weights():
     assert kprune.count_macs(model) == 8 * 8 + 8 * 2
     pruned = kprune.prune_low_magnitude(model, pruning_schedule=kprune.ConstantSparsity(0.5, 0))
     kprune.update_masks(pruned, sparsity=0.5)
-    rows = {r.name: r for r in kprune.summary.layer_stats(pruned)}
+    rows = {r.name: r for r in kprune.stats.layer_stats(pruned)}
     assert rows["inner"].nonzero == 32 + 8 and rows["head"].nonzero == 8 + 2
     assert kprune.count_params(pruned) == model.count_params()
     assert kprune.count_params(pruned, nonzero=True) == 32 + 8 + 8 + 2

@@ -1,0 +1,397 @@
+"""Per-layer parameters, sparsity and MACs of a Keras model.
+
+`layer_stats(model)` walks the model's graph (nested models included) and
+returns one `LayerStats` row per layer that has weights or compute;
+`count_macs(model)` and `count_params(model)` add them up. Wrapped layers
+(`PruneLowMagnitude`, `PruneChannels`) are counted as the layer they wrap, with
+their masks applied, so the figures describe the model that export produces.
+`summary(x)` gives the same table (a `ModelSummary`) for a model, a .keras file
+or a .tflite file (one row per op that reads weights).
+
+Example:
+
+>>> import keras
+>>> from kprune.stats import count_macs, count_params
+>>> model = keras.Sequential([keras.Input((8, 8, 3)),
+...                           keras.layers.Conv2D(4, 3, padding="same"),
+...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+>>> count_macs(model), count_params(model)
+(7424, 626)
+"""
+
+import os
+from typing import NamedTuple
+
+import keras
+import numpy as np
+
+from kprune import handlers
+
+
+class LayerStats(NamedTuple):
+    """One layer's figures (MACs for one example)."""
+
+    name: str
+    type: str
+    params: int
+    nonzero: int
+    macs: int
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.params if self.params else 0.0
+
+
+def _shapes(tensors):
+    return [tuple(t.shape) for t in tensors]
+
+
+def _nodes(model):
+    """`(layer, input_shapes, output_shapes)` per call in a graph model, nested
+    models expanded; a subclassed model yields its layers without shapes."""
+    from kprune.graph import _function_of, _is_graph
+
+    if not _is_graph(model):
+        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        # A wrapper stands for the layer it wraps: that layer is not listed again.
+        wrapped = {id(handlers.unwrap(l)) for l in layers if handlers.unwrap(l) is not l}
+        for layer in layers:
+            leaf = not list(layer._flatten_layers(include_self=False, recursive=False))
+            if id(layer) not in wrapped and (leaf or handlers.unwrap(layer) is not layer):
+                yield layer, None, None
+        return
+    function = _function_of(model)
+    for depth in sorted(function._nodes_by_depth, reverse=True):
+        for node in function._nodes_by_depth[depth]:
+            op = node.operation
+            if node.is_input:
+                continue
+            if isinstance(op, keras.Model) and _is_graph(op):
+                yield from _nodes(op)
+                continue
+            yield op, _shapes(node.input_tensors), _shapes(node.outputs)
+
+
+def _masked_values(layer):
+    if hasattr(layer, "masked_layer_weights"):
+        return layer.masked_layer_weights()
+    return [keras.ops.convert_to_numpy(v.value) for v in layer.weights]
+
+
+def layer_stats(model):
+    """One `LayerStats` per layer call that has weights or MACs, in graph order.
+
+    A layer called several times (shared weights) counts its parameters once
+    and its MACs at every call.
+    """
+    rows, seen = [], set()
+    for layer, ins, outs in _nodes(model):
+        first = id(layer) not in seen
+        seen.add(id(layer))
+        values = _masked_values(layer) if first else []
+        params = int(sum(v.size for v in values))
+        nonzero = int(sum(np.count_nonzero(v) for v in values))
+        inner = handlers.unwrap(layer)
+        macs = handlers.macs(inner, ins, outs) if ins is not None else 0
+        if params or macs:
+            rows.append(LayerStats(inner.name, type(inner).__name__, params, nonzero, int(macs)))
+    return rows
+
+
+def count_macs(model):
+    """Multiply-accumulates of one forward pass on one example."""
+    return int(sum(r.macs for r in layer_stats(model)))
+
+
+def count_params(model, nonzero=False):
+    """Parameters of the model (masks not counted); `nonzero=True` counts
+    only those that are not 0."""
+    return int(sum(r.nonzero if nonzero else r.params for r in layer_stats(model)))
+
+
+# --------------------------------------------------------------------------
+# `summary`: the same figures for a model, a .keras file or a .tflite file.
+
+
+class ModelSummary:
+    """Per-layer parameters, nonzero parameters and MACs, with totals.
+
+    Attributes:
+        source: what was summarized (a model name or a file path).
+        rows: a list of `LayerStats`, one per layer (Keras) or op (TFLite).
+
+    Example:
+
+    >>> s = ModelSummary("demo", [LayerStats("dense", "Dense", 10, 4, 8)])
+    >>> s.params, s.nonzero, s.macs, round(s.sparsity, 2)
+    (10, 4, 8, 0.6)
+    """
+
+    def __init__(self, source, rows):
+        self.source = source
+        self.rows = list(rows)
+
+    @property
+    def params(self):
+        return int(sum(r.params for r in self.rows))
+
+    @property
+    def nonzero(self):
+        return int(sum(r.nonzero for r in self.rows))
+
+    @property
+    def macs(self):
+        return int(sum(r.macs for r in self.rows))
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.params if self.params else 0.0
+
+    def to_dict(self):
+        """Plain Python data (`json.dumps` works on it)."""
+        return {
+            "source": str(self.source),
+            "layers": [row_dict(r) for r in self.rows],
+            "total": {"params": self.params, "nonzero": self.nonzero,
+                      "sparsity": self.sparsity, "macs": self.macs},
+        }
+
+    def __str__(self):
+        total = LayerStats("total", "", self.params, self.nonzero, self.macs)
+        return f"{self.source}\n{format_rows(self.rows, total)}"
+
+
+def row_dict(row):
+    """A `LayerStats` as a plain dict (JSON-ready), with its sparsity.
+
+    Example:
+
+    >>> row_dict(LayerStats("d", "Dense", 4, 1, 3))["sparsity"]
+    0.75
+    """
+    return {**row._asdict(), "sparsity": float(row.sparsity)}
+
+
+def format_rows(rows, total=None):
+    """`LayerStats` rows (and an optional `total` row) as a text table.
+
+    Example:
+
+    >>> print(format_rows([LayerStats("d", "Dense", 4, 1, 3)]))  # doctest: +NORMALIZE_WHITESPACE
+    layer  type  params  nonzero  sparsity  MACs
+    d      Dense      4        1     75.0%     3
+    """
+    width = max([len(r.name) for r in rows + ([total] if total else [])] + [5])
+    kind = max([len(r.type) for r in rows] + [4])
+    line = "{:<%d}  {:<%d}  {:>10}  {:>10}  {:>8}  {:>12}" % (width, kind)
+    out = [line.format("layer", "type", "params", "nonzero", "sparsity", "MACs")]
+    for r in rows + ([total] if total else []):
+        out.append(line.format(r.name, r.type, r.params, r.nonzero, f"{r.sparsity:.1%}", r.macs))
+    return "\n".join(out)
+
+
+def _check_file(path, argname, suffixes):
+    path = os.fspath(path)
+    if not path.endswith(suffixes):
+        raise ValueError(
+            f"Argument `{argname}` must be a Keras model or a path to a "
+            f"{' or '.join(suffixes)} file. Received: {argname}={path!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such file: '{path}' (argument `{argname}`).")
+    return path
+
+
+def load_keras_file(path, argname="model"):
+    """Load a .keras file with `safe_mode=True`.
+
+    Args:
+        path: the .keras file.
+        argname: the caller's argument name, for error messages. Defaults to
+            "model".
+
+    Returns:
+        The Keras model.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` does not end in .keras, or Keras cannot load it
+            (the message names the path and gives Keras' first line).
+
+    Example:
+
+    >>> load_keras_file("missing.keras")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: No such file: 'missing.keras' (argument `model`).
+    """
+    path = _check_file(path, argname, (".keras",))
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # corrupt zip, unknown layer, unsafe lambda, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"Could not load the Keras model '{path}': {first}") from e
+
+
+def tflite_interpreter(path_or_bytes, argname="model", **kwargs):
+    """A LiteRT `Interpreter` for a .tflite path or flatbuffer bytes.
+
+    Args:
+        path_or_bytes: a path, or the model's bytes.
+        argname: the caller's argument name, for error messages.
+        **kwargs: `Interpreter` arguments (`num_threads`, ...).
+
+    Returns:
+        The (unallocated) interpreter. A file that is not a TFLite model
+        raises a ValueError naming it.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    key = "model_content" if isinstance(path_or_bytes, bytes) else "model_path"
+    try:
+        return Interpreter(**{key: path_or_bytes}, **kwargs)
+    except ValueError as e:
+        name = "the converted model" if isinstance(path_or_bytes, bytes) else f"'{path_or_bytes}'"
+        raise ValueError(f"LiteRT cannot read {name} (argument `{argname}`): {str(e).strip()}") from e
+
+
+# Compute ops: (weight input position, bias input position).
+_COMPUTE_OPS = {
+    "CONV_2D": (1, 2),
+    "DEPTHWISE_CONV_2D": (1, 2),
+    "FULLY_CONNECTED": (1, 2),
+    "TRANSPOSE_CONV": (1, 3),
+    "CONV_3D": (1, 2),
+}
+# Ops that turn a stored constant into the tensor a compute op reads.
+_DECODE_OPS = ("DEQUANTIZE", "DENSIFY")
+# Constants of these types are shapes, axes or indices, not parameters.
+_INDEX_TYPES = (np.int32, np.int64, np.bool_)
+
+
+def _tflite_macs(op_name, weight_shape, in_shape, out_shape):
+    """MACs of one compute op on one example, as `handlers.macs` counts the
+    Keras layer. Shapes are those of the batch-1 interpreter."""
+    w, inp, out = (tuple(int(d) for d in s) for s in (weight_shape, in_shape, out_shape))
+    if op_name == "TRANSPOSE_CONV":  # weights (out_c, kh, kw, in_c), per input pixel
+        return int(np.prod(inp[1:])) * int(np.prod(w[:-1]))
+    if op_name == "CONV_3D":  # weights (kd, kh, kw, in_c, out_c)
+        return int(np.prod(out[1:-1])) * int(np.prod(w))
+    if op_name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out_c)
+        return int(np.prod(out[1:])) * int(np.prod(w[1:-1]))
+    # CONV_2D weights (out_c, kh, kw, in_c); FULLY_CONNECTED (out_c, in_c).
+    return int(np.prod(out)) * int(np.prod(w[1:]))
+
+
+def tflite_stats(path):
+    """Per-op figures of a .tflite file.
+
+    Parameters are the elements of the constants an op reads (int8, float16
+    and sparse-encoded weights count as the dense tensor the op computes
+    with: the file is run once, without delegates, to decode them). MACs are
+    counted for CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV
+    and CONV_3D with constant weights, as `handlers.macs` counts the Keras
+    layer. Integer constants of other ops (shapes, axes) are not parameters.
+
+    Args:
+        path: a .tflite file (or its bytes).
+
+    Returns:
+        One `LayerStats` per op that reads weights, in execution order; its
+        name is the op's output tensor, its type the op name.
+    """
+    from ai_edge_litert.interpreter import OpResolverType
+
+    # No delegate, all tensors kept: decoded weights are readable after a run.
+    interp = tflite_interpreter(
+        path, "model_or_path",
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True,
+    )
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interp.invoke()
+    tensors = {d["index"]: d for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    producer = {int(t): op for op in ops for t in op["outputs"]}
+    inputs = {d["index"] for d in interp.get_input_details()}
+
+    def constant(t):
+        if t < 0 or t in inputs:
+            return False
+        op = producer.get(t)
+        return op is None or (op["op_name"] in _DECODE_OPS and all(constant(int(i)) for i in op["inputs"]))
+
+    rows, seen = [], set()
+    for op in ops:
+        name = op["op_name"]
+        if name in _DECODE_OPS:
+            continue
+        ins = [int(i) for i in op["inputs"]]
+        if name in _COMPUTE_OPS:
+            positions = [p for p in _COMPUTE_OPS[name] if p < len(ins)]
+            weights = [ins[p] for p in positions if constant(ins[p])]
+        else:
+            weights = [t for t in ins if constant(t) and tensors[t]["dtype"] not in _INDEX_TYPES]
+        if not weights:
+            continue
+        values = [interp.get_tensor(t) for t in weights if t not in seen]
+        seen.update(weights)
+        macs = 0
+        if name in _COMPUTE_OPS and constant(ins[_COMPUTE_OPS[name][0]]):
+            data_in = ins[2] if name == "TRANSPOSE_CONV" else ins[0]
+            macs = _tflite_macs(name, tensors[ins[_COMPUTE_OPS[name][0]]]["shape"],
+                                tensors[data_in]["shape"], tensors[int(op["outputs"][0])]["shape"])
+        label = tensors[int(op["outputs"][0])]["name"].split(";")[0]
+        rows.append(LayerStats(label, name, int(sum(v.size for v in values)),
+                               int(sum(np.count_nonzero(v) for v in values)), int(macs)))
+    return rows
+
+
+def summary(model_or_path):
+    """Per-layer sparsity, parameters and MACs of a model or a saved file.
+
+    Args:
+        model_or_path: a Keras model (kprune wrappers count as the layer they
+            wrap, masks applied), a path to a .keras file (loaded with
+            `safe_mode=True`) or a path to a .tflite file (one row per op that
+            reads weights; BatchNormalization folded into a convolution and zero
+            biases the converter drops make its parameters differ from the
+            Keras model's, MACs agree).
+
+    Returns:
+        A `ModelSummary`: `print` it, or use `.rows`, `.params`, `.nonzero`,
+        `.macs`, `.sparsity` and `.to_dict()`.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the path is not a .keras/.tflite file, or cannot be read.
+
+    Example:
+
+    >>> import keras, kprune
+    >>> from kprune.stats import summary
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4, name="dense")],
+    ...                          name="tiny")
+    >>> s = summary(model)
+    >>> s.params, s.macs
+    (68, 64)
+    >>> print(s)  # doctest: +NORMALIZE_WHITESPACE
+    Keras model 'tiny'
+    layer  type  params  nonzero  sparsity  MACs
+    dense  Dense     68       64      5.9%    64
+    total            68       64      5.9%    64
+    """
+    if isinstance(model_or_path, keras.Model):
+        return ModelSummary(f"Keras model '{model_or_path.name}'", layer_stats(model_or_path))
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `model_or_path` must be a Keras model or a path to a .keras or "
+            f".tflite file. Received: model_or_path={model_or_path!r} "
+            f"(of type {type(model_or_path).__name__})"
+        )
+    path = _check_file(model_or_path, "model_or_path", (".keras", ".tflite"))
+    if path.endswith(".keras"):
+        return ModelSummary(path, layer_stats(load_keras_file(path, "model_or_path")))
+    return ModelSummary(path, tflite_stats(path))
