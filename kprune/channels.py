@@ -194,6 +194,18 @@ def check_names(graph, model, exclude, ratios):
                 f"Layer '{name}' (in `ratios` or `exclude`) is not a layer of model "
                 f"'{model.name}' that channel pruning can reach."
             )
+    for name in ratios:
+        writes = [g for g in graph.groups if name in g.producers]
+        if not writes:
+            raise ValueError(
+                f"Layer '{name}' (in `ratios`) makes no channels of its own, so it has no "
+                "channel ratio; give the ratio to the convolution or Dense layer before it."
+            )
+        if all(g.blocked for g in writes):
+            raise ValueError(
+                f"Layer '{name}' (in `ratios`) cannot be channel-pruned: its channels are "
+                f"tied to {writes[0].blocked}. Remove it from `ratios`."
+            )
     return ratios
 
 

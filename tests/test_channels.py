@@ -385,3 +385,17 @@ def test_reshape_keeping_the_channel_axis_is_pass_through():
     masked = channels.mask_channels(model, plan)
     xs = _inputs(model)
     assert np.abs(masked.predict(xs, verbose=0) - removed.predict(xs, verbose=0)).max() <= 1e-4
+
+
+def test_ratio_for_a_layer_that_cannot_be_pruned_names_it_and_says_why():
+    x = keras.Input((6, 6, 3))
+    a = L.Conv2D(8, 3, name="conv")(x)
+    y = L.Lambda(lambda t: t * 2.0, name="double")(a)
+    model = keras.Model(x, L.Dense(2, name="head")(L.Flatten()(y)))
+    plan = channels.plan_channels(model, 0.5)
+    entry = next(g for g in plan.groups if g["producers"] == ["conv"])
+    assert entry["pruned"] == [] and "double (Lambda)" in entry["reason"]
+    with pytest.raises(ValueError, match=r"Layer 'conv' \(in `ratios`\) cannot be channel-pruned: its channels are tied to double \(Lambda\)"):
+        channels.plan_channels(model, 0.5, ratios={"conv": 0.5})
+    with pytest.raises(ValueError, match="Layer 'head' .* cannot be channel-pruned: .*model output"):
+        channels.plan_channels(model, 0.5, ratios={"head": 0.5})
