@@ -8,6 +8,8 @@ outputs match Keras', and LiteRT latency on one thread.
 
 The file is written atomically (a temporary file in the destination directory,
 then `os.replace`): on any error an existing file at `path` is left as it was.
+Running the file in LiteRT (sample inputs, I/O matching, latency) is
+`kprune.litert`'s part.
 """
 
 import contextlib
@@ -17,7 +19,6 @@ import io
 import os
 import re
 import tempfile
-import time
 import warnings
 
 import keras
@@ -27,6 +28,12 @@ from kprune import stats as summary_lib
 from kprune.channels import _unread_units, remove_channels
 from kprune.graph import ChannelGraph
 from kprune.graph import _is_graph
+from kprune.litert import _input_specs
+from kprune.litert import _io_names
+from kprune.litert import _latency_ms
+from kprune.litert import _random_samples
+from kprune.litert import _run
+from kprune.litert import _samples
 from kprune.pruning import collect_wrappers, strip_pruning
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
@@ -34,8 +41,6 @@ QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 TOLERANCES = {None: 1e-3, "dynamic": 5e-2, "float16": 1e-2, "int8": 5e-2}
 SPARSITY_FOR_ENCODING = 0.5  # "auto" sparse-encodes from this weight sparsity on
 _VERIFY_SAMPLES = 64
-_RANDOM_SAMPLES = 16
-_WARMUP_RUNS = 5
 
 
 @dataclasses.dataclass
@@ -164,157 +169,7 @@ def _check_arguments(
         )
 
 
-# ---------------------------------------------------------------- samples
-
-
-def _input_specs(model):
-    """`(name, shape, dtype)` of each model input, in call order."""
-    if _is_graph(model):
-        return [(t.name, tuple(t.shape), str(t.dtype)) for t in model.inputs]
-    shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
-    if not isinstance(shape, tuple):
-        raise ValueError(
-            f"Subclassed model '{model.name}' must be called once on a single input tensor "
-            "before export (its input shape is unknown)."
-        )
-    return [("input", (None,) + tuple(shape[1:]), str(model.input_dtype))]
-
-
-def _structure(item, specs, argname):
-    """One input structure (an array, a list or a dict by input name) as a
-    list of arrays in input order, each with a batch axis."""
-    names = [name for name, _, _ in specs]
-    if isinstance(item, dict):
-        if set(item) != set(names):
-            raise ValueError(
-                f"Argument `{argname}`: dict keys must be the model's input names {names}. "
-                f"Received keys: {sorted(item)}"
-            )
-        item = [item[n] for n in names]
-    elif not isinstance(item, (list, tuple)):
-        item = [item]
-    if len(item) != len(names):
-        raise ValueError(
-            f"Argument `{argname}`: the model has {len(names)} inputs {names}; "
-            f"received {len(item)} arrays."
-        )
-    arrays = []
-    for (name, shape, dtype), value in zip(specs, item):
-        value = np.asarray(keras.ops.convert_to_numpy(value)).astype(dtype)
-        fixed = zip(shape[1:], value.shape[1:])
-        if value.ndim != len(shape) or any(e is not None and e != v for e, v in fixed):
-            raise ValueError(
-                f"Argument `{argname}`: input '{name}' must have shape {shape} "
-                f"(with a batch axis). Received shape: {value.shape}"
-            )
-        arrays.append(value)
-    if len({a.shape[0] for a in arrays}) != 1:
-        raise ValueError(
-            f"Argument `{argname}`: the input arrays have different batch sizes "
-            f"{[a.shape[0] for a in arrays]}."
-        )
-    return arrays
-
-
-def _samples(data, specs, argname):
-    """Samples of batch 1 (each a list of arrays in input order) from an
-    array/list/dict of arrays, or a callable/iterable yielding such batches."""
-    if callable(data):
-        data = data()
-    is_batch = isinstance(data, dict) or hasattr(data, "shape") or (
-        isinstance(data, (list, tuple)) and len(specs) > 1 and len(data) == len(specs)
-        and all(hasattr(d, "shape") for d in data)
-    )
-    try:
-        batches = [data] if is_batch else list(data)
-    except TypeError:
-        raise ValueError(
-            f"Argument `{argname}` must be an array, a list/dict of arrays, or a callable or "
-            f"iterable of input batches. Received: {type(data).__name__}"
-        ) from None
-    samples = []
-    for batch in batches:
-        arrays = _structure(batch, specs, argname)
-        samples += [[a[i : i + 1] for a in arrays] for i in range(arrays[0].shape[0])]
-    if not samples:
-        raise ValueError(f"Argument `{argname}` holds no samples.")
-    return samples
-
-
-def _random_samples(specs):
-    """Seeded standard-normal samples (zeros for integer inputs)."""
-    rng = np.random.default_rng(0)
-    samples = []
-    for _ in range(_RANDOM_SAMPLES):
-        sample = []
-        for _, shape, dtype in specs:
-            size = (1,) + tuple(d or 1 for d in shape[1:])
-            integer = "int" in dtype
-            sample.append(np.zeros(size, dtype) if integer else rng.normal(size=size).astype(dtype))
-        samples.append(sample)
-    return samples
-
-
-# ---------------------------------------------------------------- LiteRT
-
-
-def _io_details(interp, input_names, output_names):
-    """Input and output details of `interp`, in the Keras model's order."""
-    ins, outs = interp.get_input_details(), interp.get_output_details()
-    signatures = interp._get_full_signature_list()
-    if len(signatures) == 1:
-        sig = next(iter(signatures.values()))
-        by_index = {d["index"]: d for d in ins + outs}
-        if set(sig["inputs"]) == set(input_names):
-            ins = [by_index[sig["inputs"][n]] for n in input_names]
-        keys = list(sig["outputs"])
-        if all(re.fullmatch(r"output_\d+", k) for k in keys):
-            keys.sort(key=lambda k: int(k.split("_")[1]))
-        elif set(keys) == set(output_names):
-            keys = list(output_names)
-        outs = [by_index[sig["outputs"][k]] for k in keys]
-    return ins, outs
-
-
-def _set_inputs(interp, details, sample):
-    if any(tuple(d["shape"]) != x.shape for d, x in zip(details, sample)):
-        for d, x in zip(details, sample):
-            interp.resize_tensor_input(d["index"], x.shape)
-        interp.allocate_tensors()
-        fresh = {d["index"]: d for d in interp.get_input_details()}
-        details[:] = [fresh[d["index"]] for d in details]
-    for d, x in zip(details, sample):
-        scale, zero = d["quantization"]
-        if d["dtype"] in (np.int8, np.uint8) and scale and x.dtype.kind == "f":
-            info = np.iinfo(d["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        interp.set_tensor(d["index"], x.astype(d["dtype"]))
-
-
-def _outputs(interp, details):
-    values = []
-    for d in details:
-        y = interp.get_tensor(d["index"])
-        scale, zero = d["quantization"]
-        y = y.astype(np.float64)
-        values.append((y - zero) * scale if scale and d["dtype"] in (np.int8, np.uint8, np.int16) else y)
-    return values
-
-
-def _run(content, io_names, samples):
-    """LiteRT outputs for each sample; raises RuntimeError if LiteRT cannot run it."""
-    try:
-        interp = summary_lib.tflite_interpreter(content, "model", num_threads=1)
-        interp.allocate_tensors()
-        ins, outs = _io_details(interp, *io_names)
-        results = []
-        for sample in samples:
-            _set_inputs(interp, ins, sample)
-            interp.invoke()
-            results.append(_outputs(interp, outs))
-    except (RuntimeError, ValueError) as e:
-        raise RuntimeError(" ".join(str(e).split())) from e
-    return [np.concatenate(ys) for ys in zip(*results)]
+# ---------------------------------------------------------------- verification
 
 
 def _keras_outputs(model, samples):
@@ -341,21 +196,6 @@ def _verification(expected, actual, quantize, tolerance, samples):
         "criterion": f"{name} |diff| / max |Keras output| <= {tolerance:g} for each output",
         "passed": relative <= tolerance,
     }
-
-
-def _latency_ms(path, io_names, sample, runs):
-    interp = summary_lib.tflite_interpreter(path, "path", num_threads=1)
-    interp.allocate_tensors()
-    ins, _ = _io_details(interp, *io_names)
-    _set_inputs(interp, ins, sample)
-    for _ in range(_WARMUP_RUNS):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 # ---------------------------------------------------------------- conversion
@@ -560,10 +400,10 @@ def export_tflite(
     before = summary_lib.layer_stats(model)
     exported, removed = _prepare(model, remove_pruned_channels, notes)
     rows = summary_lib.layer_stats(exported)
-    output_names = list(getattr(exported, "output_names", None) or ())
-    io_names = ([name for name, _, _ in _input_specs(exported)], output_names)
-    params = sum(r.params for r in rows)
-    sparsity = 1.0 - sum(r.nonzero for r in rows) / params if params else 0.0
+    io_names = _io_names(exported)
+    params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
+    params_before = sum(r.params for r in before)
+    sparsity = 1.0 - nonzero / params if params else 0.0
 
     def convert(sparse):
         try:
@@ -627,15 +467,15 @@ def export_tflite(
         file_bytes=len(content),
         gzip_bytes=len(gzip.compress(content, compresslevel=9)),
         params=int(params),
-        nonzero_params=int(sum(r.nonzero for r in rows)),
+        nonzero_params=int(nonzero),
         macs=int(sum(r.macs for r in rows)),
-        params_before=int(sum(r.params for r in before)),
+        params_before=int(params_before),
         macs_before=int(sum(r.macs for r in before)),
         layers=rows,
         quantization=quantize or "float32",
         int8_io=bool(int8_io),
         sparse_encoding=bool(sparse),
-        channels_removed=bool(removed and params < sum(r.params for r in before)),
+        channels_removed=bool(removed and params < params_before),
         verification=verification,
         verified=verified,
         latency_ms=latency,

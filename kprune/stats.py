@@ -26,6 +26,9 @@ import keras
 import numpy as np
 
 from kprune import handlers
+# The .tflite side of `summary` lives in kprune.litert; both names stay importable from here.
+from kprune.litert import tflite_interpreter  # noqa: F401 (re-exported)
+from kprune.litert import tflite_stats
 
 
 class LayerStats(NamedTuple):
@@ -231,122 +234,6 @@ def load_keras_file(path, argname="model"):
     except Exception as e:  # corrupt zip, unknown layer, unsafe lambda, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"Could not load the Keras model '{path}': {first}") from e
-
-
-def tflite_interpreter(path_or_bytes, argname="model", **kwargs):
-    """A LiteRT `Interpreter` for a .tflite path or flatbuffer bytes.
-
-    Args:
-        path_or_bytes: a path, or the model's bytes.
-        argname: the caller's argument name, for error messages.
-        **kwargs: `Interpreter` arguments (`num_threads`, ...).
-
-    Returns:
-        The (unallocated) interpreter. A file that is not a TFLite model
-        raises a ValueError naming it.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    key = "model_content" if isinstance(path_or_bytes, bytes) else "model_path"
-    try:
-        return Interpreter(**{key: path_or_bytes}, **kwargs)
-    except ValueError as e:
-        name = "the converted model" if isinstance(path_or_bytes, bytes) else f"'{path_or_bytes}'"
-        raise ValueError(f"LiteRT cannot read {name} (argument `{argname}`): {str(e).strip()}") from e
-
-
-# Compute ops: (weight input position, bias input position).
-_COMPUTE_OPS = {
-    "CONV_2D": (1, 2),
-    "DEPTHWISE_CONV_2D": (1, 2),
-    "FULLY_CONNECTED": (1, 2),
-    "TRANSPOSE_CONV": (1, 3),
-    "CONV_3D": (1, 2),
-}
-# Ops that turn a stored constant into the tensor a compute op reads.
-_DECODE_OPS = ("DEQUANTIZE", "DENSIFY")
-# Constants of these types are shapes, axes or indices, not parameters.
-_INDEX_TYPES = (np.int32, np.int64, np.bool_)
-
-
-def _tflite_macs(op_name, weight_shape, in_shape, out_shape):
-    """MACs of one compute op on one example, as `handlers.macs` counts the
-    Keras layer. Shapes are those of the batch-1 interpreter."""
-    w, inp, out = (tuple(int(d) for d in s) for s in (weight_shape, in_shape, out_shape))
-    if op_name == "TRANSPOSE_CONV":  # weights (out_c, kh, kw, in_c), per input pixel
-        return int(np.prod(inp[1:])) * int(np.prod(w[:-1]))
-    if op_name == "CONV_3D":  # weights (kd, kh, kw, in_c, out_c)
-        return int(np.prod(out[1:-1])) * int(np.prod(w))
-    if op_name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out_c)
-        return int(np.prod(out[1:])) * int(np.prod(w[1:-1]))
-    # CONV_2D weights (out_c, kh, kw, in_c); FULLY_CONNECTED (out_c, in_c).
-    return int(np.prod(out)) * int(np.prod(w[1:]))
-
-
-def tflite_stats(path):
-    """Per-op figures of a .tflite file.
-
-    Parameters are the elements of the constants an op reads (int8, float16
-    and sparse-encoded weights count as the dense tensor the op computes
-    with: the file is run once, without delegates, to decode them). MACs are
-    counted for CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV
-    and CONV_3D with constant weights, as `handlers.macs` counts the Keras
-    layer. Integer constants of other ops (shapes, axes) are not parameters.
-
-    Args:
-        path: a .tflite file (or its bytes).
-
-    Returns:
-        One `LayerStats` per op that reads weights, in execution order; its
-        name is the op's output tensor, its type the op name.
-    """
-    from ai_edge_litert.interpreter import OpResolverType
-
-    # No delegate, all tensors kept: decoded weights are readable after a run.
-    interp = tflite_interpreter(
-        path, "model_or_path",
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interp.allocate_tensors()
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    interp.invoke()
-    tensors = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = interp._get_ops_details()
-    producer = {int(t): op for op in ops for t in op["outputs"]}
-    inputs = {d["index"] for d in interp.get_input_details()}
-
-    def constant(t):
-        if t < 0 or t in inputs:
-            return False
-        op = producer.get(t)
-        return op is None or (op["op_name"] in _DECODE_OPS and all(constant(int(i)) for i in op["inputs"]))
-
-    rows, seen = [], set()
-    for op in ops:
-        name = op["op_name"]
-        if name in _DECODE_OPS:
-            continue
-        ins = [int(i) for i in op["inputs"]]
-        if name in _COMPUTE_OPS:
-            positions = [p for p in _COMPUTE_OPS[name] if p < len(ins)]
-            weights = [ins[p] for p in positions if constant(ins[p])]
-        else:
-            weights = [t for t in ins if constant(t) and tensors[t]["dtype"] not in _INDEX_TYPES]
-        if not weights:
-            continue
-        values = [interp.get_tensor(t) for t in weights if t not in seen]
-        seen.update(weights)
-        macs = 0
-        if name in _COMPUTE_OPS and constant(ins[_COMPUTE_OPS[name][0]]):
-            data_in = ins[2] if name == "TRANSPOSE_CONV" else ins[0]
-            macs = _tflite_macs(name, tensors[ins[_COMPUTE_OPS[name][0]]]["shape"],
-                                tensors[data_in]["shape"], tensors[int(op["outputs"][0])]["shape"])
-        label = tensors[int(op["outputs"][0])]["name"].split(";")[0]
-        rows.append(LayerStats(label, name, int(sum(v.size for v in values)),
-                               int(sum(np.count_nonzero(v) for v in values)), int(macs)))
-    return rows
 
 
 def summary(model_or_path):

@@ -57,7 +57,7 @@ def test_public_surface():
 
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
-    "graph", "importance", "channels", "structured", "stats", "distill", "export",
+    "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
 ]
 
 
