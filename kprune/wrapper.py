@@ -154,10 +154,27 @@ class MaskedWrapper(keras.layers.Wrapper):
             values.append(value)
         return values
 
+    # Config keys that JSON turns into lists and the constructor wants as tuples.
+    _TUPLE_KEYS = ()
+
     def get_config(self):
         config = super().get_config()
         config["pruning_schedule"] = keras.saving.serialize_keras_object(self.pruning_schedule)
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"], custom_objects=custom_objects
+        )
+        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
+            config["pruning_schedule"], custom_objects=custom_objects
+        )
+        for key in cls._TUPLE_KEYS:
+            if config.get(key) is not None:
+                config[key] = tuple(config[key])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="kprune")
@@ -225,6 +242,8 @@ class PruneLowMagnitude(MaskedWrapper):
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
 
+    _TUPLE_KEYS = ("block_size", "sparsity_m_by_n")
+
     # ------------------------------------------------------------------ build
     def build(self, input_shape=None):
         self._build_inner(input_shape)
@@ -287,20 +306,6 @@ class PruneLowMagnitude(MaskedWrapper):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"], custom_objects=custom_objects
-        )
-        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
-            config["pruning_schedule"], custom_objects=custom_objects
-        )
-        for key in ("block_size", "sparsity_m_by_n"):
-            if config.get(key) is not None:
-                config[key] = tuple(config[key])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="kprune")
@@ -380,14 +385,6 @@ class PruneChannels(MaskedWrapper):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"], custom_objects=custom_objects
-        )
-        return cls(**config)
 
 
 def check_channel_settings(importance, round_to):
