@@ -57,7 +57,9 @@ class _ScheduleTable:
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning step and updates masks when the schedules say so.
 
-    Required when training a model wrapped by `kprune.prune_low_magnitude`.
+    Required when training a model wrapped by `kprune.prune_low_magnitude` or
+    `kprune.prune_channels` (for the latter, channels are chosen for the whole
+    model at once at each pruning turn of its schedule).
     The step is counted in batches; `step` `s` runs with the masks of the
     latest pruning turn `<= s`. The step is stored in every wrapper's
     `pruning_step` variable at each mask update, at the last batch of each
@@ -94,8 +96,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if not self._wrappers:
             raise ValueError(
                 "UpdatePruningStep found no pruned layers in the model. Wrap the model "
-                "with kprune.prune_low_magnitude(model) before training it with "
-                "this callback."
+                "with kprune.prune_low_magnitude(model) or kprune.prune_channels(model) "
+                "before training it with this callback."
             )
         for w in self._wrappers:
             if not w.built:
