@@ -34,7 +34,9 @@ def distiller(student, teacher, temperature=4.0, alpha=0.5):
 
     Args:
         student: the model to train (pruned or not); outputs logits.
-        teacher: the trained dense model; outputs logits.
+        teacher: the trained dense model; outputs logits. A copy of it is
+            frozen (Sequential and Functional models), so `teacher` itself
+            stays trainable; `distiller.teacher` is the copy.
         temperature: softmax temperature `T` (> 0). Defaults to 4.0.
         alpha: weight of the task loss in [0, 1]; `1 - alpha` goes to the
             distillation term. Defaults to 0.5.
@@ -58,6 +60,10 @@ def distiller(student, teacher, temperature=4.0, alpha=0.5):
         raise ValueError(f"Argument `temperature` must be > 0. Received: temperature={temperature!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"Argument `alpha` must be in [0, 1]. Received: alpha={alpha!r}")
+    # Keras' Distiller freezes its teacher (`trainable = False`); freeze a copy
+    # so the caller's model, and every model later derived from it, stays
+    # trainable.
+    teacher = _frozen_copy(teacher)
     # A KLDivergence *instance*: LogitsDistillation softmaxes the scaled logits
     # and multiplies by T^2 only for it (its default, the string
     # "kl_divergence", resolves to a function and is applied to raw logits).
@@ -70,3 +76,14 @@ def distiller(student, teacher, temperature=4.0, alpha=0.5):
         distillation_losses=logits,
         student_loss_weight=float(alpha),
     )
+
+
+def _frozen_copy(model):
+    """A copy of `model` with the same weights (the model itself if it cannot
+    be cloned, e.g. a subclassed model: then Keras freezes it)."""
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception:  # subclassed or custom models clone_model cannot rebuild
+        return model
+    return copy

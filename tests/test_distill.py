@@ -36,9 +36,12 @@ def test_pruned_student_trains_inside_the_distiller(kind):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[kprune.UpdatePruningStep()])
     assert history.history["loss"][-1] < history.history["loss"][0]
-    # The teacher is frozen; the student reached its sparsity.
+    # The teacher is not trained (a frozen copy is used) and stays trainable
+    # for the caller; the student reached its sparsity.
     for a, b in zip(teacher_before, teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
+    assert teacher.trainable and len(teacher.trainable_weights) == 4
+    assert model.teacher is not teacher and not model.teacher.trainable
     if kind == "unstructured":
         kernel = student.get_layer("prune_low_magnitude_conv").layer.kernel.numpy()
         assert (kernel == 0).mean() == 0.75
