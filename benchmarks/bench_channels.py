@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from bench_io import write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -323,17 +324,6 @@ def render(result):
     lines.append(f"Noise: dense median over the pairs: {'; '.join(spread)}; load average "
                  f"{result['loadavg_start']} -> {result['loadavg_end']}")
     return "\n".join(lines + [f"ERROR {e}" for e in result["errors"]])
-
-
-def write_json(result, path):
-    """Write atomically (a partial file never replaces the last good result)."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv=None):

@@ -77,6 +77,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from bench_training import build_cnn  # noqa: E402  (one definition of the CNN)
+from bench_io import write_json  # noqa: E402
 
 SPARSITY = (0.5, 0.9)  # PolynomialDecay initial -> final
 CHANNEL_SPARSITY = 0.5
@@ -601,23 +602,6 @@ def summary_goals(result):
             shown = f"{mb(value)}" if "gzip" in g["goal"] else f"{value * 100:+.2f} points"
             out.append({"goal": f"{s['label']}: {g['goal']} ({shown})", "pass": g["pass"]})
     return out
-
-
-def write_json(result, path):
-    """Write atomically (a partial file never replaces the last good result)."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export.", suffix=".json.tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bench_io import write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -625,22 +626,6 @@ def render(result):
         for k, v in result["errors"].items():
             lines.append(f"ERROR {k}: {v}")
     return "\n".join(lines)
-
-
-def write_json(result, path):
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".training.", suffix=".json.tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):

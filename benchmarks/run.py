@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from bench_io import write_atomic  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = (  # name, script; the JSON is <results dir>/<name>.json
@@ -373,20 +374,6 @@ def error_texts(errors):
     if isinstance(errors, dict):
         return [f"{k}: {v}" for k, v in errors.items()]
     return [str(e) for e in errors or []]
-
-
-def write_atomic(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):
