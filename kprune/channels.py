@@ -175,7 +175,7 @@ def plan_channels(
         score_fn = score_fn.bind(base)
 
     def skip(group):
-        return "excluded" if _excluded(group, exclude) else None
+        return "excluded" if is_excluded(group, exclude) else None
 
     return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
 
@@ -258,7 +258,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
     return ChannelPlan(entries)
 
 
-def _excluded(group, exclude):
+def is_excluded(group, exclude):
     """Whether an excluded layer writes this group's channels (it keeps its width;
     its inputs may still shrink)."""
     for usage in group.usages:
@@ -272,7 +272,7 @@ def _excluded(group, exclude):
     return False
 
 
-def _rows(keep, repeat):
+def rows_of(keep, repeat):
     if not len(keep):
         return np.array([], np.int64)
     return np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep])
@@ -290,7 +290,7 @@ def channel_masks(graph, layer, pruned):
             shape = tuple(variable.shape)
             axis = axis % len(shape)
             alive = np.zeros(shape[axis], dtype=bool)
-            alive[_rows(keep, repeat)] = True
+            alive[rows_of(keep, repeat)] = True
             view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
             current = masks.get(id(variable), np.ones(shape, dtype=bool))
             masks[id(variable)] = current & view
@@ -310,7 +310,7 @@ def _sliced(graph, layer, pruned, zero_only):
         keep = graph.keep_positions(usage, pruned)
         for variable, axis, repeat in usage.slices:
             k = positions[id(variable)]
-            values[k] = np.take(values[k], _rows(keep, repeat), axis=axis)
+            values[k] = np.take(values[k], rows_of(keep, repeat), axis=axis)
     return values
 
 
@@ -327,7 +327,7 @@ def mask_channels(model, plan):
     return clone_with(base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=True))
 
 
-def _unread_units(graph):
+def unread_units(graph):
     """Units that every layer reading them reads with all-zero weights."""
     reads = {}
     for group in graph.groups:
@@ -340,7 +340,7 @@ def _unread_units(graph):
             value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
             for k, positions in enumerate(graph.unit_positions(group, usage)):
                 if positions:
-                    rows = _rows(positions, repeat)
+                    rows = rows_of(positions, repeat)
                     zero = not np.any(value[rows])
                     unit = group.units[k]
                     reads[unit] = reads.get(unit, True) and zero
@@ -367,7 +367,7 @@ def remove_channels(model, plan=None):
     """
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
-    pruned = plan.units(graph) if plan is not None else _unread_units(graph)
+    pruned = plan.units(graph) if plan is not None else unread_units(graph)
     def clone_layer(old):
         config = None
         if id(old) in graph.widths:

@@ -25,15 +25,10 @@ import keras
 import numpy as np
 
 from kprune import stats as summary_lib
-from kprune.channels import _unread_units, remove_channels
+from kprune.channels import remove_channels, unread_units
 from kprune.graph import ChannelGraph
-from kprune.graph import _is_graph
-from kprune.litert import _input_specs
-from kprune.litert import _io_names
-from kprune.litert import _latency_ms
-from kprune.litert import _random_samples
-from kprune.litert import _run
-from kprune.litert import _samples
+from kprune.kgraph import is_graph
+from kprune import litert
 from kprune.pruning import collect_wrappers, strip_pruning
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
@@ -265,7 +260,7 @@ def _write_atomic(path, content):
 
 def _prepare(model, remove_pruned_channels, notes):
     """The plain Keras model to convert: wrappers stripped, channels removed."""
-    if not _is_graph(model):
+    if not is_graph(model):
         if collect_wrappers(model):
             notes.append(f"pruning wrappers kept: subclassed model '{model.name}' cannot be cloned")
         if remove_pruned_channels:
@@ -278,7 +273,7 @@ def _prepare(model, remove_pruned_channels, notes):
         return model, False
     # Rebuild the model only when some channel is unread: a plain model with
     # nothing to remove converts as it is (custom layers need not clone).
-    if not _unread_units(ChannelGraph(model)):
+    if not unread_units(ChannelGraph(model)):
         return model, False
     return remove_channels(model), True
 
@@ -384,23 +379,23 @@ def export_tflite(
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Argument `path`: directory '{directory}' does not exist.")
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
-    specs = _input_specs(model)
+    specs = litert.input_specs(model)
     calibration = None
     if quantize == "int8":
-        calibration = _samples(representative_data, specs, "representative_data")
+        calibration = litert.to_samples(representative_data, specs, "representative_data")
     if sample_inputs is not None:
-        samples = _samples(sample_inputs, specs, "sample_inputs")
+        samples = litert.to_samples(sample_inputs, specs, "sample_inputs")
     elif representative_data is not None:
-        samples = calibration or _samples(representative_data, specs, "representative_data")
+        samples = calibration or litert.to_samples(representative_data, specs, "representative_data")
         samples = samples[:_VERIFY_SAMPLES]
     else:
-        samples = _random_samples(specs)
+        samples = litert.random_samples(specs)
 
     notes = []
     before = summary_lib.layer_stats(model)
     exported, removed = _prepare(model, remove_pruned_channels, notes)
     rows = summary_lib.layer_stats(exported)
-    io_names = _io_names(exported)
+    io_names = litert.io_names(exported)
     params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
     params_before = sum(r.params for r in before)
     sparsity = 1.0 - nonzero / params if params else 0.0
@@ -423,7 +418,7 @@ def export_tflite(
     if wants_sparse:
         sparse_content = convert(True)
         try:
-            sparse_actual = _run(sparse_content, io_names, checked)
+            sparse_actual = litert.run_samples(sparse_content, io_names, checked)
         except RuntimeError as e:
             if sparse_encoding is True:
                 raise RuntimeError(
@@ -445,7 +440,7 @@ def export_tflite(
                     f"is not smaller than the dense one ({len(content):,} bytes)"
                 )
             try:
-                actual = _run(content, io_names, checked)
+                actual = litert.run_samples(content, io_names, checked)
             except RuntimeError as e:
                 raise RuntimeError(f"LiteRT cannot run the converted model: {e}") from e
 
@@ -461,7 +456,7 @@ def export_tflite(
                 f"{verification['max_abs_error']:.3g}).", RuntimeWarning, stacklevel=2,
             )
     _write_atomic(path, content)
-    latency = _latency_ms(path, io_names, samples[0], latency_runs) if measure_latency else None
+    latency = litert.latency_ms(path, io_names, samples[0], latency_runs) if measure_latency else None
     return ExportReport(
         path=path,
         file_bytes=len(content),

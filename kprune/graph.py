@@ -31,7 +31,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kprune import handlers
+from kprune import handlers, kgraph
 
 
 class Usage(NamedTuple):
@@ -92,7 +92,7 @@ class ChannelGraph:
         # Tensors (of the top-level model) that a layer with weights reads,
         # with their channel ids: where data criteria measure activations.
         self.read_tensors = []
-        function = _function_of(model)
+        function = kgraph.function_of(model)
         self.function = function
         inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
         outputs = self._walk(function, inputs)
@@ -139,16 +139,13 @@ class ChannelGraph:
     # ------------------------------------------------------------------ walk
     def _walk(self, function, input_ids):
         ids_of = {id(t): ids for t, ids in zip(function.inputs, input_ids)}
-        for depth in sorted(function._nodes_by_depth, reverse=True):
-            for node in function._nodes_by_depth[depth]:
-                if node.is_input:
-                    continue
-                ins = [ids_of[id(t)] for t in node.input_tensors]
-                outs = self._apply(node.operation, ins, node.input_tensors, node.outputs)
-                if function is self.function and node.input_tensors and self._reads(node.operation):
-                    self.read_tensors.append((node.input_tensors[0], ins[0]))
-                for t, ids in zip(node.outputs, outs):
-                    ids_of[id(t)] = ids
+        for node in kgraph.nodes(function):
+            ins = [ids_of[id(t)] for t in node.input_tensors]
+            outs = self._apply(node.operation, ins, node.input_tensors, node.outputs)
+            if function is self.function and node.input_tensors and self._reads(node.operation):
+                self.read_tensors.append((node.input_tensors[0], ins[0]))
+            for t, ids in zip(node.outputs, outs):
+                ids_of[id(t)] = ids
         return [ids_of[id(t)] for t in function.outputs]
 
     @staticmethod
@@ -171,9 +168,9 @@ class ChannelGraph:
 
     def _apply(self, op, ins, in_tensors, out_tensors):
         op = handlers.unwrap(op)
-        if isinstance(op, keras.Model) and _is_graph(op):
+        if kgraph.is_nested_graph(op):
             self.model_inputs[id(op)] = ins
-            return self._walk(_function_of(op), ins)
+            return self._walk(kgraph.function_of(op), ins)
         spec = handlers.channel_spec(op, tuple(in_tensors[0].shape) if in_tensors else None)
         kind = spec.kind
         if kind == "producer":
@@ -294,26 +291,3 @@ class ChannelGraph:
 def _channels(tensor):
     shape = tensor.shape
     return int(shape[-1]) if shape and shape[-1] is not None else 0
-
-
-def _is_graph(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (Functional, keras.Sequential))
-
-
-def _function_of(model):
-    if isinstance(model, keras.Sequential):
-        if model._functional is None:
-            raise ValueError(
-                f"Sequential model '{model.name}' is not built: give it an `Input` or "
-                "call `model.build(input_shape)` before pruning channels."
-            )
-        return model._functional
-    if not _is_graph(model):
-        raise ValueError(
-            "Channel pruning needs a Sequential or Functional model. Received: model "
-            f"'{model.name}' of type {type(model).__name__} (subclassed models have no "
-            "graph to analyse)."
-        )
-    return model

@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-from kprune.graph import _is_graph
+from kprune.kgraph import is_graph
 
 _RANDOM_SAMPLES = 16
 _WARMUP_RUNS = 5
@@ -58,9 +58,9 @@ def tflite_interpreter(path_or_bytes, argname="model", **kwargs):
 # ---------------------------------------------------------------- samples
 
 
-def _input_specs(model):
+def input_specs(model):
     """`(name, shape, dtype)` of each model input, in call order."""
-    if _is_graph(model):
+    if is_graph(model):
         return [(t.name, tuple(t.shape), str(t.dtype)) for t in model.inputs]
     shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
     if not isinstance(shape, tuple):
@@ -107,11 +107,11 @@ def _structure(item, specs, argname):
     return arrays
 
 
-def _samples(data, specs, argname):
+def to_samples(data, specs, argname):
     """Samples of batch 1 (each a list of arrays in input order) from an
     array/list/dict of arrays, or a callable/iterable yielding such batches.
 
-    >>> samples = _samples(np.zeros((3, 2)), [("x", (None, 2), "float32")], "data")
+    >>> samples = to_samples(np.zeros((3, 2)), [("x", (None, 2), "float32")], "data")
     >>> len(samples), samples[0][0].shape, samples[0][0].dtype
     (3, (1, 2), dtype('float32'))
     """
@@ -137,7 +137,7 @@ def _samples(data, specs, argname):
     return samples
 
 
-def _random_samples(specs):
+def random_samples(specs):
     """Seeded standard-normal samples (zeros for integer inputs)."""
     rng = np.random.default_rng(0)
     samples = []
@@ -154,10 +154,10 @@ def _random_samples(specs):
 # ---------------------------------------------------------------- running
 
 
-def _io_names(model):
+def io_names(model):
     """`(input names, output names)` of a Keras model, to match a file's I/O by."""
     output_names = list(getattr(model, "output_names", None) or ())
-    return [name for name, _, _ in _input_specs(model)], output_names
+    return [name for name, _, _ in input_specs(model)], output_names
 
 
 def _io_details(interp, input_names, output_names):
@@ -210,7 +210,7 @@ def _outputs(interp, details):
     return values
 
 
-def _run(content, io_names, samples):
+def run_samples(content, io_names, samples):
     """LiteRT outputs for each sample; raises RuntimeError if LiteRT cannot run it."""
     try:
         interp, ins, outs = _open(content, io_names, "model")
@@ -226,7 +226,7 @@ def _run(content, io_names, samples):
     return [np.concatenate(ys) for ys in zip(*results)]
 
 
-def _latency_ms(path, io_names, sample, runs):
+def latency_ms(path, io_names, sample, runs):
     """Median milliseconds of one invoke on `sample`, after warm-up invokes."""
     interp, ins, _ = _open(path, io_names, "path")
     _set_inputs(interp, ins, sample)

@@ -2,22 +2,16 @@
 
 import keras
 
-from kprune import handlers
+from kprune import handlers, kgraph
 from kprune import masks as mask_math
 from kprune.schedules import check_sparsity
 from kprune.wrapper import MaskedWrapper, PruneChannels, PruneLowMagnitude
 
 
-def _is_functional(layer):
-    from keras.src.models.functional import Functional
-
-    return isinstance(layer, Functional)
-
-
 def _leaf_layers(model):
     """All layers of `model`, descending into nested Sequential/Functional models."""
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and (_is_functional(layer) or isinstance(layer, keras.Sequential)):
+        if kgraph.is_nested_graph(layer):
             yield from _leaf_layers(layer)
         else:
             yield layer
@@ -61,7 +55,7 @@ def clone_with(model, clone_layer, weights_of, input_width=None):
     copies = []
 
     def clone_function(layer):
-        if isinstance(layer, keras.Model) and (_is_functional(layer) or isinstance(layer, keras.Sequential)):
+        if kgraph.is_nested_graph(layer):
             return clone_graph(layer, nested=True)
         copy, used = clone_layer(layer)
         copies.append((layer, copy))
@@ -99,7 +93,7 @@ def _weights(layer):
 
 
 def _check_model(model):
-    if not (_is_functional(model) or isinstance(model, keras.Sequential)):
+    if not kgraph.is_graph(model):
         raise ValueError(
             "Only Sequential and Functional models can be pruned as a whole: subclassed "
             f"models cannot be cloned. Received: model '{model.name}' of type "

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kprune import handlers
+from kprune import handlers, kgraph
 # The .tflite side of `summary` lives in kprune.litert; both names stay importable from here.
 from kprune.litert import tflite_interpreter  # noqa: F401 (re-exported)
 from kprune.litert import tflite_stats
@@ -52,27 +52,21 @@ def _shapes(tensors):
 def _nodes(model):
     """`(layer, input_shapes, output_shapes)` per call in a graph model, nested
     models expanded; a subclassed model yields its layers without shapes."""
-    from kprune.graph import _function_of, _is_graph
-
-    if not _is_graph(model):
-        layers = list(model._flatten_layers(include_self=False, recursive=True))
+    if not kgraph.is_graph(model):
+        layers = kgraph.sublayers(model)
         # A wrapper stands for the layer it wraps: that layer is not listed again.
         wrapped = {id(handlers.unwrap(l)) for l in layers if handlers.unwrap(l) is not l}
         for layer in layers:
-            leaf = not list(layer._flatten_layers(include_self=False, recursive=False))
+            leaf = not kgraph.sublayers(layer, recursive=False)
             if id(layer) not in wrapped and (leaf or handlers.unwrap(layer) is not layer):
                 yield layer, None, None
         return
-    function = _function_of(model)
-    for depth in sorted(function._nodes_by_depth, reverse=True):
-        for node in function._nodes_by_depth[depth]:
-            op = node.operation
-            if node.is_input:
-                continue
-            if isinstance(op, keras.Model) and _is_graph(op):
-                yield from _nodes(op)
-                continue
-            yield op, _shapes(node.input_tensors), _shapes(node.outputs)
+    for node in kgraph.nodes(model):
+        op = node.operation
+        if kgraph.is_nested_graph(op):
+            yield from _nodes(op)
+            continue
+        yield op, _shapes(node.input_tensors), _shapes(node.outputs)
 
 
 def _masked_values(layer):

@@ -30,6 +30,7 @@ import numpy as np
 
 from kprune import channels as channels_lib
 from kprune import importance as importance_lib
+from kprune import kgraph
 from kprune.graph import ChannelGraph
 from kprune.pruning import _check_model, clone_with, collect_wrappers, copy_layer
 from kprune.schedules import ConstantSparsity, check_sparsity
@@ -91,7 +92,7 @@ def prune_channels(
         exclude = (exclude,)
     wrap = {}
     for group in graph.prunable_groups:
-        if not group.producers or channels_lib._excluded(group, exclude):
+        if not group.producers or channels_lib.is_excluded(group, exclude):
             continue
         for usage in group.usages:
             if _trainable_slices(usage):
@@ -116,13 +117,11 @@ def prune_channels(
 def graph_model(model, wrappers):
     """The Sequential/Functional model inside `model` (itself, or e.g. the
     student of a `keras.distillation.Distiller`) that holds `wrappers`."""
-    from kprune.graph import _is_graph
-
     wanted = {id(w) for w in wrappers}
     stack = [model]
     while stack:
         candidate = stack.pop(0)
-        if _is_graph(candidate) and wanted <= {id(w) for w in collect_wrappers(candidate)}:
+        if kgraph.is_graph(candidate) and wanted <= {id(w) for w in collect_wrappers(candidate)}:
             return candidate
         stack.extend(l for l in getattr(candidate, "layers", []) if isinstance(l, keras.Model))
     raise ValueError(
@@ -191,7 +190,7 @@ def channel_sparsity(model):
             value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
             dead = sum(
                 1 for positions in graph.unit_positions(group, usage)
-                if positions and not np.any(value[channels_lib._rows(positions, repeat)])
+                if positions and not np.any(value[channels_lib.rows_of(positions, repeat)])
             )
             result[usage.layer.name] = (dead, len(group.units))
     return result

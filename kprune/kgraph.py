@@ -1,0 +1,73 @@
+"""The one place that reads Keras' functional-graph internals.
+
+kprune walks the graph of Sequential and Functional models (nodes in
+dependency order, nested models, `keras.ops` operations between layers). The
+attributes it needs (`Functional`, `_nodes_by_depth`, `Sequential._functional`,
+`_flatten_layers`) are private to Keras, so they are read here only: a Keras
+upgrade touches this file.
+
+Example:
+
+>>> import keras
+>>> from kprune import kgraph
+>>> x = keras.Input((4,))
+>>> model = keras.Model(x, keras.layers.Dense(2, name="d")(x) * 2.0)
+>>> [type(node.operation).__name__ for node in kgraph.nodes(model)]
+['Dense', 'Multiply']
+"""
+
+import keras
+from keras.src.models.functional import Functional
+
+
+def is_graph(model):
+    """Whether `model` is a Sequential or Functional model (it has a graph)."""
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def is_nested_graph(op):
+    """Whether a graph node's operation is itself a Sequential/Functional model."""
+    return isinstance(op, keras.Model) and is_graph(op)
+
+
+def is_layer(op):
+    """Whether a graph node's operation is a Keras layer (not a `keras.ops`
+    operation such as `Add` from `x + y`, or `GetItem` from `x[:, 0]`)."""
+    return isinstance(op, keras.layers.Layer)
+
+
+def function_of(model, purpose="Channel pruning"):
+    """The Functional graph of a Sequential or Functional model.
+
+    Raises:
+        ValueError: an unbuilt Sequential model, or a subclassed model.
+    """
+    if isinstance(model, keras.Sequential):
+        if model._functional is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' is not built: give it an `Input` or "
+                "call `model.build(input_shape)` first."
+            )
+        return model._functional
+    if not is_graph(model):
+        raise ValueError(
+            f"{purpose} needs a Sequential or Functional model. Received: model "
+            f"'{model.name}' of type {type(model).__name__} (subclassed models have no "
+            "graph to analyse)."
+        )
+    return model
+
+
+def nodes(model):
+    """The call nodes of a graph model in dependency order (inputs first),
+    input placeholders left out. Nested models are single nodes."""
+    function = function_of(model)
+    for depth in sorted(function._nodes_by_depth, reverse=True):
+        for node in function._nodes_by_depth[depth]:
+            if not node.is_input:
+                yield node
+
+
+def sublayers(layer, recursive=True):
+    """The layers tracked inside `layer` (not `layer` itself)."""
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))
