@@ -6,20 +6,26 @@ migrates by replacing `tfmot.sparsity.keras` with `kprune`.
 
 __version__ = "0.1.0"
 
+from kprune.native_logs import import_tensorflow_quietly_for_command
+
+import_tensorflow_quietly_for_command()  # the `kprune` command: before keras imports it
+
 from kprune.callbacks import PruningSummaries
 from kprune.channels import ChannelPlan
 from kprune.channels import mask_channels
 from kprune.channels import plan_channels
 from kprune.channels import remove_channels
 from kprune.callbacks import UpdatePruningStep
-from kprune.handlers import PrunableLayer
+from kprune.rules import ChannelSpec
+from kprune.rules import PrunableLayer
+from kprune.registration import register_layer
 from kprune.distill import distiller
 from kprune.export import ExportReport
 from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import strip_pruning
-from kprune.pruning import update_masks
+from kprune.update import update_masks
 from kprune.schedules import ConstantSparsity
 from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
@@ -35,6 +41,7 @@ from kprune.wrapper import PruneLowMagnitude
 __all__ = [
     "BNScaleRegularizer",
     "ChannelPlan",
+    "ChannelSpec",
     "ExportReport",
     "ModelSummary",
     "ConstantSparsity",
@@ -54,6 +61,7 @@ __all__ = [
     "plan_channels",
     "prune_channels",
     "prune_low_magnitude",
+    "register_layer",
     "remove_channels",
     "strip_pruning",
     "summary",

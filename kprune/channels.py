@@ -22,6 +22,7 @@ from kprune import importance as importance_lib
 from kprune.graph import ChannelGraph
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.schedules import check_sparsity
+from kprune.wrapper import check_round_to
 
 
 class ChannelPlan:
@@ -108,11 +109,6 @@ def _keep_count(n, sparsity, round_to):
     return int(min(n, max(1, int(np.floor(keep + 0.5)))))
 
 
-def _check_round_to(round_to):
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
-
-
 def plan_channels(
     model,
     sparsity,
@@ -166,7 +162,7 @@ def plan_channels(
     8
     """
     sparsity = check_sparsity("sparsity", sparsity)
-    _check_round_to(round_to)
+    check_round_to(round_to)
     score_fn = importance_lib.get(importance, data=data, loss=loss)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)

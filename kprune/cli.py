@@ -5,10 +5,6 @@ import os
 import sys
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def _progress(message):
     print(f"[kprune] {message}", file=sys.stderr, flush=True)
 
@@ -21,7 +17,7 @@ def _demo(args):
         epochs=args.epochs, prune_epochs=args.prune_epochs,
         final_sparsity=args.sparsity, channel_sparsity=args.channel_sparsity,
         finetune_epochs=args.finetune_epochs, output=output, seed=args.seed,
-        progress=_progress,
+        progress=_progress, verbose=args.verbose,
     )
     print(f"{'layer':<12} {'weight':<8} {'shape':<18} {'sparsity':>8}")
     for row in result["layers"]:
@@ -73,7 +69,7 @@ def _export(args):
     report = export_tflite(
         model, args.output, quantize=None if args.quantize == "none" else args.quantize,
         representative_data=calibration, sparse_encoding=sparse, int8_io=args.int8_io,
-        verify=not args.no_verify,
+        verify=not args.no_verify, verbose=args.verbose,
     )
     print(report)
     if report.verified is False:
@@ -98,8 +94,11 @@ def _positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="kprune", description="Pruning for Keras 3 models.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's, the converter's and LiteRT's log lines")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="prune a small CNN on scikit-learn's digits data")
+    demo = sub.add_parser("demo", parents=[common], help="prune a small CNN on scikit-learn's digits data")
     demo.add_argument("--epochs", type=_positive_int, default=10, help="dense training epochs (10)")
     demo.add_argument("--prune-epochs", type=_positive_int, default=10, help="pruning epochs (10)")
     demo.add_argument("--sparsity", type=_unit_float, default=0.8, help="final sparsity (0.8)")
@@ -113,11 +112,11 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.set_defaults(func=_demo)
 
-    inspect = sub.add_parser("inspect", help="per-layer sparsity, parameters and MACs of a .keras or .tflite file")
+    inspect = sub.add_parser("inspect", parents=[common], help="per-layer sparsity, parameters and MACs of a .keras or .tflite file")
     inspect.add_argument("file", help="a .keras or .tflite file")
     inspect.set_defaults(func=_inspect)
 
-    export = sub.add_parser("export", help="convert a .keras model to a verified TFLite file")
+    export = sub.add_parser("export", parents=[common], help="convert a .keras model to a verified TFLite file")
     export.add_argument("model", metavar="MODEL.keras", help="the Keras model (loaded in safe mode)")
     export.add_argument("output", metavar="OUT.tflite", help="the file to write")
     export.add_argument("--quantize", choices=["none", "dynamic", "float16", "int8"], default="none",
@@ -134,7 +133,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow()
     try:
         return args.func(args)
     except (ValueError, TypeError, ImportError, OSError, RuntimeError) as e:

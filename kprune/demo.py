@@ -20,6 +20,9 @@ import keras
 from kprune import handlers
 from kprune.callbacks import UpdatePruningStep
 from kprune.channels import plan_channels, remove_channels
+from kprune.convert import quiet_native_logs
+from kprune.export import export_tflite
+from kprune.litert import tflite_interpreter
 from kprune.pruning import collect_wrappers, prune_low_magnitude, strip_pruning
 from kprune.schedules import ConstantSparsity, PolynomialDecay
 from kprune.stats import count_macs, count_params
@@ -108,6 +111,7 @@ def run_demo(
     output=None,
     seed=0,
     progress=None,
+    verbose=False,
 ):
     """Train, prune during `fit`, remove channels, fine-tune, export int8.
 
@@ -121,6 +125,8 @@ def run_demo(
         output: path of the int8 .tflite file, or None to skip the export.
         seed: seed for data split and initialization. Defaults to 0.
         progress: optional `callable(str)` told what the demo is doing.
+        verbose: show the converter's and LiteRT's native log lines.
+            Defaults to False.
 
     Returns:
         A dict with `dense_accuracy`, `pruned_accuracy`, `final_accuracy`
@@ -179,11 +185,11 @@ def run_demo(
 
     report, tflite_accuracy = None, None
     if output is not None:
-        from kprune.export import export_tflite
-
         say(f"[5/5] exporting int8 TFLite to {output} (calibration: 256 training images)")
-        report = export_tflite(final, output, quantize="int8", representative_data=x_train[:256])
-        tflite_accuracy = _tflite_accuracy(output, x_test, y_test)
+        report = export_tflite(final, output, quantize="int8", representative_data=x_train[:256],
+                               verbose=verbose)
+        with quiet_native_logs(not verbose):
+            tflite_accuracy = _tflite_accuracy(output, x_test, y_test)
         say(f"      TFLite int8 test accuracy {tflite_accuracy:.4f}")
     return {
         "dense_accuracy": dense_accuracy,
@@ -200,9 +206,7 @@ def run_demo(
 
 def _tflite_accuracy(path, x, y):
     """Test accuracy of a .tflite file run in LiteRT (float32 inputs/outputs)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter = tflite_interpreter(str(path), "path", num_threads=1)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(inp["index"], (len(x), *x.shape[1:]))

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kprune import handlers, kgraph
+from kprune import handlers, kgraph, op_rules
 
 
 class Usage(NamedTuple):
@@ -41,6 +41,7 @@ class Usage(NamedTuple):
     role: str  # "in" (slices indexed by input channel) or "out"
     slices: tuple  # ((variable, axis, repeat), ...)
     ids: np.ndarray  # one channel id per channel of the tensor
+    kind: str = ""  # the layer's `ChannelSpec.kind`
 
 
 class ChannelGroup:
@@ -57,7 +58,7 @@ class ChannelGroup:
         """Names of the layers whose output channels are this group's channels."""
         names = []
         for u in self.usages:
-            if u.role == "out" and handlers.channel_spec(u.layer).kind in ("producer", "grouped"):
+            if u.role == "out" and u.kind in ("producer", "grouped"):
                 if u.layer.name not in names:
                     names.append(u.layer.name)
         return names
@@ -141,8 +142,8 @@ class ChannelGraph:
         ids_of = {id(t): ids for t, ids in zip(function.inputs, input_ids)}
         for node in kgraph.nodes(function):
             ins = [ids_of[id(t)] for t in node.input_tensors]
-            outs = self._apply(node.operation, ins, node.input_tensors, node.outputs)
-            if function is self.function and node.input_tensors and self._reads(node.operation):
+            outs = self._apply(node, ins)
+            if function is self.function and ins and self._reads(node.operation):
                 self.read_tensors.append((node.input_tensors[0], ins[0]))
             for t, ids in zip(node.outputs, outs):
                 ids_of[id(t)] = ids
@@ -150,12 +151,13 @@ class ChannelGraph:
 
     @staticmethod
     def _reads(op):
-        kind = handlers.channel_spec(op).kind if not isinstance(op, keras.Model) else None
-        return kind in ("producer", "grouped", "depthwise")
+        if not kgraph.is_layer(op) or kgraph.is_nested_graph(op):
+            return False
+        return handlers.channel_spec(op).kind in ("producer", "grouped", "depthwise")
 
-    def _record(self, layer, role, slices, ids):
+    def _record(self, layer, role, slices, ids, kind):
         if slices:
-            self.usages.append(Usage(layer, role, tuple(slices), ids))
+            self.usages.append(Usage(layer, role, tuple(slices), ids, kind))
 
     def _shared(self, table, layer, ids):
         """Ids of a layer called more than once are tied across its calls."""
@@ -166,84 +168,98 @@ class ChannelGraph:
         table[key] = ids
         return ids, True
 
-    def _apply(self, op, ins, in_tensors, out_tensors):
-        op = handlers.unwrap(op)
+    def _apply(self, node, ins):
+        """Relate the channel ids of one node's inputs and outputs; returns the
+        ids of its outputs."""
+        op = handlers.unwrap(node.operation)
         if kgraph.is_nested_graph(op):
             self.model_inputs[id(op)] = ins
             return self._walk(kgraph.function_of(op), ins)
-        spec = handlers.channel_spec(op, tuple(in_tensors[0].shape) if in_tensors else None)
-        kind = spec.kind
-        if kind == "producer":
-            if spec.in_slices and ins:
-                in_ids, first = self._shared(self._layer_in, op, ins[0])
-                if first:
-                    self._record(op, "in", spec.in_slices, in_ids)
-            out_ids = self._layer_out.get(id(op))
-            if out_ids is None:
-                out_ids = self._new(_channels(out_tensors[0]))
-                self._layer_out[id(op)] = out_ids
-                self._record(op, "out", spec.out_slices, out_ids)
-                self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids))
-            return [out_ids]
-        if kind == "grouped":
-            return [self._grouped(op, spec, ins[0], out_tensors[0])]
-        if kind == "depthwise":
-            in_ids, first = self._shared(self._layer_in, op, ins[0])
-            if spec.multiplier == 1:
-                out_ids = in_ids
-            else:
-                out_ids = self._new(len(in_ids) * spec.multiplier)
-                self._union(np.repeat(in_ids, spec.multiplier), out_ids)
-            if first:
-                self._record(op, "in", spec.in_slices, in_ids)
-                self._record(op, "out", spec.out_slices, out_ids)
-            return [out_ids]
-        if kind == "pass":
-            in_ids, first = self._shared(self._layer_in, op, ins[0])
-            if first:
-                self._record(op, "out", spec.out_slices, in_ids)
-                if spec.width_key:  # a width in its config (Reshape's target_shape)
-                    self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), in_ids))
-            return [ins[0]] + [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors[1:]]
-        if kind == "merge":
-            widest = max(ins, key=len)
-            for ids in ins:
-                if len(ids) == len(widest):
-                    self._union(widest, ids)
-                else:  # broadcast from fewer channels
-                    self._blocks.append((ids, f"broadcast in {op.name}"))
-                    self._blocks.append((widest, f"broadcast in {op.name}"))
-            return [widest]
-        if kind == "concat":
-            return [np.concatenate(ins)]
-        if kind == "flatten":
-            positions = int(np.prod(in_tensors[0].shape[1:-1], dtype=np.int64))
-            return [np.tile(ins[0], positions)]
-        reason = f"{op.name} ({type(op).__name__}): {spec.reason}"
-        for ids in ins:
-            self._blocks.append((ids, reason))
-        return [self._new(_channels(t), block=f"output of {op.name}") for t in out_tensors]
+        if kgraph.is_layer(op):
+            shape = tuple(node.input_tensors[0].shape) if node.input_tensors else None
+            spec = handlers.channel_spec(op, shape)
+        else:
+            spec = op_rules.channel_spec(node)
+        step = getattr(self, f"_{spec.kind}")
+        return step(op, spec, ins, node.outputs)
 
-    def _grouped(self, op, spec, ins, out_tensor):
+    def _producer(self, op, spec, ins, outs):
+        if spec.in_slices and ins:
+            in_ids, first = self._shared(self._layer_in, op, ins[0])
+            if first:
+                self._record(op, "in", spec.in_slices, in_ids, spec.kind)
+        out_ids = self._layer_out.get(id(op))
+        if out_ids is None:
+            out_ids = self._new(_channels(outs[0]))
+            self._layer_out[id(op)] = out_ids
+            self._record(op, "out", spec.out_slices, out_ids, spec.kind)
+            self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
+        return [out_ids]
+
+    def _grouped(self, op, spec, ins, outs):
         """A grouped convolution: row r of the kernel reads channel r of every
         group, so those channels are one unit; likewise filter j of every
         group. Pruning whole units keeps the groups equal in size."""
         groups = spec.multiplier
-        in_ids, first = self._shared(self._layer_in, op, ins)
+        in_ids, first = self._shared(self._layer_in, op, ins[0])
         rows = in_ids.reshape(groups, -1)
         for k in range(1, groups):
             self._union(rows[0], rows[k])
         out_ids = self._layer_out.get(id(op))
         if out_ids is None:
-            out_ids = self._new(_channels(out_tensor))
+            out_ids = self._new(_channels(outs[0]))
             filters = out_ids.reshape(groups, -1)
             for k in range(1, groups):
                 self._union(filters[0], filters[k])
             self._layer_out[id(op)] = out_ids
-            self._record(op, "in", spec.in_slices, rows[0])
-            self._record(op, "out", spec.out_slices, out_ids)
-            self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids))
-        return out_ids
+            self._record(op, "in", spec.in_slices, rows[0], spec.kind)
+            self._record(op, "out", spec.out_slices, out_ids, spec.kind)
+            self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
+        return [out_ids]
+
+    def _depthwise(self, op, spec, ins, outs):
+        in_ids, first = self._shared(self._layer_in, op, ins[0])
+        if spec.multiplier == 1:
+            out_ids = in_ids
+        else:
+            out_ids = self._new(len(in_ids) * spec.multiplier)
+            self._union(np.repeat(in_ids, spec.multiplier), out_ids)
+        if first:
+            self._record(op, "in", spec.in_slices, in_ids, spec.kind)
+            self._record(op, "out", spec.out_slices, out_ids, spec.kind)
+            if spec.width_key:
+                self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
+        return [out_ids]
+
+    def _pass(self, op, spec, ins, outs):
+        in_ids, first = self._shared(self._layer_in, op, ins[0])
+        if first:
+            self._record(op, "out", spec.out_slices, in_ids, spec.kind)
+            if spec.width_key:  # a width in its config (Reshape's target_shape, LayerScale)
+                self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), in_ids, spec.kind))
+        return [ins[0]] + [self._new(_channels(t), block=f"output of {op.name}") for t in outs[1:]]
+
+    def _merge(self, op, spec, ins, outs):
+        widest = max(ins, key=len)
+        for ids in ins:
+            if len(ids) == len(widest):
+                self._union(widest, ids)
+            elif len(ids) != 1:  # one channel broadcasts and ties nothing
+                self._blocks.append((ids, f"broadcast in {op.name}"))
+                self._blocks.append((widest, f"broadcast in {op.name}"))
+        return [widest]
+
+    def _concat(self, op, spec, ins, outs):
+        return [np.concatenate(ins)]
+
+    def _flatten(self, op, spec, ins, outs):
+        return [np.tile(ins[0], _positions(outs[0], ins[0]))]
+
+    def _block(self, op, spec, ins, outs):
+        reason = f"{op.name} ({type(op).__name__}): {spec.reason}"
+        for ids in ins:
+            self._blocks.append((ids, reason))
+        return [self._new(_channels(t), block=f"output of {reason}") for t in outs]
 
     # ---------------------------------------------------------------- groups
     def _finish(self):
@@ -286,6 +302,11 @@ class ChannelGraph:
     @property
     def prunable_groups(self):
         return [g for g in self.groups if g.blocked is None and len(g.units) > 1]
+
+
+def _positions(flat, ids):
+    """Positions per channel of a channels-last Flatten output."""
+    return int(flat.shape[-1]) // max(len(ids), 1)
 
 
 def _channels(tensor):

@@ -50,22 +50,17 @@ def _unit_values(graph, group, usage, variable, axis, repeat):
 def _filters(graph, group):
     """For each producer/depthwise kernel in the group: per-unit filter arrays."""
     for usage in group.usages:
-        if usage.role != "out":
+        if usage.role != "out" or usage.kind not in ("producer", "grouped", "depthwise"):
             continue
-        spec = handlers.channel_spec(usage.layer)
-        if spec.kind not in ("producer", "grouped", "depthwise"):
-            continue
-        if spec.kind == "depthwise":
-            variable, axis, repeat = spec.in_slices[0]
-            in_usage = next(
-                (u for u in group.usages if u.layer is usage.layer and u.role == "in"), None
+        source = usage
+        if usage.kind == "depthwise":
+            # A depthwise kernel is read by input channel where it has an
+            # input slice (DepthwiseConv2D), else by output channel.
+            source = next(
+                (u for u in group.usages if u.layer is usage.layer and u.role == "in"), usage
             )
-            if in_usage is None:
-                continue
-            yield _unit_values(graph, group, in_usage, variable, axis, repeat)
-        else:
-            variable, axis, repeat = usage.slices[0]
-            yield _unit_values(graph, group, usage, variable, axis, repeat)
+        variable, axis, repeat = source.slices[0]
+        yield _unit_values(graph, group, source, variable, axis, repeat)
 
 
 def _norm(p):

@@ -2,7 +2,7 @@
 
 `tflite_interpreter(path_or_bytes)` opens a .tflite file (or its bytes) in
 LiteRT's `Interpreter`, turning "not a TFLite model" into a ValueError that
-names the file; `tflite_stats(path)` gives one `kprune.stats.LayerStats` per op
+names the file; `tflite_stats(path)` gives one `kprune.tables.LayerStats` per op
 that reads weights (what `kprune.summary` prints for a .tflite file).
 
 The helpers `kprune.export` runs its file with live here too: sample inputs
@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from kprune.kgraph import is_graph
+from kprune.tables import LayerStats
 
 _RANDOM_SAMPLES = 16
 _WARMUP_RUNS = 5
@@ -270,6 +271,13 @@ def _tflite_macs(op_name, weight_shape, in_shape, out_shape):
     return int(np.prod(out)) * int(np.prod(w[1:]))
 
 
+def _matmul_macs(lhs, out):
+    """MACs of a batched matmul with output (..., M, N): M * N * K per batch,
+    K being the axis of the left operand that is not M (it may be adjointed)."""
+    k = lhs[-1] if lhs[-2] == out[-2] else lhs[-2]
+    return int(np.prod(out)) * int(k)
+
+
 def tflite_stats(path):
     """Per-op figures of a .tflite file.
 
@@ -288,8 +296,6 @@ def tflite_stats(path):
         name is the op's output tensor, its type the op name.
     """
     from ai_edge_litert.interpreter import OpResolverType
-
-    from kprune.stats import LayerStats  # here: kprune.stats imports this module
 
     # No delegate, all tensors kept: decoded weights are readable after a run.
     interp = tflite_interpreter(
@@ -324,6 +330,11 @@ def tflite_stats(path):
         else:
             weights = [t for t in ins if constant(t) and tensors[t]["dtype"] not in _INDEX_TYPES]
         if not weights:
+            if name == "BATCH_MATMUL":  # activations times activations (attention)
+                shapes = [tuple(int(d) for d in tensors[t]["shape"]) for t in ins[:2]]
+                out = tuple(int(d) for d in tensors[int(op["outputs"][0])]["shape"])
+                label = tensors[int(op["outputs"][0])]["name"].split(";")[0]
+                rows.append(LayerStats(label, name, 0, 0, _matmul_macs(shapes[0], out)))
             continue
         values = [interp.get_tensor(t) for t in weights if t not in seen]
         seen.update(weights)

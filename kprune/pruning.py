@@ -1,11 +1,11 @@
-"""Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, `update_masks`."""
+"""Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, and the
+cloning both are built on (`clone_with`)."""
 
 import keras
 
 from kprune import handlers, kgraph
 from kprune import masks as mask_math
-from kprune.schedules import check_sparsity
-from kprune.wrapper import MaskedWrapper, PruneChannels, PruneLowMagnitude
+from kprune.wrapper import MaskedWrapper, PruneLowMagnitude
 
 
 def _leaf_layers(model):
@@ -55,6 +55,8 @@ def clone_with(model, clone_layer, weights_of, input_width=None):
     copies = []
 
     def clone_function(layer):
+        if not kgraph.is_layer(layer):
+            return layer  # a keras.ops operation: stateless, reused as it is
         if kgraph.is_nested_graph(layer):
             return clone_graph(layer, nested=True)
         copy, used = clone_layer(layer)
@@ -92,7 +94,8 @@ def _weights(layer):
     return layer.get_weights()
 
 
-def _check_model(model):
+def check_model(model):
+    """Raise unless `model` is Sequential or Functional (it can be cloned)."""
     if not kgraph.is_graph(model):
         raise ValueError(
             "Only Sequential and Functional models can be pruned as a whole: subclassed "
@@ -188,7 +191,7 @@ def prune_low_magnitude(
                 "Layer arguments apply to a single layer only. Received: "
                 f"{sorted(kwargs)} with model '{to_prune.name}'"
             )
-        _check_model(to_prune)
+        check_model(to_prune)
         problems = []
         for layer in _leaf_layers(to_prune):
             _check_not_wrapped(layer)
@@ -261,67 +264,10 @@ def strip_pruning(model):
             "Argument `model` must be a Keras model or a PruneLowMagnitude layer. "
             f"Received: model={model!r} (of type {type(model).__name__})"
         )
-    _check_model(model)
+    check_model(model)
 
     def clone_layer(old):
         copy = copy_layer(old)
         return copy, copy
 
     return clone_with(model, clone_layer, _weights)
-
-
-def update_masks(model, sparsity=None):
-    """Recompute every mask of a pruned model now.
-
-    For one-shot pruning (`sparsity` given) and for custom training loops
-    (`sparsity=None`: each layer uses its schedule's sparsity at its current
-    `pruning_step`). Pruned entries of the weights are set to 0.
-
-    Args:
-        model: a model, a list of layers or a layer wrapped by
-            `prune_low_magnitude`.
-        sparsity: target sparsity in [0, 1) for every pruned weight, or `None`
-            to follow each layer's schedule. Ignored by M:N layers.
-
-    Example:
-
-    >>> import keras, numpy as np, kprune
-    >>> pruned = kprune.prune_low_magnitude(
-    ...     keras.Sequential([keras.Input((10,)), keras.layers.Dense(10)]))
-    >>> kprune.update_masks(pruned, sparsity=0.9)
-    >>> int((pruned.layers[0].layer.kernel.numpy() == 0).sum())
-    90
-    """
-    if sparsity is not None:
-        sparsity = check_sparsity("sparsity", sparsity)
-    wrappers = collect_wrappers(model)
-    if not wrappers:
-        raise ValueError(
-            "update_masks found no pruned layers. Wrap the model with "
-            f"kprune.prune_low_magnitude first. Received: {type(model).__name__}"
-        )
-    for w in wrappers:
-        if not w.built:
-            raise ValueError(
-                f"Layer '{w.name}' is not built: call the model on data (or give it "
-                "an Input) before updating masks."
-            )
-    channel_wrappers = [w for w in wrappers if isinstance(w, PruneChannels)]
-    if channel_wrappers:
-        from kprune import structured
-
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                "Channel masks are chosen for a whole model: pass the model returned by "
-                f"kprune.prune_channels. Received: {type(model).__name__}"
-            )
-        structured.update_channel_masks(model, sparsity, channel_wrappers)
-    for w in wrappers:
-        if isinstance(w, PruneChannels):
-            continue
-        if sparsity is None:
-            step = int(keras.ops.convert_to_numpy(w.pruning_step))
-            value = float(keras.ops.convert_to_numpy(w.pruning_schedule(step)[1]))
-        else:
-            value = sparsity
-        w.update_masks(value)

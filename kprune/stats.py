@@ -20,38 +20,20 @@ Example:
 """
 
 import os
-from typing import NamedTuple
 
 import keras
 import numpy as np
 
-from kprune import handlers, kgraph
-# The .tflite side of `summary` lives in kprune.litert; both names stay importable from here.
-from kprune.litert import tflite_interpreter  # noqa: F401 (re-exported)
+from kprune import handlers, kgraph, op_rules
+# The .tflite side of `summary` lives in kprune.litert.
 from kprune.litert import tflite_stats
+from kprune.tables import LayerStats, ModelSummary
 
 
-class LayerStats(NamedTuple):
-    """One layer's figures (MACs for one example)."""
-
-    name: str
-    type: str
-    params: int
-    nonzero: int
-    macs: int
-
-    @property
-    def sparsity(self):
-        return 1.0 - self.nonzero / self.params if self.params else 0.0
-
-
-def _shapes(tensors):
-    return [tuple(t.shape) for t in tensors]
-
-
-def _nodes(model):
-    """`(layer, input_shapes, output_shapes)` per call in a graph model, nested
-    models expanded; a subclassed model yields its layers without shapes."""
+def _rows(model):
+    """`(layer or None, name, type, weights, macs)` per call in a graph model,
+    nested models expanded, `keras.ops` operations included (no weights); a
+    subclassed model yields its leaf layers without MACs (shapes unknown)."""
     if not kgraph.is_graph(model):
         layers = kgraph.sublayers(model)
         # A wrapper stands for the layer it wraps: that layer is not listed again.
@@ -59,37 +41,41 @@ def _nodes(model):
         for layer in layers:
             leaf = not kgraph.sublayers(layer, recursive=False)
             if id(layer) not in wrapped and (leaf or handlers.unwrap(layer) is not layer):
-                yield layer, None, None
+                yield layer, 0
         return
     for node in kgraph.nodes(model):
         op = node.operation
         if kgraph.is_nested_graph(op):
-            yield from _nodes(op)
-            continue
-        yield op, _shapes(node.input_tensors), _shapes(node.outputs)
+            yield from _rows(op)
+        elif kgraph.is_layer(op):
+            ins = [tuple(t.shape) for t in node.input_tensors]
+            outs = [tuple(t.shape) for t in node.outputs]
+            yield op, handlers.macs(op, ins, outs)
+        else:
+            yield op, op_rules.macs(node)
 
 
 def _masked_values(layer):
     if hasattr(layer, "masked_layer_weights"):
         return layer.masked_layer_weights()
-    return [keras.ops.convert_to_numpy(v.value) for v in layer.weights]
+    return [keras.ops.convert_to_numpy(v.value) for v in getattr(layer, "weights", ())]
 
 
 def layer_stats(model):
-    """One `LayerStats` per layer call that has weights or MACs, in graph order.
+    """One `LayerStats` per layer call (or `keras.ops` call) that has weights
+    or MACs, in graph order.
 
     A layer called several times (shared weights) counts its parameters once
     and its MACs at every call.
     """
     rows, seen = [], set()
-    for layer, ins, outs in _nodes(model):
+    for layer, macs in _rows(model):
         first = id(layer) not in seen
         seen.add(id(layer))
-        values = _masked_values(layer) if first else []
+        values = _masked_values(layer) if first and kgraph.is_layer(layer) else []
         params = int(sum(v.size for v in values))
         nonzero = int(sum(np.count_nonzero(v) for v in values))
         inner = handlers.unwrap(layer)
-        macs = handlers.macs(inner, ins, outs) if ins is not None else 0
         if params or macs:
             rows.append(LayerStats(inner.name, type(inner).__name__, params, nonzero, int(macs)))
     return rows
@@ -108,83 +94,6 @@ def count_params(model, nonzero=False):
 
 # --------------------------------------------------------------------------
 # `summary`: the same figures for a model, a .keras file or a .tflite file.
-
-
-class ModelSummary:
-    """Per-layer parameters, nonzero parameters and MACs, with totals.
-
-    Attributes:
-        source: what was summarized (a model name or a file path).
-        rows: a list of `LayerStats`, one per layer (Keras) or op (TFLite).
-
-    Example:
-
-    >>> s = ModelSummary("demo", [LayerStats("dense", "Dense", 10, 4, 8)])
-    >>> s.params, s.nonzero, s.macs, round(s.sparsity, 2)
-    (10, 4, 8, 0.6)
-    """
-
-    def __init__(self, source, rows):
-        self.source = source
-        self.rows = list(rows)
-
-    @property
-    def params(self):
-        return int(sum(r.params for r in self.rows))
-
-    @property
-    def nonzero(self):
-        return int(sum(r.nonzero for r in self.rows))
-
-    @property
-    def macs(self):
-        return int(sum(r.macs for r in self.rows))
-
-    @property
-    def sparsity(self):
-        return 1.0 - self.nonzero / self.params if self.params else 0.0
-
-    def to_dict(self):
-        """Plain Python data (`json.dumps` works on it)."""
-        return {
-            "source": str(self.source),
-            "layers": [row_dict(r) for r in self.rows],
-            "total": {"params": self.params, "nonzero": self.nonzero,
-                      "sparsity": self.sparsity, "macs": self.macs},
-        }
-
-    def __str__(self):
-        total = LayerStats("total", "", self.params, self.nonzero, self.macs)
-        return f"{self.source}\n{format_rows(self.rows, total)}"
-
-
-def row_dict(row):
-    """A `LayerStats` as a plain dict (JSON-ready), with its sparsity.
-
-    Example:
-
-    >>> row_dict(LayerStats("d", "Dense", 4, 1, 3))["sparsity"]
-    0.75
-    """
-    return {**row._asdict(), "sparsity": float(row.sparsity)}
-
-
-def format_rows(rows, total=None):
-    """`LayerStats` rows (and an optional `total` row) as a text table.
-
-    Example:
-
-    >>> print(format_rows([LayerStats("d", "Dense", 4, 1, 3)]))  # doctest: +NORMALIZE_WHITESPACE
-    layer  type  params  nonzero  sparsity  MACs
-    d      Dense      4        1     75.0%     3
-    """
-    width = max([len(r.name) for r in rows + ([total] if total else [])] + [5])
-    kind = max([len(r.type) for r in rows] + [4])
-    line = "{:<%d}  {:<%d}  {:>10}  {:>10}  {:>8}  {:>12}" % (width, kind)
-    out = [line.format("layer", "type", "params", "nonzero", "sparsity", "MACs")]
-    for r in rows + ([total] if total else []):
-        out.append(line.format(r.name, r.type, r.params, r.nonzero, f"{r.sparsity:.1%}", r.macs))
-    return "\n".join(out)
 
 
 def _check_file(path, argname, suffixes):

@@ -32,9 +32,9 @@ from kprune import channels as channels_lib
 from kprune import importance as importance_lib
 from kprune import kgraph
 from kprune.graph import ChannelGraph
-from kprune.pruning import _check_model, clone_with, collect_wrappers, copy_layer
+from kprune.pruning import check_model, clone_with, collect_wrappers, copy_layer
 from kprune.schedules import ConstantSparsity, check_sparsity
-from kprune.wrapper import PruneChannels, check_channel_settings
+from kprune.wrapper import PruneChannels, check_round_to
 
 # A step beyond any schedule's end: where its final sparsity is read.
 _FAR = 2**40
@@ -77,7 +77,7 @@ def prune_channels(
             f"Argument `model` must be a Keras model. Received: model={model!r} "
             f"(of type {type(model).__name__})"
         )
-    _check_model(model)
+    check_model(model)
     if collect_wrappers(model):
         raise ValueError(
             f"Model '{model.name}' already has kprune wrappers. Call "
@@ -112,6 +112,20 @@ def prune_channels(
         return copy, copy
 
     return clone_with(model, clone_layer, lambda old: old.get_weights())
+
+
+def check_channel_settings(importance, round_to):
+    """Validate `prune_channels`' `importance` (a weight criterion: data
+    criteria cannot run inside `fit`) and `round_to`."""
+    if importance not in importance_lib.CRITERIA:
+        raise ValueError(
+            "Gradual channel pruning scores channels from weights during `fit`: "
+            f"argument `importance` must be one of {sorted(importance_lib.CRITERIA)}. "
+            f"Received: importance={importance!r}. For data criteria, use "
+            "kprune.plan_channels(model, sparsity, importance=..., data=...) and "
+            "kprune.mask_channels."
+        )
+    check_round_to(round_to)
 
 
 def graph_model(model, wrappers):

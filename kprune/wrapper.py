@@ -347,7 +347,12 @@ class PruneChannels(MaskedWrapper):
                 "Argument `layer` must be a Keras layer that is not already wrapped. "
                 f"Received: layer={layer!r}"
             )
-        check_channel_settings(importance, round_to)
+        if not isinstance(importance, str):
+            raise TypeError(
+                "Argument `importance` must be the name of a weight criterion (see "
+                f"kprune.prune_channels). Received: importance={importance!r}"
+            )
+        check_round_to(round_to)
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, pruning_schedule, **kwargs)
@@ -387,17 +392,8 @@ class PruneChannels(MaskedWrapper):
         return config
 
 
-def check_channel_settings(importance, round_to):
-    """Validate `PruneChannels`' `importance` and `round_to`."""
-    from kprune import importance as importance_lib
-
-    if importance not in importance_lib.CRITERIA:
-        raise ValueError(
-            "Gradual channel pruning scores channels from weights during `fit`: "
-            f"argument `importance` must be one of {sorted(importance_lib.CRITERIA)}. "
-            f"Received: importance={importance!r}. For data criteria, use "
-            "kprune.plan_channels(model, sparsity, importance=..., data=...) and "
-            "kprune.mask_channels."
-        )
+def check_round_to(round_to):
+    """Validate a `round_to` argument: an integer >= 1."""
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
+    return round_to

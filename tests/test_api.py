@@ -33,6 +33,8 @@ PUBLIC = {
     "ExportReport",
     "summary",
     "ModelSummary",
+    "register_layer",
+    "ChannelSpec",
 }
 
 TFMOT_NAMES = {
@@ -58,6 +60,8 @@ def test_public_surface():
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
+    "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
+    "native_logs",
 ]
 
 

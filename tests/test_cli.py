@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -99,6 +100,24 @@ def test_a_missing_file_in_a_real_process_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("kprune: error: No such file")
     assert "Traceback" not in result.stderr
+
+
+def test_export_prints_no_native_logs_unless_verbose(tmp_path):
+    """TensorFlow's, the converter's and LiteRT's C++ log lines stay off the
+    terminal by default; --verbose lets them through."""
+    _, path = _saved_model(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    runs = {}
+    for flag in ([], ["--verbose"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "kprune", "export", str(path), str(tmp_path / "o.tflite"), *flag],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        runs[bool(flag)] = result.stderr
+    native = ("I0000", "W0000", "loader.cc", "XNNPACK delegate", "oneDNN")
+    assert not [line for line in runs[False].splitlines() if any(n in line for n in native)], runs[False]
+    assert any(n in runs[True] for n in native), runs[True]
 
 
 @pytest.mark.parametrize(

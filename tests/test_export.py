@@ -12,6 +12,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import kprune
+from kprune import convert as convert_lib
 from kprune import export as export_lib
 from kprune.export import ExportReport, export_tflite
 from kprune.stats import summary
@@ -96,7 +97,11 @@ def test_float_export_matches_keras_and_is_sparse(digits, tmp_path):
     assert report.file_bytes == os.path.getsize(path)
     (tmp_path / "plain").write_bytes(b"")  # written as `open` would: same permissions
     assert os.stat(path).st_mode == os.stat(tmp_path / "plain").st_mode
-    assert report.gzip_bytes == len(gzip.compress(path.read_bytes(), compresslevel=9))
+    assert report.gzip_bytes == len(gzip.compress(path.read_bytes(), compresslevel=6))
+    assert set(report.timings) == {"strip", "remove_channels", "convert", "verify", "write",
+                                   "latency", "gzip"}
+    assert all(t >= 0 for t in report.timings.values())
+    assert report.to_dict()["timings"] == report.timings
     assert report.sparsity > 0.7
     assert report.latency_ms > 0
     assert report.macs <= report.macs_before and report.params <= report.params_before
@@ -124,7 +129,7 @@ def test_auto_keeps_the_smaller_encoding(digits, tmp_path, monkeypatch):
     assert auto.sparse_encoding and auto.file_bytes < dense.file_bytes  # 80% zeros
     # With the threshold at 0, "auto" also tries the unpruned model, whose
     # sparse-format file cannot be smaller: the dense one is kept, with a note.
-    monkeypatch.setattr(export_lib, "SPARSITY_FOR_ENCODING", 0.0)
+    monkeypatch.setattr(convert_lib, "SPARSITY_FOR_ENCODING", 0.0)
     report = export_tflite(digits["dense"], tmp_path / "unpruned.tflite", **common)
     assert not report.sparse_encoding
     assert any("is not smaller than the dense one" in n for n in report.notes)
@@ -166,7 +171,7 @@ def _rejects_sparse_int8(digits):
     return False
 
 
-def test_int8_export_agrees_and_falls_back_from_sparse(digits, tmp_path):
+def test_int8_export_agrees_and_skips_sparse(digits, tmp_path):
     path = tmp_path / "int8.tflite"
     report = export_tflite(digits["pruned"], path, quantize="int8", representative_data=digits["train"],
                            measure_latency=False)
@@ -177,16 +182,17 @@ def test_int8_export_agrees_and_falls_back_from_sparse(digits, tmp_path):
     assert report.verified is True and report.verification["top1_agreement"] >= 0.95
     details = Interpreter(model_path=str(path)).get_tensor_details()
     assert any(d["dtype"] == np.int8 for d in details)
+    # "auto" does not convert a second time for a sparse int8 file that
+    # LiteRT's CPU kernels cannot run; the note says so.
+    assert report.sparse_encoding is False
+    assert any("sparse encoding not tried" in n for n in report.notes)
+    assert "convert" in report.timings
     if _rejects_sparse_int8(digits):
-        assert report.sparse_encoding is False
-        assert any("fell back to dense" in n for n in report.notes)
         # sparse_encoding=True refuses instead, and writes nothing.
         with pytest.raises(RuntimeError, match="cannot run the sparse-encoded model"):
             export_tflite(digits["pruned"], tmp_path / "forced.tflite", quantize="int8",
                           representative_data=digits["train"][:20], sparse_encoding=True)
         assert not (tmp_path / "forced.tflite").exists()
-    else:
-        assert report.sparse_encoding is True
 
 
 def test_int8_io(digits, tmp_path):
@@ -411,3 +417,14 @@ def test_report_is_plain_data():
 def test_docstring_examples_run():
     result = doctest.testmod(export_lib, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_non_finite_keras_outputs_are_reported_as_such(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    kernel = np.ones((4, 2), "float32")
+    kernel[0, 0] = np.nan
+    model.layers[0].kernel.assign(kernel)
+    with pytest.warns(RuntimeWarning, match="own outputs are not finite"):
+        report = export_tflite(model, tmp_path / "nan.tflite", measure_latency=False)
+    assert report.verified is False
+    assert report.verification["keras_finite"] is False

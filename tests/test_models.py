@@ -394,8 +394,19 @@ def test_built_batch_normalization_returned_unwrapped():
 # Custom layers
 
 
+class _Mix(keras.layers.Layer):
+    """A custom layer with a trainable matrix and no PrunableLayer support."""
+
+    def build(self, input_shape):
+        self.mix = self.add_weight(shape=(input_shape[-1], input_shape[-1]), name="mix")
+
+    def call(self, x):
+        return x @ self.mix
+
+
+@keras.saving.register_keras_serializable(package="test_models_custom")
 class _Scale(keras.layers.Layer):
-    """A custom layer with a trainable weight and no PrunableLayer support."""
+    """A custom layer whose only weight is a per-channel vector."""
 
     def build(self, input_shape):
         self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
@@ -406,10 +417,10 @@ class _Scale(keras.layers.Layer):
 
 @pytest.mark.parametrize("built", [False, True], ids=["unbuilt", "built"])
 def test_unsupported_custom_layer_raises(built):
-    layer = _Scale(name="my_scale")
+    layer = _Mix(name="my_mix")
     if built:
         layer.build((None, 4))
-    with pytest.raises(ValueError, match="my_scale") as info:
+    with pytest.raises(ValueError, match="my_mix") as info:
         kprune.prune_low_magnitude(layer)
     assert "PrunableLayer" in str(info.value)
 
@@ -417,11 +428,25 @@ def test_unsupported_custom_layer_raises(built):
 def test_unsupported_custom_layer_in_model_raises():
     inp = keras.Input((4,))
     h = L.Dense(4)(inp)
-    out = _Scale(name="my_scale")(h)
+    out = _Mix(name="my_mix")(h)
     model = keras.Model(inp, out)
-    with pytest.raises(ValueError, match="my_scale") as info:
+    with pytest.raises(ValueError, match="my_mix") as info:
         kprune.prune_low_magnitude(model)
     assert "PrunableLayer" in str(info.value)
+
+
+def test_vector_only_custom_layer_stays_unwrapped(rng):
+    inp = keras.Input((6,))
+    h = L.Dense(8, name="d1")(inp)
+    h = _Scale(name="my_scale")(h)
+    out = L.Dense(3, name="d2")(h)
+    model = keras.Model(inp, out)
+    model.get_layer("my_scale").scale.assign(rng.uniform(0.5, 2.0, 8).astype("float32"))
+    pruned = kprune.prune_low_magnitude(model, pruning_schedule=_schedule(0.5))
+    assert type(pruned.get_layer("my_scale")).__name__ == "_Scale"
+    assert len(collect_wrappers(pruned)) == 2
+    x = _rand(rng, (BATCH, 6))
+    np.testing.assert_allclose(_predict(pruned, x), _predict(model, x), rtol=1e-6, atol=1e-6)
 
 
 @keras.saving.register_keras_serializable(package="test_models_custom")

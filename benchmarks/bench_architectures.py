@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Every `keras.applications` architecture through kprune's two pipelines.
+
+For each constructor in the installed Keras (`weights=None`, small inputs,
+10 classes, logits):
+
+(a) unstructured: `prune_low_magnitude` (50%, frequency 1) -> `fit` 2 steps
+    -> `strip_pruning` -> `summary` -> `export_tflite` (float32, verified in
+    LiteRT, no latency);
+(b) channels: `plan_channels(0.3)` -> `mask_channels` -> `remove_channels`,
+    outputs of the removed model against the masked one (max |diff| <= 1e-4
+    x max(1, max |output|)).
+
+A `ValueError` that names a layer counts as a refusal, any other exception
+as a failure. Each architecture runs in its own subprocess (a crash or a
+memory blow-up stays with it), and results are appended to a JSON lines
+state file, so an interrupted run resumes where it stopped.
+
+Usage:
+    python benchmarks/bench_architectures.py [--families] [--only NAME ...]
+        [--out benchmarks/results/architectures.json] [--fresh]
+
+`--families` runs one (the smallest) architecture per family, as the test
+suite does (tests/test_applications.py). The full run (40 architectures)
+takes about an hour on 2 cores; the table goes into the README.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+# Smallest input each family accepts with weights=None (NASNet and the
+# Inception family need more than 32 pixels).
+MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "NASNetLarge": 32, "NASNetMobile": 32}
+DEFAULT_SIZE = 32
+
+# One representative (the smallest) per family.
+FAMILIES = {
+    "ConvNeXt": "ConvNeXtTiny", "DenseNet": "DenseNet121", "EfficientNet": "EfficientNetB0",
+    "EfficientNetV2": "EfficientNetV2B0", "InceptionResNetV2": "InceptionResNetV2",
+    "InceptionV3": "InceptionV3", "MobileNet": "MobileNet", "MobileNetV2": "MobileNetV2",
+    "MobileNetV3": "MobileNetV3Small", "NASNet": "NASNetMobile", "ResNet": "ResNet50",
+    "ResNetV2": "ResNet50V2", "VGG": "VGG16", "Xception": "Xception",
+}
+
+
+def architectures():
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper()
+                  and callable(getattr(keras.applications, n)))
+
+
+def build(name):
+    """The architecture with random weights, a small input and logits."""
+    import keras
+
+    size = MIN_SIZE.get(name, DEFAULT_SIZE)
+    kwargs = dict(weights=None, input_shape=(size, size, 3), classes=10)
+    ctor = getattr(keras.applications, name)
+    try:
+        return ctor(classifier_activation=None, **kwargs)
+    except TypeError:  # constructors without classifier_activation
+        return ctor(**kwargs)
+
+
+def _refusal(error):
+    """A ValueError that names a layer ('...' (Class)) is a clear refusal."""
+    return isinstance(error, ValueError) and "'" in str(error) and "(" in str(error)
+
+
+def run_case(name, workdir):
+    """Both pipelines on one architecture; a dict of figures (see the module doc)."""
+    import keras
+    import numpy as np
+
+    import kprune
+
+    keras.utils.set_random_seed(0)
+    model = build(name)
+    size = model.inputs[0].shape[1]
+    x = np.random.default_rng(0).standard_normal((4, size, size, 3)).astype("float32") * 0.5
+    y = np.arange(4) % 10
+    result = {"name": name, "input": int(size), "params": kprune.count_params(model),
+              "macs": kprune.count_macs(model)}
+
+    start = time.perf_counter()
+    try:
+        pruned = kprune.prune_low_magnitude(model, kprune.ConstantSparsity(0.5, 0, frequency=1))
+        pruned.compile(keras.optimizers.SGD(1e-3),
+                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        pruned.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+        stripped = kprune.strip_pruning(pruned)
+        summary = kprune.summary(stripped)
+        report = kprune.export_tflite(stripped, os.path.join(workdir, f"{name}.tflite"),
+                                      measure_latency=False)
+        result["unstructured"] = {
+            "status": "ok" if report.verified else "not verified",
+            "sparsity": round(summary.sparsity, 4), "tflite_bytes": report.file_bytes,
+            "relative_error": report.verification["relative_error"],
+        }
+    except Exception as e:  # recorded, not raised: the table shows it
+        status = "refused" if _refusal(e) else "FAILED"
+        result["unstructured"] = {"status": status, "error": f"{type(e).__name__}: {str(e)[:400]}"}
+    result["unstructured"]["seconds"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    try:
+        plan = kprune.plan_channels(model, 0.3)
+        masked = kprune.mask_channels(model, plan)
+        small = kprune.remove_channels(masked)
+        expected = keras.ops.convert_to_numpy(masked(x, training=False))
+        diff = float(np.max(np.abs(keras.ops.convert_to_numpy(small(x, training=False)) - expected)))
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        result["channels"] = {
+            "status": "ok" if diff <= 1e-4 * scale else "NOT EQUAL",
+            "pruned_channels": plan.num_pruned, "params_after": kprune.count_params(small),
+            "macs_after": kprune.count_macs(small), "max_abs_diff": diff,
+        }
+    except Exception as e:
+        status = "refused" if _refusal(e) else "FAILED"
+        result["channels"] = {"status": status, "error": f"{type(e).__name__}: {str(e)[:400]}"}
+    result["channels"]["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def _table(results):
+    lines = ["| architecture | input | params | (a) prune/fit/strip/export | (b) channels 0.3 | params after (b) | max abs diff | time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        a, b = r.get("unstructured", {}), r.get("channels", {})
+        diff = b.get("max_abs_diff")
+        lines.append(
+            f"| {r['name']} | {r.get('input', '')} | {r.get('params', 0):,} | {a.get('status', '-')} "
+            f"| {b.get('status', '-')} | {b.get('params_after', 0):,} "
+            f"| {'-' if diff is None else f'{diff:.1e}'} "
+            f"| {a.get('seconds', 0) + b.get('seconds', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def _child(name, workdir):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(json.dumps(run_case(name, workdir)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", action="store_true", help="one architecture per family")
+    parser.add_argument("--only", nargs="+", help="these architectures")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "architectures.json"))
+    parser.add_argument("--fresh", action="store_true", help="ignore the state of an earlier run")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.workdir)
+
+    import tempfile
+
+    from bench_io import write_atomic, write_json
+
+    names = args.only or (sorted(FAMILIES.values()) if args.families else architectures())
+    state = args.out + ".state.jsonl"
+    done = {}
+    if os.path.exists(state) and not args.fresh:
+        with open(state) as f:
+            for line in f:
+                row = json.loads(line)
+                done[row["name"]] = row
+    with tempfile.TemporaryDirectory() as workdir:
+        for k, name in enumerate(names, 1):
+            if name in done:
+                print(f"[{k}/{len(names)}] {name}: done earlier", file=sys.stderr)
+                continue
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--child", name, "--workdir", workdir],
+                                  capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+            if proc.returncode or not lines:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                row = {"name": name, "unstructured": {"status": "CRASHED", "error": tail},
+                       "channels": {"status": "CRASHED"}}
+            else:
+                row = json.loads(lines[-1])
+            done[name] = row
+            os.makedirs(os.path.dirname(os.path.abspath(state)), exist_ok=True)
+            with open(state, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[{k}/{len(names)}] {name}: {row['unstructured']['status']} / "
+                  f"{row['channels']['status']} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    results = [done[n] for n in names]
+    table = _table(results)
+    print(table)
+    write_json({"results": results}, args.out)
+    write_atomic(os.path.splitext(args.out)[0] + ".md", table + "\n")
+    if os.path.exists(state) and len(done) >= len(names):
+        os.remove(state)
+
+
+if __name__ == "__main__":
+    main()

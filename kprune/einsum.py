@@ -1,0 +1,47 @@
+"""Einsum equations: which kernel axis is contracted with the input, and MACs.
+
+Example:
+
+>>> einsum_input_axis("abc,cd->abd")
+-2
+>>> einsum_macs("abc,cd->abd", (None, 4, 8), (8, 16), (None, 4, 16))
+512
+"""
+
+import re
+
+
+def einsum_input_axis(equation):
+    """Axis of an EinsumDense kernel contracted with the input (the last one);
+    -2 when the equation cannot be read."""
+    match = re.match(r"([\w.]+),([\w.]+)->", equation.replace(" ", ""))
+    if match:
+        inputs, kernel = match.groups()
+        contracted = [i for i, ch in enumerate(kernel) if ch in inputs]
+        if contracted:
+            return contracted[-1] - len(kernel)
+    return -2
+
+
+def einsum_macs(equation, inp, kernel, out):
+    """MACs of `einsum(equation, x, w)` on one example: the product of the size
+    of every index (batch and ellipsis axes count once per example)."""
+    lhs, out_spec = equation.replace(" ", "").split("->")
+    in_spec, kernel_spec = lhs.split(",")
+    sizes = {}
+    extra = 1
+    for spec, shape, skip_batch in ((in_spec, inp, True), (kernel_spec, kernel, False), (out_spec, out, True)):
+        letters = spec.replace("...", "")
+        dims = list(shape[len(shape) - len(letters):]) if "..." in spec else list(shape)
+        if "..." in spec and spec is in_spec:
+            for d in shape[1 : len(shape) - len(letters)]:
+                extra *= int(d or 1)
+        for position, (letter, d) in enumerate(zip(letters, dims)):
+            if skip_batch and position == 0 and "..." not in spec and spec.index(letter) == 0:
+                sizes.setdefault(letter, 1)
+            elif d is not None:
+                sizes.setdefault(letter, int(d))
+    total = extra
+    for d in sizes.values():
+        total *= d
+    return total

@@ -1,0 +1,105 @@
+"""Per-layer figures as rows and tables: `LayerStats`, `ModelSummary`.
+
+The plain data that `kprune.summary`, `kprune.stats` (Keras models) and
+`kprune.litert` (.tflite files) produce, and its text form.
+
+Example:
+
+>>> rows = [LayerStats("dense", "Dense", 10, 4, 8)]
+>>> print(format_rows(rows))  # doctest: +NORMALIZE_WHITESPACE
+layer  type    params  nonzero  sparsity  MACs
+dense  Dense       10        4     60.0%     8
+"""
+
+from typing import NamedTuple
+
+
+class LayerStats(NamedTuple):
+    """One layer's figures (MACs for one example)."""
+
+    name: str
+    type: str
+    params: int
+    nonzero: int
+    macs: int
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.params if self.params else 0.0
+
+
+class ModelSummary:
+    """Per-layer parameters, nonzero parameters and MACs, with totals.
+
+    Attributes:
+        source: what was summarized (a model name or a file path).
+        rows: a list of `LayerStats`, one per layer (Keras) or op (TFLite).
+
+    Example:
+
+    >>> s = ModelSummary("demo", [LayerStats("dense", "Dense", 10, 4, 8)])
+    >>> s.params, s.nonzero, s.macs, round(s.sparsity, 2)
+    (10, 4, 8, 0.6)
+    """
+
+    def __init__(self, source, rows):
+        self.source = source
+        self.rows = list(rows)
+
+    @property
+    def params(self):
+        return int(sum(r.params for r in self.rows))
+
+    @property
+    def nonzero(self):
+        return int(sum(r.nonzero for r in self.rows))
+
+    @property
+    def macs(self):
+        return int(sum(r.macs for r in self.rows))
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.params if self.params else 0.0
+
+    def to_dict(self):
+        """Plain Python data (`json.dumps` works on it)."""
+        return {
+            "source": str(self.source),
+            "layers": [row_dict(r) for r in self.rows],
+            "total": {"params": self.params, "nonzero": self.nonzero,
+                      "sparsity": self.sparsity, "macs": self.macs},
+        }
+
+    def __str__(self):
+        total = LayerStats("total", "", self.params, self.nonzero, self.macs)
+        return f"{self.source}\n{format_rows(self.rows, total)}"
+
+
+def row_dict(row):
+    """A `LayerStats` as a plain dict (JSON-ready), with its sparsity.
+
+    Example:
+
+    >>> row_dict(LayerStats("d", "Dense", 4, 1, 3))["sparsity"]
+    0.75
+    """
+    return {**row._asdict(), "sparsity": float(row.sparsity)}
+
+
+def format_rows(rows, total=None):
+    """`LayerStats` rows (and an optional `total` row) as a text table.
+
+    Example:
+
+    >>> print(format_rows([LayerStats("d", "Dense", 4, 1, 3)]))  # doctest: +NORMALIZE_WHITESPACE
+    layer  type  params  nonzero  sparsity  MACs
+    d      Dense      4        1     75.0%     3
+    """
+    width = max([len(r.name) for r in rows + ([total] if total else [])] + [5])
+    kind = max([len(r.type) for r in rows] + [4])
+    line = "{:<%d}  {:<%d}  {:>10}  {:>10}  {:>8}  {:>12}" % (width, kind)
+    out = [line.format("layer", "type", "params", "nonzero", "sparsity", "MACs")]
+    for r in rows + ([total] if total else []):
+        out.append(line.format(r.name, r.type, r.params, r.nonzero, f"{r.sparsity:.1%}", r.macs))
+    return "\n".join(out)
