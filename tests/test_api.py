@@ -33,6 +33,10 @@ PUBLIC = {
     "ExportReport",
     "summary",
     "ModelSummary",
+    "PruningPolicy",
+    "PruneForLatencyOnXNNPack",
+    "prune_scope",
+    "check_sparsity_m_by_n",
 }
 
 TFMOT_NAMES = {
@@ -44,6 +48,9 @@ TFMOT_NAMES = {
     "UpdatePruningStep",
     "prune_low_magnitude",
     "strip_pruning",
+    "PruningPolicy",
+    "PruneForLatencyOnXNNPack",
+    "prune_scope",
 }
 
 
@@ -58,6 +65,7 @@ def test_public_surface():
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
+    "policy", "sparsity_check",
 ]
 
 

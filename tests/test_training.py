@@ -145,9 +145,11 @@ def test_polynomial_schedule_reaches_target_and_steps_count():
             history.append(float((m == 0).mean()))
 
     model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[kprune.UpdatePruningStep(), Record()])
-    # 24 steps; mask updates at steps 2, 7, 12, 17 and end_step 19.
+    # 24 steps; batch b (0-based) is step b + 1, as in tfmot; mask updates
+    # before steps 2, 7, 12, 17 and end_step 19.
     n = collect_wrappers(model)[0].masks[0].numpy().size
-    for step, sparsity in enumerate(history):
+    for batch, sparsity in enumerate(history):
+        step = batch + 1
         turns = [t for t in (2, 7, 12, 17, 19) if t <= step]
         expected = 0.0
         if turns:
@@ -155,6 +157,7 @@ def test_polynomial_schedule_reaches_target_and_steps_count():
             p = (t - 2) / 17
             expected = target_zeros(n, 0.8 * (1 - (1 - p) ** 3)) / n
         assert sparsity == pytest.approx(expected, abs=1e-9), step
+    assert history[5] == 0.0 and history[6] > 0.0  # the update at step 7 is before batch 6
     for w in collect_wrappers(model):
         assert int(w.pruning_step.numpy()) == 24
         for v, m in w.pruned_weights:
@@ -262,7 +265,8 @@ def test_mixed_float16():
 
 def test_training_starts_from_masked_weights_after_set_weights():
     dense = _cnn()
-    model = kprune.prune_low_magnitude(dense, pruning_schedule=kprune.ConstantSparsity(0.5, 0, frequency=1000))
+    # Step 1 (the first batch) is the one pruning turn.
+    model = kprune.prune_low_magnitude(dense, pruning_schedule=kprune.ConstantSparsity(0.5, 1, frequency=1000))
     _compile(model, keras.optimizers.SGD(0.0))  # lr 0: weights change only by masking
     x, y = _data(16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
