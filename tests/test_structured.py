@@ -58,11 +58,12 @@ def test_gradual_schedule_reaches_exact_channel_counts_and_couples_branches():
                callbacks=[kprune.UpdatePruningStep(), Watch()])
     # Sparsity only grows, follows the schedule at its turns and ends at 50%.
     assert seen == sorted(seen) and seen[0] < 32 and seen[-1] == 32
-    turns = [64 - _keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(16)]
+    # Batch b (0-based) is step b + 1, as in tfmot.
+    turns = [64 - _keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(1, 17)]
     last = 0
-    for step, count in enumerate(seen):
-        last = turns[step] if turns[step] is not None else last
-        assert count == last, (step, count, turns)
+    for batch, count in enumerate(seen):
+        last = turns[batch] if turns[batch] is not None else last
+        assert count == last, (batch, count, turns)
     sparsity = kprune.channel_sparsity(pruned)
     assert sparsity["c1"] == sparsity["c2"] == (16, 32)
     # The residual Add: both branches lose the same channels, BN gammas too.
