@@ -59,6 +59,8 @@ def clone_with(model, clone_layer, weights_of, input_width=None):
     def clone_function(layer):
         if kgraph.is_nested_graph(layer):
             return clone_graph(layer, nested=True)
+        if not kgraph.is_layer(layer):
+            return layer  # a `keras.ops` operation (`x + y`): no state to copy
         copy, used = clone_layer(layer)
         copies.append((layer, copy))
         return used

@@ -17,6 +17,8 @@ from kprune.wrapper import MaskedWrapper
 
 # TFLite ops whose weights (input 1) are laid out `(out, ..., in)`.
 _WEIGHT_OPS = ("CONV_2D", "FULLY_CONNECTED")
+# Ops that decode a stored weight (sparse encoding, int8/float16 storage).
+_DECODE_OPS = ("DENSIFY", "DEQUANTIZE")
 
 
 def is_m_by_n(weights, m, n, axis=-1):
@@ -55,7 +57,7 @@ def _keras_weights(model):
             value = keras.ops.convert_to_numpy(w.variable.value)
             if id(w.variable) in masks:
                 value = value * keras.ops.convert_to_numpy(masks[id(w.variable)])
-            yield f"{layer.name}/{w.variable.name}", value, w.input_axis
+            yield f"{source.name}/{w.variable.name}", value, w.input_axis
 
 
 def _tflite_weights(path_or_bytes):
@@ -73,10 +75,14 @@ def _tflite_weights(path_or_bytes):
         interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
     interp.invoke()
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    for op in interp._get_ops_details():
+    ops = interp._get_ops_details()
+    decoded_from = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] in _DECODE_OPS}
+    for op in ops:
         if op["op_name"] in _WEIGHT_OPS and len(op["inputs"]) > 1:
-            index = int(op["inputs"][1])
-            yield names[index], interp.get_tensor(index), -1
+            index = source = int(op["inputs"][1])
+            while source in decoded_from:  # named after the stored (encoded) constant
+                source = decoded_from[source]
+            yield names[source], interp.get_tensor(index), -1
 
 
 def check_sparsity_m_by_n(model_or_tflite, m, n):
@@ -96,7 +102,7 @@ def check_sparsity_m_by_n(model_or_tflite, m, n):
 
     Returns:
         `{weight name: bool}` for every prunable weight of a Keras model
-        (`"<layer>/<weight>"`), or for the weights of every CONV_2D and
+        (`"<layer>/<weight>"`, the inner layer of a wrapper), or for the weights of every CONV_2D and
         FULLY_CONNECTED op of a .tflite file (the weight tensor's name).
 
     Example:

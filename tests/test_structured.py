@@ -110,13 +110,13 @@ def test_save_load_and_resume(tmp_path):
 
 def test_one_shot_update_masks_and_pruned_weights_stay_zero():
     x, y = _data()
-    pruned = kprune.prune_channels(_residual(), round_to=1)
+    pruned = kprune.prune_channels(_residual(), kprune.ConstantSparsity(0.5, begin_step=1), round_to=1)
     kprune.update_masks(pruned, sparsity=0.25)
     assert kprune.channel_sparsity(pruned)["c3"] == (16, 64)
     # Training keeps the masked channels at exactly zero (the mask constraint).
     kernel = keras.ops.convert_to_numpy(_wrapper(pruned, "c3").layer.kernel).reshape(-1, 64)
     dead = set(np.flatnonzero(~np.any(kernel, axis=0)).tolist())
-    # Training then follows the default schedule (50% from step 0).
+    # Training then follows the schedule (50% at step 1, the first batch).
     _compile(pruned).fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
     kernel = keras.ops.convert_to_numpy(_wrapper(pruned, "c3").layer.kernel).reshape(-1, 64)
     now = set(np.flatnonzero(~np.any(kernel, axis=0)).tolist())
