@@ -11,6 +11,7 @@ from kprune.graph import ChannelGraph
 from kprune.schedules import ScheduleTable
 from kprune.wrapper import PruneChannels
 
+
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning step and updates masks when the schedules say so.
 
@@ -257,7 +258,8 @@ class PruningSummaries(keras.callbacks.TensorBoard):
         self._write(self._metrics_writer, pruning_scalars(self.model)[1], step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        # tfmot's custom-loop pattern calls this alone, after `set_model`.
+        # tfmot's custom loop calls this alone, after `set_model`, perhaps
+        # on a model without an optimizer.
         if getattr(self.model, "optimizer", None) is not None:
             super().on_epoch_begin(epoch, logs)
         self._log_tfmot()
