@@ -243,7 +243,8 @@ def keras3_training(cfg):
         if v["name"] != "plain":
             f = int(v["name"].split("_f")[1])
             r["frequency"] = f
-            r["mask_updates"] = count_updates(warm_steps, r["steps"], f)
+            # kprune counts steps as tfmot does: step s (1-based) updates when s % f == 0.
+            r["mask_updates"] = count_updates(warm_steps + 1, r["steps"], f)
             wrappers = [layer for layer in v["model"].layers if isinstance(layer, kprune.PruneLowMagnitude)]
             r["final_step"] = int(keras.ops.convert_to_numpy(wrappers[0].pruning_step))
             r["final_sparsity"] = {

@@ -23,12 +23,16 @@ from kprune.distill import distiller
 from kprune.export import ExportReport
 from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
+from kprune.policy import PruneForLatencyOnXNNPack
+from kprune.policy import PruningPolicy
 from kprune.pruning import prune_low_magnitude
+from kprune.pruning import prune_scope
 from kprune.pruning import strip_pruning
 from kprune.update import update_masks
 from kprune.schedules import ConstantSparsity
 from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
+from kprune.sparsity_check import check_sparsity_m_by_n
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
 from kprune.stats import count_macs
@@ -48,11 +52,14 @@ __all__ = [
     "PolynomialDecay",
     "PrunableLayer",
     "PruneChannels",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
     "channel_sparsity",
+    "check_sparsity_m_by_n",
     "count_macs",
     "count_params",
     "distiller",
@@ -62,6 +69,7 @@ __all__ = [
     "prune_channels",
     "prune_low_magnitude",
     "register_layer",
+    "prune_scope",
     "remove_channels",
     "strip_pruning",
     "summary",

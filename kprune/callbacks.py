@@ -1,57 +1,15 @@
 """Callbacks that drive pruning during `fit`: `UpdatePruningStep`, `PruningSummaries`."""
 
 import importlib.util
+import os
 
 import keras
 import numpy as np
 
 from kprune import pruning, structured
 from kprune.graph import ChannelGraph
+from kprune.schedules import ScheduleTable
 from kprune.wrapper import PruneChannels
-
-# Schedules are evaluated for this many steps at a time (one vectorized call),
-# so the per-batch cost is an array lookup rather than a dozen eager ops.
-_WINDOW = 4096
-
-
-class _ScheduleTable:
-    """`(should_prune, sparsity)` of one schedule over a window of steps."""
-
-    def __init__(self, schedule):
-        self.schedule = schedule
-        self.start = None
-        self.should = self.sparsity = None
-        self.vectorized = True
-
-    def _fill(self, start):
-        steps = np.arange(start, start + _WINDOW, dtype=np.int64)
-        if self.vectorized:
-            should, sparsity = self.schedule(steps)
-            should = np.asarray(keras.ops.convert_to_numpy(should)).reshape(-1)
-            sparsity = np.asarray(keras.ops.convert_to_numpy(sparsity)).reshape(-1)
-            if should.shape == sparsity.shape == (_WINDOW,):
-                self.start, self.should, self.sparsity = start, should.astype(bool), sparsity
-                return
-            self.vectorized = False  # a scalar-only custom schedule
-        should, sparsity = self.schedule(int(start))  # one step at a time
-        self.start = start
-        self.should = np.array([bool(keras.ops.convert_to_numpy(should))])
-        self.sparsity = np.array([float(keras.ops.convert_to_numpy(sparsity))])
-
-    def last_turn(self, first, last):
-        """Sparsity of the last pruning turn in steps `[first, last]`, or None."""
-        result = None
-        step = first
-        while step <= last:
-            if self.start is None or not self.start <= step < self.start + len(self.should):
-                self._fill(step)
-            end = min(last + 1, self.start + len(self.should))
-            should = self.should[step - self.start : end - self.start]
-            hits = np.flatnonzero(should)
-            if hits.size:
-                result = float(self.sparsity[step - self.start + hits[-1]])
-            step = end
-        return result
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -60,11 +18,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
     Required when training a model wrapped by `kprune.prune_low_magnitude` or
     `kprune.prune_channels` (for the latter, channels are chosen for the whole
     model at once at each pruning turn of its schedule).
-    The step is counted in batches; `step` `s` runs with the masks of the
-    latest pruning turn `<= s`. The step is stored in every wrapper's
-    `pruning_step` variable at each mask update, at the last batch of each
-    epoch and at the end of training, so a saved model resumes where it
-    stopped. With `ModelCheckpoint(save_freq=<int>)`, list this callback first.
+
+    Steps are tfmot's: training batches count from 1 (the first batch ever is
+    step 1, and a resumed model goes on from its stored step), and the masks
+    are recomputed just before a batch whose step is a pruning turn of the
+    layer's schedule, so that batch and the following ones run with the new
+    masks. M:N layers (`sparsity_m_by_n`) get their mask once, before step 1,
+    as in tfmot. After `N` batches every wrapper's `pruning_step` holds `N`:
+    it is stored at each mask update, at the last batch of each epoch and at
+    the end of training, so a saved model resumes where it stopped. With
+    `ModelCheckpoint(save_freq=<int>)`, list this callback first.
 
     In a custom training loop, call `set_model(model)` and `on_train_begin()`
     once, `on_train_batch_begin(step)` before each step, and `on_train_end()`
@@ -113,7 +76,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
         self._channel_graph = None
         for w in self._wrappers:
-            self._tables.setdefault(id(w.pruning_schedule), _ScheduleTable(w.pruning_schedule))
+            self._tables.setdefault(id(w.pruning_schedule), ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)
         self._epoch_start = None
 
@@ -131,13 +94,22 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self.step is None:
             self.on_train_begin()
         span = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
-        last = self.step + span - 1
+        # The batches about to run are steps `first..last` (1-based).
+        first, last = self.step + 1, self.step + span
         # One lookup per distinct schedule, not per layer.
-        turns = {key: table.last_turn(self.step, last) for key, table in self._tables.items()}
+        turns = {key: table.last_turn(first, last) for key, table in self._tables.items()}
         updated = False
         for w in self._wrappers:
+            if isinstance(w, PruneChannels):
+                continue
+            if getattr(w, "sparsity_m_by_n", None) is not None:
+                # tfmot computes M:N masks once, at step 1, whatever the schedule.
+                if first <= 1 <= last:
+                    w.update_masks(None)
+                    updated = True
+                continue
             sparsity = turns[id(w.pruning_schedule)]
-            if sparsity is not None and not isinstance(w, PruneChannels):
+            if sparsity is not None:
                 w.update_masks(sparsity)
                 updated = True
         if self._channel_wrappers:
@@ -185,18 +157,69 @@ class UpdatePruningStep(keras.callbacks.Callback):
             w.pruning_step.assign(step)
 
 
+def pruning_scalars(model):
+    """The scalars `PruningSummaries` writes, from the model as it is now.
+
+    Returns:
+        `(kprune_scalars, tfmot_scalars)`: dicts from tag to value. kprune's
+        tags are `sparsity/<layer>/<weight>`; tfmot's are
+        `<layer>/mask:0/sparsity` and `<layer>/threshold:0/threshold` (the
+        second pruned weight of a layer is `mask_1:0`, ...: tfmot gives every
+        mask of a layer the same name, so only its last one is logged). The
+        threshold is the smallest magnitude the mask keeps, 0 while nothing
+        is pruned (tfmot's value right after a mask update).
+
+    Example:
+
+    >>> import keras, kprune
+    >>> model = kprune.prune_low_magnitude(
+    ...     keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="d")]))
+    >>> kprune.update_masks(model, sparsity=0.5)
+    >>> ours, tfmot = pruning_scalars(model)
+    >>> ours["sparsity/prune_low_magnitude_d/kernel"], tfmot["prune_low_magnitude_d/mask:0/sparsity"]
+    (0.5, 0.5)
+    """
+    ours, theirs = {}, {}
+    for layer in pruning.collect_wrappers(model):
+        for i, (variable, mask) in enumerate(layer.pruned_weights):
+            m = np.asarray(keras.ops.convert_to_numpy(mask)) != 0
+            sparsity = float(1.0 - m.mean())
+            kept = np.abs(np.asarray(keras.ops.convert_to_numpy(variable.value)))[m]
+            threshold = float(kept.min()) if sparsity > 0 and kept.size else 0.0
+            suffix = "" if i == 0 else f"_{i}"
+            ours[f"sparsity/{layer.name}/{variable.name}"] = sparsity
+            theirs[f"{layer.name}/mask{suffix}:0/sparsity"] = sparsity
+            theirs[f"{layer.name}/threshold{suffix}:0/threshold"] = threshold
+    return ours, theirs
+
+
 class PruningSummaries(keras.callbacks.TensorBoard):
     """TensorBoard callback that also logs the sparsity of every pruned weight.
 
-    Writes a scalar `sparsity/<layer>/<weight>` (fraction of zeros in the mask)
-    to the training log at the end of each epoch, next to the usual
-    `keras.callbacks.TensorBoard` logs.
+    Writes, next to the usual `keras.callbacks.TensorBoard` logs:
+
+    * kprune's scalars `sparsity/<layer>/<weight>` (fraction of zeros in the
+      mask) to the training log (`<log_dir>/train`) at the end of each epoch
+      (or every `update_freq` batches);
+    * tfmot's scalars `<layer>/mask:0/sparsity` and
+      `<layer>/threshold:0/threshold` to `<log_dir>/metrics` at the beginning
+      of each epoch, at the optimizer's iteration, as tfmot does, so
+      dashboards made for tfmot work unchanged (see `pruning_scalars`).
 
     Args:
         log_dir: where to write the logs.
         update_freq: `"epoch"` (default), `"batch"` or an integer number of
-            batches between writes.
+            batches between writes of kprune's scalars.
         **kwargs: other `keras.callbacks.TensorBoard` arguments.
+
+    Example:
+
+    >>> import tempfile, keras, numpy as np, kprune
+    >>> model = kprune.prune_low_magnitude(
+    ...     keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)]))
+    >>> model.compile("sgd", "mse")
+    >>> _ = model.fit(np.ones((4, 8)), np.ones((4, 4)), verbose=0, callbacks=[
+    ...     kprune.UpdatePruningStep(), kprune.PruningSummaries(tempfile.mkdtemp())])
     """
 
     def __init__(self, log_dir, update_freq="epoch", **kwargs):
@@ -212,20 +235,34 @@ class PruningSummaries(keras.callbacks.TensorBoard):
             )
         super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
         self._kprune_step = 0
+        self._metrics_writer = None
 
-    def _log_sparsity(self, step):
+    def _write(self, writer, scalars, step):
         import tensorflow as tf
 
-        with self._train_writer.as_default():
-            for layer in pruning.collect_wrappers(self.model):
-                for variable, mask in layer.pruned_weights:
-                    m = keras.ops.convert_to_numpy(mask)
-                    tf.summary.scalar(
-                        f"sparsity/{layer.name}/{variable.name}",
-                        float(1.0 - m.mean()),
-                        step=step,
-                    )
-            self._train_writer.flush()
+        with writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+        writer.flush()
+
+    def _log_sparsity(self, step):
+        self._write(self._train_writer, pruning_scalars(self.model)[0], step)
+
+    def _log_tfmot(self):
+        import tensorflow as tf
+
+        if self._metrics_writer is None:
+            self._metrics_writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "metrics"))
+        optimizer = getattr(self.model, "optimizer", None)
+        step = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        self._write(self._metrics_writer, pruning_scalars(self.model)[1], step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # tfmot's custom loop calls this alone, after `set_model`, perhaps
+        # on a model without an optimizer.
+        if getattr(self.model, "optimizer", None) is not None:
+            super().on_epoch_begin(epoch, logs)
+        self._log_tfmot()
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
@@ -238,3 +275,9 @@ class PruningSummaries(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
         if self.update_freq == "epoch":
             self._log_sparsity(epoch)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._metrics_writer is not None:
+            self._metrics_writer.close()
+            self._metrics_writer = None

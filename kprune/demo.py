@@ -170,8 +170,8 @@ def run_demo(
             f"{count_params(final):,} parameters, {count_macs(stripped):,} -> "
             f"{count_macs(final):,} MACs")
         # Fine-tune with the sparsity held: masks are recomputed once, at
-        # step 0, and the zeros left by pruning score lowest.
-        hold = ConstantSparsity(final_sparsity, begin_step=0, end_step=0, frequency=1)
+        # step 1 (the first batch), and the zeros left by pruning score lowest.
+        hold = ConstantSparsity(final_sparsity, begin_step=1, end_step=1, frequency=1)
         tuned = keras.models.clone_model(final, clone_function=_per_layer_pattern(hold))
         _compile(tuned, 3e-4)
         say(f"[4/5] fine-tuning the smaller model for {finetune_epochs} epochs")

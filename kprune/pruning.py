@@ -1,11 +1,13 @@
-"""Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, and the
-cloning both are built on (`clone_with`)."""
+"""Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, `prune_scope`,
+and the cloning they are built on (`clone_with`)."""
 
 import keras
 
 from kprune import handlers, kgraph
 from kprune import masks as mask_math
-from kprune.wrapper import MaskedWrapper, PruneLowMagnitude
+from kprune.policy import PruningPolicy
+from kprune.schedules import ConstantSparsity, PolynomialDecay
+from kprune.wrapper import MaskedWrapper, PruneChannels, PruneLowMagnitude
 
 
 def _leaf_layers(model):
@@ -119,6 +121,7 @@ def prune_low_magnitude(
     pruning_schedule=None,
     block_size=(1, 1),
     block_pooling_type="AVG",
+    pruning_policy=None,
     sparsity_m_by_n=None,
     **kwargs,
 ):
@@ -138,8 +141,14 @@ def prune_low_magnitude(
         block_size: `(r, c)` blocks over the last two axes of each weight,
             pruned as a unit. Defaults to `(1, 1)` (unstructured).
         block_pooling_type: `"AVG"` (default) or `"MAX"`: how blocks are scored.
+        pruning_policy: a `kprune.PruningPolicy` (e.g.
+            `kprune.PruneForLatencyOnXNNPack()`) that checks the model and
+            chooses which of its prunable layers are wrapped; only when
+            `to_prune` is a model. Defaults to `None` (every prunable layer).
         sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: keep `m` of every `n`
-            consecutive weights along the input-channel axis. Defaults to `None`.
+            consecutive weights along the input-channel axis. The mask is
+            computed once, before the first training step (tfmot's rule);
+            the schedule is not used. Defaults to `None`.
         **kwargs: `PruneLowMagnitude` layer arguments (e.g. `name`); only when
             `to_prune` is a single layer.
 
@@ -176,6 +185,19 @@ def prune_low_magnitude(
     )
     # Validate the arguments once, before any cloning.
     mask_math.check_pattern(block_size, block_pooling_type, sparsity_m_by_n)
+    is_model = isinstance(to_prune, keras.Model) and not handlers.is_prunable_layer(to_prune)
+    if pruning_policy is not None:
+        if not isinstance(pruning_policy, PruningPolicy):
+            raise TypeError(
+                "Argument `pruning_policy` must be a kprune.PruningPolicy. "
+                f"Received: pruning_policy={pruning_policy!r}"
+            )
+        if not is_model:
+            raise ValueError(
+                "Argument `pruning_policy` applies to a whole Sequential or Functional "
+                "model. Received: pruning_policy="
+                f"{type(pruning_policy).__name__} with to_prune={to_prune!r}"
+            )
 
     if isinstance(to_prune, (list, tuple)):
         if kwargs:
@@ -185,7 +207,7 @@ def prune_low_magnitude(
             )
         return [prune_low_magnitude(layer, **params) for layer in to_prune]
 
-    if isinstance(to_prune, keras.Model) and not handlers.is_prunable_layer(to_prune):
+    if is_model:
         if kwargs:
             raise TypeError(
                 "Layer arguments apply to a single layer only. Received: "
@@ -205,10 +227,14 @@ def prune_low_magnitude(
                 "layers with keras.models.clone_model(model, clone_function=...) "
                 "(see the README)."
             )
+        if pruning_policy is not None:
+            pruning_policy.ensure_model_supports_pruning(to_prune)
 
         def clone_layer(old):
             copy = copy_layer(old)
-            if handlers.classify(old) == "prunable":
+            if handlers.classify(old) == "prunable" and (
+                pruning_policy is None or pruning_policy.allow_pruning(old)
+            ):
                 return copy, PruneLowMagnitude(copy, **params)
             return copy, copy
 
@@ -271,3 +297,38 @@ def strip_pruning(model):
         return copy, copy
 
     return clone_with(model, clone_layer, _weights)
+
+
+def prune_scope():
+    """A scope in which models saved with pruning wrappers load by class name.
+
+    tfmot's `prune_scope`: `.h5` files (and configs) that name
+    `PruneLowMagnitude`, `PruneChannels`, `ConstantSparsity` or
+    `PolynomialDecay` without kprune's registered names load inside it. For
+    `.keras` files it changes nothing: they load without it.
+
+    Returns:
+        A `keras.saving.custom_object_scope`.
+
+    Example:
+
+    >>> import os, tempfile, warnings, keras, kprune
+    >>> pruned = kprune.prune_low_magnitude(
+    ...     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    >>> path = os.path.join(tempfile.mkdtemp(), "pruned.h5")
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     pruned.save(path)
+    ...     with kprune.prune_scope():
+    ...         loaded = keras.models.load_model(path)
+    >>> type(loaded.layers[0]).__name__
+    'PruneLowMagnitude'
+    """
+    return keras.saving.custom_object_scope(
+        {
+            "PruneLowMagnitude": PruneLowMagnitude,
+            "PruneChannels": PruneChannels,
+            "ConstantSparsity": ConstantSparsity,
+            "PolynomialDecay": PolynomialDecay,
+        }
+    )

@@ -5,14 +5,28 @@ masks are recomputed, and which fraction of each pruned weight is zero after
 that recomputation. The contract is tfmot's, so custom schedules written for
 `tfmot.sparsity.keras.PruningSchedule` port by changing the import.
 
-Schedules are written with `keras.ops` only; they accept a scalar step or an
-array of steps (element-wise), and are validated when constructed.
+Steps count training batches from 1, as in tfmot: the first batch of training
+is step 1, the `s`-th is step `s`, and masks are recomputed just before a batch
+whose step is a pruning turn (so `begin_step=0` is never a turn: with
+`frequency=100` the first update happens before batch 100). The callback
+stores the step of the last batch run in every wrapper's `pruning_step`.
+
+The built-in schedules are written with `keras.ops` only; they accept a scalar
+step or an array of steps (element-wise), and are validated when constructed.
+Custom schedules may be scalar-only (Python `if`, `tf.cond`): `ScheduleTable`
+finds out once, by comparing an array call with scalar calls, and then calls
+the schedule one step at a time.
 """
 
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
+
+# Vectorized schedules are evaluated this many steps at a time, so the
+# per-batch cost is an array lookup rather than a dozen eager ops.
+WINDOW = 4096
 
 
 def _check_int(name, value, minimum):
@@ -69,8 +83,12 @@ class PruningSchedule:
     """Base class for pruning schedules.
 
     Subclasses implement `__call__(step)` returning `(should_prune, sparsity)`:
-    a boolean tensor and a float32 tensor in [0, 1), computed with `keras.ops`
-    so that `step` may be a scalar or an array of steps. Subclasses also
+    a boolean and a float in [0, 1). Written with `keras.ops` element-wise,
+    a schedule also accepts an array of steps and is evaluated thousands of
+    steps at a time; a tfmot-style schedule written for one scalar step
+    (Python `if`, `tf.cond`) works too, called once per step (see
+    `ScheduleTable`). `self._should_prune_in_step(step, begin_step, end_step,
+    frequency)` is tfmot's helper for the usual turns. Subclasses also
     implement `get_config()`; `from_config(config)` is `cls(**config)`.
     Register custom schedules with
     `keras.saving.register_keras_serializable()` so saved models reload
@@ -88,6 +106,18 @@ class PruningSchedule:
     ...         return {}
     >>> bool(Every10()(20)[0])
     True
+
+    A scalar-only schedule, as written for tfmot:
+
+    >>> class After5(kprune.PruningSchedule):
+    ...     def __call__(self, step):
+    ...         if step >= 5:
+    ...             return True, 0.5
+    ...         return False, 0.0
+    ...     def get_config(self):
+    ...         return {}
+    >>> kprune.schedules.ScheduleTable(After5()).last_turn(1, 9)
+    0.5
     """
 
     def __call__(self, step):
@@ -95,6 +125,10 @@ class PruningSchedule:
             f"{type(self).__name__} must implement `__call__(step)` returning "
             "`(should_prune, sparsity)`."
         )
+
+    def _should_prune_in_step(self, step, begin_step, end_step, frequency):
+        """tfmot's helper for custom schedules: `should_prune_in_step`."""
+        return should_prune_in_step(step, begin_step, end_step, frequency)
 
     def get_config(self):
         raise NotImplementedError(
@@ -116,13 +150,37 @@ class PruningSchedule:
         return f"{type(self).__name__}({args})"
 
 
-def _should_prune(step, begin_step, end_step, frequency):
+def should_prune_in_step(step, begin_step, end_step, frequency):
     """True where `begin_step <= step <= end_step` and `step` is a pruning turn.
 
-    Pruning turns are `begin_step + k * frequency`; `end_step` itself is always
-    a turn, so the final sparsity is applied even when `end_step - begin_step`
-    is not a multiple of `frequency`.
+    Pruning turns are `begin_step + k * frequency` (tfmot's rule); `end_step`
+    itself is always a turn, so the final sparsity is applied even when
+    `end_step - begin_step` is not a multiple of `frequency` (tfmot never
+    applies it then). Custom schedules call it as
+    `self._should_prune_in_step(step, begin_step, end_step, frequency)`.
+
+    Args:
+        step: a step or an array of steps.
+        begin_step: first step that can be a turn.
+        end_step: last step that can be a turn, or `None` for no end (tfmot's
+            `-1`, which raises here).
+        frequency: steps between turns, >= 1.
+
+    Returns:
+        A boolean tensor shaped like `step`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> ops.convert_to_numpy(should_prune_in_step(np.arange(1, 8), 0, 7, 3)).tolist()
+    [False, False, True, False, False, True, True]
     """
+    if end_step is not None and end_step < 0:
+        raise ValueError(
+            "Argument `end_step` must be >= 0, or None to prune until training ends "
+            f"(tfmot's -1). Received: end_step={end_step}"
+        )
     step = ops.convert_to_tensor(step, "int64")
     in_range = ops.greater_equal(step, begin_step)
     turn = ops.equal(ops.mod(step - begin_step, frequency), 0)
@@ -142,7 +200,8 @@ class ConstantSparsity(PruningSchedule):
 
     Args:
         target_sparsity: Fraction of zeros in each pruned weight, in [0, 1).
-        begin_step: First step at which masks are computed. Defaults to 0.
+        begin_step: First step at which masks can be computed (training
+            batches count from step 1). Defaults to 0.
         end_step: Last step at which masks are computed, or `None` (the
             default) to keep pruning until training ends.
         frequency: Steps between mask updates. Defaults to 100.
@@ -151,8 +210,8 @@ class ConstantSparsity(PruningSchedule):
 
     >>> import kprune
     >>> s = kprune.ConstantSparsity(0.8, begin_step=0, frequency=100)
-    >>> [bool(s(step)[0]) for step in (0, 50, 100)], round(float(s(7)[1]), 2)
-    ([True, False, True], 0.8)
+    >>> [bool(s(step)[0]) for step in (1, 50, 100)], round(float(s(7)[1]), 2)
+    ([False, False, True], 0.8)
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100):
@@ -162,7 +221,7 @@ class ConstantSparsity(PruningSchedule):
         self.frequency = _check_int("frequency", frequency, 1)
 
     def __call__(self, step):
-        should = _should_prune(step, self.begin_step, self.end_step, self.frequency)
+        should = should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
         sparsity = ops.full(ops.shape(should), self.target_sparsity, "float32")
         return should, sparsity
 
@@ -185,7 +244,8 @@ class PolynomialDecay(PruningSchedule):
 
     Masks are recomputed at `begin_step`, every `frequency` steps after it, and
     at `end_step` (tfmot's schedule, plus the guarantee that the final sparsity
-    is reached at `end_step`).
+    is reached at `end_step`). With tfmot's recipe `end_step = batches_per_epoch
+    * epochs`, the final sparsity is applied before the last batch.
 
     Args:
         initial_sparsity: Sparsity at `begin_step`, in [0, 1).
@@ -224,7 +284,7 @@ class PolynomialDecay(PruningSchedule):
         self.frequency = _check_int("frequency", frequency, 1)
 
     def __call__(self, step):
-        should = _should_prune(step, self.begin_step, self.end_step, self.frequency)
+        should = should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
         step = ops.cast(ops.convert_to_tensor(step, "int64"), "float32")
         p = (step - self.begin_step) / float(self.end_step - self.begin_step)
         p = ops.clip(p, 0.0, 1.0)
@@ -242,3 +302,101 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": self.frequency,
         }
+
+
+def _as_pair(result):
+    should, sparsity = result
+    should = np.asarray(keras.ops.convert_to_numpy(should)).reshape(-1)
+    sparsity = np.asarray(keras.ops.convert_to_numpy(sparsity), np.float64).reshape(-1)
+    return should.astype(bool), sparsity
+
+
+def vectorizes(schedule, steps=(1, 2, 3)):
+    """Whether `schedule` evaluates an array of steps element-wise.
+
+    The schedule is called once on `steps` (an array of at least two steps)
+    and once per step; it vectorizes if the array call neither raises nor
+    differs from the scalar calls. A scalar-only schedule (Python `if` on the
+    step raises "truth value of an array is ambiguous") does not.
+
+    Args:
+        schedule: a `PruningSchedule`.
+        steps: the steps to compare on. Defaults to `(1, 2, 3)`.
+
+    Returns:
+        bool.
+
+    Example:
+
+    >>> import kprune
+    >>> vectorizes(kprune.PolynomialDecay(0.0, 0.8, 0, 100, frequency=10))
+    True
+    """
+    steps = np.asarray(sorted(set(int(s) for s in steps)), np.int64)
+    try:
+        should, sparsity = _as_pair(schedule(steps))
+    except Exception:  # noqa: BLE001 (any failure on an array means "call per step")
+        return False
+    if should.shape != steps.shape or sparsity.shape != steps.shape:
+        return False
+    for i, step in enumerate(steps):
+        one_should, one_sparsity = _as_pair(schedule(int(step)))
+        if one_should.size != 1 or bool(one_should[0]) != bool(should[i]):
+            return False
+        if not np.isclose(one_sparsity[0], sparsity[i], rtol=1e-6, atol=1e-7):
+            return False
+    return True
+
+
+class ScheduleTable:
+    """`(should_prune, sparsity)` of one schedule, looked up step by step.
+
+    Whether the schedule vectorizes is decided once, on first use
+    (`vectorizes`, on steps around the first one looked up); a vectorized
+    schedule is then evaluated `WINDOW` steps per call, any other one call per
+    step.
+
+    Args:
+        schedule: a `PruningSchedule`.
+
+    Example:
+
+    >>> import kprune
+    >>> table = ScheduleTable(kprune.PolynomialDecay(0.0, 0.8, 0, 20, power=1, frequency=10))
+    >>> table.last_turn(1, 9), round(table.last_turn(1, 10), 3), round(table.last_turn(11, 20), 3)
+    (None, 0.4, 0.8)
+    """
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        self.vectorized = None
+        self.start = None
+        self.should = self.sparsity = None
+
+    def _fill(self, start):
+        if self.vectorized is None:
+            self.vectorized = vectorizes(self.schedule, (start, start + 1, start + 2, 1, 2))
+        size = WINDOW if self.vectorized else 1
+        steps = np.arange(start, start + size, dtype=np.int64)
+        should, sparsity = _as_pair(self.schedule(steps if self.vectorized else int(start)))
+        if should.size != size or sparsity.size != size:
+            raise ValueError(
+                f"Schedule {self.schedule!r} must return one `should_prune` and one "
+                f"`sparsity` per step. Received: {should.size} and {sparsity.size} "
+                f"values for {size} step(s)"
+            )
+        self.start, self.should, self.sparsity = start, should, sparsity
+
+    def last_turn(self, first, last):
+        """Sparsity of the last pruning turn in steps `[first, last]`, or None."""
+        result = None
+        step = first
+        while step <= last:
+            if self.start is None or not self.start <= step < self.start + len(self.should):
+                self._fill(step)
+            end = min(last + 1, self.start + len(self.should))
+            hits = np.flatnonzero(self.should[step - self.start : end - self.start])
+            if hits.size:
+                result = float(self.sparsity[step - self.start + hits[-1]])
+            step = end
+        return result

@@ -70,6 +70,12 @@ class MaskedWrapper(keras.layers.Wrapper):
                 f"Received: pruning_schedule={pruning_schedule!r}"
             )
         self.pruning_schedule = pruning_schedule
+        # Keras 3's Sequential builds itself from its first layer's
+        # `input_shape` argument: a wrapped first layer carries the inner
+        # layer's (`Sequential([prune_low_magnitude(Dense(2, input_shape=(3,)))])`).
+        inner_shape = getattr(layer, "_input_shape_arg", None)
+        if inner_shape is not None and getattr(self, "_input_shape_arg", None) is None:
+            self._input_shape_arg = inner_shape
         self._driven = False
         self._masked = []
         self.masks = []
@@ -192,9 +198,9 @@ class PruneLowMagnitude(MaskedWrapper):
             Defaults to `(1, 1)` (unstructured).
         block_pooling_type: how a block is scored, `"AVG"` (default) or `"MAX"`.
         sparsity_m_by_n: `(m, n)` to keep `m` of every `n` weights along the
-            input-channel axis (e.g. `(2, 4)`); overrides the schedule's
-            sparsity value (the schedule still says when masks update).
-            Defaults to `None`.
+            input-channel axis (e.g. `(2, 4)`). `UpdatePruningStep` computes
+            the mask once, before training step 1, as tfmot does; the
+            schedule is not used. Defaults to `None`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Example:

@@ -35,6 +35,10 @@ PUBLIC = {
     "ModelSummary",
     "register_layer",
     "ChannelSpec",
+    "PruningPolicy",
+    "PruneForLatencyOnXNNPack",
+    "prune_scope",
+    "check_sparsity_m_by_n",
 }
 
 TFMOT_NAMES = {
@@ -46,6 +50,9 @@ TFMOT_NAMES = {
     "UpdatePruningStep",
     "prune_low_magnitude",
     "strip_pruning",
+    "PruningPolicy",
+    "PruneForLatencyOnXNNPack",
+    "prune_scope",
 }
 
 
@@ -62,6 +69,7 @@ MODULES = [
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
     "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
     "native_logs",
+    "policy", "sparsity_check",
 ]
 
 

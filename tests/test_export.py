@@ -39,7 +39,7 @@ def digits():
     model.compile(keras.optimizers.Adam(0.01), loss)
     model.fit(x[:1500], y[:1500], epochs=4, batch_size=64, verbose=0)
     # 80% of each kernel pruned at the first step, then one epoch of fine-tuning.
-    schedule = kprune.ConstantSparsity(0.8, begin_step=0, frequency=1000)
+    schedule = kprune.ConstantSparsity(0.8, begin_step=1, frequency=1000)
     pruned = kprune.prune_low_magnitude(model, pruning_schedule=schedule)
     pruned.compile(keras.optimizers.Adam(0.005), loss)
     pruned.fit(x[:1500], y[:1500], epochs=1, batch_size=64, verbose=0,

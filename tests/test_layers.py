@@ -576,8 +576,8 @@ def test_m_by_n_save_load_and_further_training(rng, tmp_path):
         assert w.sparsity_m_by_n == (2, 4)
         _check_m_by_n(None, _np(w.masks[0]), _np(w.layer.kernel), 0)
 
-    # Further training of the loaded model keeps 2:4 (masks are recomputed
-    # every step by the schedule with frequency=1).
+    # Further training of the loaded model keeps 2:4 (the mask computed at
+    # step 1 is kept, as in tfmot, and pruned weights stay 0).
     before = [_np(w.layer.kernel).copy() for w in wrappers]
     loaded.compile(optimizer="adam", loss="mse")
     y2 = _rand(rng, (BATCH, 3))

@@ -129,3 +129,87 @@ def test_custom_schedule_contract():
     assert _pair(Half(), 4) == (True, 0.25)
     with pytest.raises(NotImplementedError, match="must implement"):
         kprune.PruningSchedule()(0)
+
+
+class _ScalarOnly(kprune.PruningSchedule):
+    """tfmot-style: Python `if` on the step, scalar results."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, step):
+        self.calls += 1
+        if step % 3 == 0:
+            return True, 0.25 + 0.01 * (step // 3)
+        return False, 0.0
+
+    def get_config(self):
+        return {}
+
+
+class _BroadcastsWrongly(kprune.PruningSchedule):
+    """Returns one scalar for any input: no error, wrong shape for arrays."""
+
+    def __call__(self, step):
+        return keras.ops.convert_to_tensor(True), keras.ops.convert_to_tensor(0.5)
+
+    def get_config(self):
+        return {}
+
+
+class _Vectorized(kprune.PruningSchedule):
+    def __call__(self, step):
+        return self._should_prune_in_step(step, 2, None, 4), keras.ops.full(keras.ops.shape(step), 0.3)
+
+    def get_config(self):
+        return {}
+
+
+def test_vectorizes_is_decided_by_comparing_with_scalar_calls():
+    from kprune.schedules import vectorizes
+
+    assert vectorizes(kprune.PolynomialDecay(0.0, 0.8, 0, 100, frequency=10))
+    assert vectorizes(kprune.ConstantSparsity(0.5, 3, frequency=2))
+    assert vectorizes(_Vectorized())
+    assert not vectorizes(_ScalarOnly())
+    assert not vectorizes(_BroadcastsWrongly())
+
+
+def test_schedule_table_calls_a_scalar_schedule_per_step():
+    from kprune.schedules import ScheduleTable
+
+    schedule = _ScalarOnly()
+    table = ScheduleTable(schedule)
+    assert table.last_turn(1, 2) is None
+    assert table.vectorized is False
+    assert table.last_turn(1, 7) == pytest.approx(0.27)
+    assert table.last_turn(8, 9) == pytest.approx(0.28)
+    calls = schedule.calls
+    table.last_turn(10, 10)
+    assert schedule.calls == calls + 1  # one call for one step, no window
+    vectorized = ScheduleTable(kprune.PolynomialDecay(0.0, 0.8, 0, 100, power=1, frequency=10))
+    assert vectorized.last_turn(1, 25) == pytest.approx(0.16) and vectorized.vectorized
+
+
+def test_should_prune_in_step_is_tfmots_helper_with_the_end_step_guarantee():
+    s = kprune.ConstantSparsity(0.5, begin_step=0, end_step=25, frequency=10)
+    steps = np.arange(0, 40)
+    helper = keras.ops.convert_to_numpy(s._should_prune_in_step(steps, 0, 25, 10))
+    assert np.flatnonzero(helper).tolist() == [0, 10, 20, 25]
+    np.testing.assert_array_equal(helper, keras.ops.convert_to_numpy(s(steps)[0]))
+    with pytest.raises(ValueError, match=r"or None to prune until training ends \(tfmot's -1\). Received: end_step=-1"):
+        s._should_prune_in_step(3, 0, -1, 10)
+
+
+def test_schedule_returning_wrong_sizes_raises():
+    from kprune.schedules import ScheduleTable
+
+    class Bad(kprune.PruningSchedule):
+        def __call__(self, step):
+            return np.array([True, False]), np.array([0.1, 0.2])
+
+        def get_config(self):
+            return {}
+
+    with pytest.raises(ValueError, match="must return one `should_prune` and one `sparsity` per step"):
+        ScheduleTable(Bad()).last_turn(1, 1)

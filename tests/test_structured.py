@@ -58,11 +58,12 @@ def test_gradual_schedule_reaches_exact_channel_counts_and_couples_branches():
                callbacks=[kprune.UpdatePruningStep(), Watch()])
     # Sparsity only grows, follows the schedule at its turns and ends at 50%.
     assert seen == sorted(seen) and seen[0] < 32 and seen[-1] == 32
-    turns = [64 - _keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(16)]
+    # Batch b (0-based) is step b + 1, as in tfmot.
+    turns = [64 - _keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(1, 17)]
     last = 0
-    for step, count in enumerate(seen):
-        last = turns[step] if turns[step] is not None else last
-        assert count == last, (step, count, turns)
+    for batch, count in enumerate(seen):
+        last = turns[batch] if turns[batch] is not None else last
+        assert count == last, (batch, count, turns)
     sparsity = kprune.channel_sparsity(pruned)
     assert sparsity["c1"] == sparsity["c2"] == (16, 32)
     # The residual Add: both branches lose the same channels, BN gammas too.
@@ -109,13 +110,13 @@ def test_save_load_and_resume(tmp_path):
 
 def test_one_shot_update_masks_and_pruned_weights_stay_zero():
     x, y = _data()
-    pruned = kprune.prune_channels(_residual(), round_to=1)
+    pruned = kprune.prune_channels(_residual(), kprune.ConstantSparsity(0.5, begin_step=1), round_to=1)
     kprune.update_masks(pruned, sparsity=0.25)
     assert kprune.channel_sparsity(pruned)["c3"] == (16, 64)
     # Training keeps the masked channels at exactly zero (the mask constraint).
     kernel = keras.ops.convert_to_numpy(_wrapper(pruned, "c3").layer.kernel).reshape(-1, 64)
     dead = set(np.flatnonzero(~np.any(kernel, axis=0)).tolist())
-    # Training then follows the default schedule (50% from step 0).
+    # Training then follows the schedule (50% at step 1, the first batch).
     _compile(pruned).fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
     kernel = keras.ops.convert_to_numpy(_wrapper(pruned, "c3").layer.kernel).reshape(-1, 64)
     now = set(np.flatnonzero(~np.any(kernel, axis=0)).tolist())
