@@ -6,9 +6,9 @@ import os
 import keras
 import numpy as np
 
-from kprune import pruning, structured
+from kprune import backends, pruning, structured
 from kprune.graph import ChannelGraph
-from kprune.schedules import ScheduleTable
+from kprune.schedules import ScheduleTable, check_steps
 from kprune.wrapper import PruneChannels
 
 
@@ -93,41 +93,53 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self.step is None:
             self.on_train_begin()
-        span = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        # Not `self.model`: on JAX that copies the training state back to the
+        # variables, which is needed only when masks change.
+        model = backends.model_of(self)
+        span = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
         # The batches about to run are steps `first..last` (1-based).
         first, last = self.step + 1, self.step + span
+        check_steps(last)
         # One lookup per distinct schedule, not per layer.
         turns = {key: table.last_turn(first, last) for key, table in self._tables.items()}
-        updated = False
+        updates = []
         for w in self._wrappers:
             if isinstance(w, PruneChannels):
                 continue
             if getattr(w, "sparsity_m_by_n", None) is not None:
                 # tfmot computes M:N masks once, at step 1, whatever the schedule.
                 if first <= 1 <= last:
-                    w.update_masks(None)
-                    updated = True
+                    updates.append((w, None))
                 continue
             sparsity = turns[id(w.pruning_schedule)]
             if sparsity is not None:
-                w.update_masks(sparsity)
-                updated = True
+                updates.append((w, sparsity))
+        channel_sparsity = None
         if self._channel_wrappers:
             # Channels are chosen for the whole model at once, on the
             # schedule of its first channel wrapper.
-            sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
-            if sparsity is not None:
-                if self._channel_graph is None:
-                    self._channel_graph = ChannelGraph(
-                        structured.graph_model(self.model, self._channel_wrappers)
-                    )
-                structured.update_channel_masks(
-                    self.model, sparsity, self._channel_wrappers, self._channel_graph
-                )
-                updated = True
+            channel_sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
         self.step += 1
-        if updated:
-            self._store_step(self.step + span - 1)
+        if not updates and channel_sparsity is None:
+            return
+        backends.sync(model)
+        for w, sparsity in updates:
+            w.update_masks(sparsity)
+        if channel_sparsity is not None:
+            if self._channel_graph is None:
+                self._channel_graph = ChannelGraph(
+                    structured.graph_model(model, self._channel_wrappers)
+                )
+            structured.update_channel_masks(
+                model, channel_sparsity, self._channel_wrappers, self._channel_graph
+            )
+        if not backends.optimizer_sees_masks():
+            changed = [w for w, _ in updates]
+            if channel_sparsity is not None:
+                changed += self._channel_wrappers
+            pairs = [pair for w in changed for pair in w.pruned_weights]
+            backends.zero_pruned_slots(getattr(model, "optimizer", None), pairs)
+        self._store_step(self.step + span - 1)
 
     def on_train_batch_end(self, batch, logs=None):
         # Keras reports the batch index at the end of each execution; with
@@ -150,9 +162,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._store_step(self.step)
+        if not backends.optimizer_sees_masks():
+            # Optimizers without per-entry state of their own kind (Muon's
+            # orthogonalized update) can move pruned entries: zero them.
+            for w in self._wrappers:
+                w.apply_masks()
         self._epoch_start = None
 
     def _store_step(self, step):
+        backends.sync(backends.model_of(self))
         for w in self._wrappers:
             w.pruning_step.assign(step)
 

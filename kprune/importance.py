@@ -29,7 +29,7 @@ A custom criterion is any callable `(graph, group) -> np.ndarray | None`.
 import keras
 import numpy as np
 
-from kprune import handlers
+from kprune import backends, handlers
 
 
 def _unit_values(graph, group, usage, variable, axis, repeat):
@@ -211,8 +211,6 @@ class _TaylorCriterion(_DataCriterion):
             )
 
     def _measure(self, graph):
-        import tensorflow as tf
-
         model = self.model
         loss = self.loss if self.loss is not None else getattr(model, "loss", None)
         if loss is None:
@@ -227,9 +225,9 @@ class _TaylorCriterion(_DataCriterion):
         scores = {g.index: np.zeros(len(g.units)) for g in groups}
         batches = 0
         for x, y in _batches(self.data, with_targets=True):
-            with tf.GradientTape() as tape:
-                value = keras.ops.mean(loss_fn(y, model(x, training=False)))
-            grads = tape.gradient(value, variables)
+            grads = backends.gradients(
+                model, x, lambda outputs: keras.ops.mean(loss_fn(y, outputs)), variables
+            )
             products = {}
             for group in groups:
                 per_unit = np.zeros(len(group.units))

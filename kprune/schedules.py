@@ -13,6 +13,8 @@ stores the step of the last batch run in every wrapper's `pruning_step`.
 
 The built-in schedules are written with `keras.ops` only; they accept a scalar
 step or an array of steps (element-wise), and are validated when constructed.
+Steps are 32-bit integers on every backend (JAX's default without x64): up to
+`MAX_STEP = 2**31 - 1`; a step, `begin_step` or `end_step` beyond raises.
 Custom schedules may be scalar-only (Python `if`, `tf.cond`): `ScheduleTable`
 finds out once, by comparing an array call with scalar calls, and then calls
 the schedule one step at a time.
@@ -27,9 +29,12 @@ from keras import ops
 # Vectorized schedules are evaluated this many steps at a time, so the
 # per-batch cost is an array lookup rather than a dozen eager ops.
 WINDOW = 4096
+# Steps are int32 on every backend (JAX's default integer).
+STEP_DTYPE = "int32"
+MAX_STEP = 2**31 - 1
 
 
-def _check_int(name, value, minimum):
+def _check_int(name, value, minimum, maximum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"Argument `{name}` must be an integer. "
@@ -39,7 +44,41 @@ def _check_int(name, value, minimum):
         raise ValueError(
             f"Argument `{name}` must be >= {minimum}. Received: {name}={value}"
         )
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"Argument `{name}` must be <= {maximum} (steps are 32-bit integers). "
+            f"Received: {name}={value}"
+        )
     return int(value)
+
+
+def check_steps(steps):
+    """Validate training steps (an int or an array of ints) against
+    `MAX_STEP`: steps are 32-bit integers on every backend.
+
+    Example:
+
+    >>> check_steps(2**31)
+    Traceback (most recent call last):
+    ...
+    ValueError: Training step 2147483648 is beyond the last step kprune counts, 2**31 - 1 = 2147483647 (steps are 32-bit integers on every backend). Restart the step count (a fresh prune_low_magnitude or prune_channels model) or prune with fewer steps.
+    """
+    values = np.asarray(steps)
+    if values.size and int(values.max()) > MAX_STEP:
+        raise ValueError(
+            f"Training step {int(values.max())} is beyond the last step kprune counts, "
+            f"2**31 - 1 = {MAX_STEP} (steps are 32-bit integers on every backend). "
+            "Restart the step count (a fresh prune_low_magnitude or prune_channels "
+            "model) or prune with fewer steps."
+        )
+    return steps
+
+
+def step_tensor(step):
+    """`step` (an int, an array or a tensor of steps) as a 32-bit integer tensor."""
+    if isinstance(step, (numbers.Integral, np.ndarray, list, tuple)):
+        check_steps(step)
+    return ops.convert_to_tensor(step, STEP_DTYPE)
 
 
 def check_sparsity(name, value):
@@ -68,6 +107,11 @@ def _check_end_step(end_step, begin_step, allow_none, strict):
             "Argument `end_step` must be an integer"
             + (" or None" if allow_none else "")
             + f". Received: end_step={end_step!r}"
+        )
+    if end_step > MAX_STEP:
+        raise ValueError(
+            f"Argument `end_step` must be <= {MAX_STEP} (steps are 32-bit integers). "
+            f"Received: end_step={end_step}"
         )
     if end_step < begin_step or (strict and end_step == begin_step):
         hint = " Use end_step=None to prune until training ends." if allow_none else ""
@@ -100,7 +144,7 @@ class PruningSchedule:
     >>> from keras import ops
     >>> class Every10(kprune.PruningSchedule):
     ...     def __call__(self, step):
-    ...         step = ops.convert_to_tensor(step, "int64")
+    ...         step = ops.convert_to_tensor(step, "int32")
     ...         return ops.equal(step % 10, 0), ops.full(ops.shape(step), 0.5)
     ...     def get_config(self):
     ...         return {}
@@ -181,7 +225,7 @@ def should_prune_in_step(step, begin_step, end_step, frequency):
             "Argument `end_step` must be >= 0, or None to prune until training ends "
             f"(tfmot's -1). Received: end_step={end_step}"
         )
-    step = ops.convert_to_tensor(step, "int64")
+    step = step_tensor(step)
     in_range = ops.greater_equal(step, begin_step)
     turn = ops.equal(ops.mod(step - begin_step, frequency), 0)
     if end_step is not None:
@@ -216,7 +260,7 @@ class ConstantSparsity(PruningSchedule):
 
     def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100):
         self.target_sparsity = check_sparsity("target_sparsity", target_sparsity)
-        self.begin_step = _check_int("begin_step", begin_step, 0)
+        self.begin_step = _check_int("begin_step", begin_step, 0, MAX_STEP)
         self.end_step = _check_end_step(end_step, self.begin_step, True, False)
         self.frequency = _check_int("frequency", frequency, 1)
 
@@ -274,7 +318,7 @@ class PolynomialDecay(PruningSchedule):
     ):
         self.initial_sparsity = check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = check_sparsity("final_sparsity", final_sparsity)
-        self.begin_step = _check_int("begin_step", begin_step, 0)
+        self.begin_step = _check_int("begin_step", begin_step, 0, MAX_STEP)
         self.end_step = _check_end_step(end_step, self.begin_step, False, True)
         if isinstance(power, bool) or not isinstance(power, numbers.Real):
             raise TypeError(f"Argument `power` must be a number. Received: power={power!r}")
@@ -285,7 +329,7 @@ class PolynomialDecay(PruningSchedule):
 
     def __call__(self, step):
         should = should_prune_in_step(step, self.begin_step, self.end_step, self.frequency)
-        step = ops.cast(ops.convert_to_tensor(step, "int64"), "float32")
+        step = ops.cast(step_tensor(step), "float32")
         p = (step - self.begin_step) / float(self.end_step - self.begin_step)
         p = ops.clip(p, 0.0, 1.0)
         sparsity = self.final_sparsity + (
@@ -340,7 +384,7 @@ def vectorizes(schedule, steps=(1, 2, 3)):
     if should.shape != steps.shape or sparsity.shape != steps.shape:
         return False
     for i, step in enumerate(steps):
-        one_should, one_sparsity = _as_pair(schedule(int(step)))
+        one_should, one_sparsity = _as_pair(schedule(np.asarray(step)))  # a 0-d array
         if one_should.size != 1 or bool(one_should[0]) != bool(should[i]):
             return False
         if not np.isclose(one_sparsity[0], sparsity[i], rtol=1e-6, atol=1e-7):
@@ -374,9 +418,11 @@ class ScheduleTable:
         self.should = self.sparsity = None
 
     def _fill(self, start):
+        check_steps(start)
         if self.vectorized is None:
-            self.vectorized = vectorizes(self.schedule, (start, start + 1, start + 2, 1, 2))
-        size = WINDOW if self.vectorized else 1
+            near = (min(start + k, MAX_STEP) for k in range(3))
+            self.vectorized = vectorizes(self.schedule, (*near, 1, 2))
+        size = min(WINDOW, MAX_STEP - start + 1) if self.vectorized else 1
         steps = np.arange(start, start + size, dtype=np.int64)
         should, sparsity = _as_pair(self.schedule(steps if self.vectorized else int(start)))
         if should.size != size or sparsity.size != size:

@@ -33,11 +33,8 @@ from kprune import importance as importance_lib
 from kprune import kgraph
 from kprune.graph import ChannelGraph
 from kprune.pruning import check_model, clone_with, collect_wrappers, copy_layer
-from kprune.schedules import ConstantSparsity, check_sparsity
+from kprune.schedules import MAX_STEP, ConstantSparsity, check_sparsity
 from kprune.wrapper import PruneChannels, check_round_to
-
-# A step beyond any schedule's end: where its final sparsity is read.
-_FAR = 2**40
 
 
 def _trainable_slices(usage):
@@ -145,7 +142,8 @@ def graph_model(model, wrappers):
 
 
 def _final_sparsity(schedule):
-    return float(keras.ops.convert_to_numpy(schedule(_FAR)[1]))
+    # The last step kprune counts is beyond any schedule's end (end_step <= MAX_STEP).
+    return float(keras.ops.convert_to_numpy(schedule(MAX_STEP)[1]))
 
 
 def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):

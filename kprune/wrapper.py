@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kprune import handlers
+from kprune import backends, handlers
 from kprune import masks as mask_math
 from kprune.schedules import ConstantSparsity, PruningSchedule
 
@@ -33,6 +33,10 @@ class _MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
+        if backends.is_traced(w.value if isinstance(w, keras.Variable) else w):
+            # JAX's compiled optimizer step: the mask cannot be read here
+            # (see kprune.backends); the forward pass applies it instead.
+            return w
         return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
 
@@ -103,7 +107,7 @@ class MaskedWrapper(keras.layers.Wrapper):
             self.masks.append(mask)
             v.constraint = _MaskConstraint(mask, v.constraint)
         self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), initializer="zeros", dtype="int64", trainable=False
+            name="pruning_step", shape=(), initializer="zeros", dtype="int32", trainable=False
         )
 
     # ------------------------------------------------------------------- call
@@ -118,7 +122,7 @@ class MaskedWrapper(keras.layers.Wrapper):
             )
         if training is not None and self.layer._call_has_training_arg:
             kwargs["training"] = training
-        if training:
+        if training and backends.optimizer_sees_masks():
             # During fit the variables already hold masked values (the mask
             # constraint runs after every optimizer step, and training starts
             # with `apply_masks`), so the forward pass reads them as they are
@@ -128,15 +132,23 @@ class MaskedWrapper(keras.layers.Wrapper):
             ]
         else:
             mapping = [(v, ops.multiply(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
-        # State the inner layer updated (RNN dropout seeds, ...) is written back.
+        # The inner layer's other variables are mapped to their current values,
+        # which inside an enclosing stateless scope (JAX's `fit`, `stateless_call`)
+        # are that scope's: a scope does not see its parent's mapping.
         mapped = {id(v) for v, _ in mapping}
+        mapping += [(v, v.value) for v in self.layer.variables if id(v) not in mapped]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            given = {id(v): scope.get_current_value(v) for v in self.layer.variables}
+            outputs = self.layer(inputs, *args, **kwargs)
+        # State the inner layer updated (RNN dropout seeds, BatchNormalization
+        # statistics, ...) and losses it added are passed on.
         for v in self.layer.variables:
             if id(v) not in mapped:
                 new = scope.get_current_value(v)
-                if new is not None:
+                if new is not None and new is not given[id(v)]:
                     v.assign(new)
+        for loss in scope.losses:
+            self.add_loss(loss)
         return outputs
 
     @property

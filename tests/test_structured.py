@@ -52,7 +52,7 @@ def test_gradual_schedule_reaches_exact_channel_counts_and_couples_branches():
 
     class Watch(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append(kprune.channel_sparsity(pruned)["c3"][0])
+            seen.append(kprune.channel_sparsity(self.model)["c3"][0])
 
     pruned.fit(x, y, batch_size=16, epochs=2, verbose=0,
                callbacks=[kprune.UpdatePruningStep(), Watch()])
