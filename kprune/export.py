@@ -21,7 +21,7 @@ import keras
 
 from kprune import stats as summary_lib
 from kprune import tables
-from kprune import litert
+from kprune import litert, tf_convert
 from kprune.convert import SPARSITY_FOR_ENCODING, convert_best, encodings_to_try
 from kprune.convert import quiet_native_logs, timed, write_atomic
 from kprune.channels import remove_channels, unread_units
@@ -102,6 +102,14 @@ class ExportReport:
         data["timings"] = dict(self.timings)
         data["sparsity"] = float(self.sparsity)
         return data
+
+    @classmethod
+    def from_dict(cls, data):
+        """The inverse of `to_dict`."""
+        data = {k: v for k, v in data.items() if k != "sparsity"}
+        rows = [{k: v for k, v in r.items() if k != "sparsity"} for r in data.get("layers", [])]
+        data["layers"] = [tables.LayerStats(**r) for r in rows]
+        return cls(**data)
 
     def __str__(self):
         check = "not run"
@@ -188,7 +196,9 @@ def export_tflite(
     Steps: load (if `model` is a path), strip pruning wrappers, remove pruned
     channels (`kprune.remove_channels`), convert with
     `tf.lite.TFLiteConverter.from_keras_model`, run the result in LiteRT and
-    compare with Keras, write the file atomically, time it.
+    compare with Keras, write the file atomically, time it. On the JAX or
+    PyTorch backend these steps run in a TensorFlow-backend subprocess on the
+    model saved as .keras (`kprune.tf_convert`); the result is the same.
 
     Args:
         model: a Keras model (wrapped by `prune_low_magnitude`, channel-pruned,
@@ -258,6 +268,19 @@ def export_tflite(
     path = os.fspath(path)
     timings = {}
     model = _load(model, path)
+    if tf_convert.needs_subprocess():
+        # TFLite's converter needs TensorFlow: the same steps, in a
+        # TensorFlow-backend subprocess, on the model saved as .keras.
+        report = ExportReport.from_dict(tf_convert.export_on_tensorflow(model, path, dict(
+            quantize=quantize, representative_data=representative_data,
+            sparse_encoding=sparse_encoding, verify=verify, int8_io=int8_io,
+            sample_inputs=sample_inputs, remove_pruned_channels=remove_pruned_channels,
+            measure_latency=measure_latency, latency_runs=latency_runs, tolerance=tolerance,
+            verbose=verbose,
+        )))
+        if report.verified is False:
+            warnings.warn(mismatch_message(report.verification), RuntimeWarning, stacklevel=2)
+        return report
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
     calibration, samples = _sample_sets(model, quantize, representative_data, sample_inputs)
 
