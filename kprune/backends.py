@@ -28,6 +28,8 @@ True
 import keras
 import numpy as np
 
+from kprune import kgraph
+
 def name():
     """The Keras backend: "tensorflow", "jax" or "torch"."""
     return keras.backend.backend()
@@ -39,14 +41,19 @@ def optimizer_sees_masks():
     return name() != "jax"
 
 
-def is_traced(x):
-    """Whether `x` is a value being traced by `jax.jit`/`jax.grad` (on other
-    backends: False). A `keras.Variable` read there gives its trace-time value."""
-    if name() != "jax":
-        return False
+def mask_is_readable(mask, value):
+    """Whether a constraint applied to `value` can read `mask` as it is now.
+
+    Not on JAX inside `fit`'s or `optimizer.stateless_apply`'s optimizer step:
+    the step runs on a copy of the state that does not include the masks (the
+    variable then holds a stale value, or none while `fit` runs), compiled or
+    not. Elsewhere (TensorFlow, PyTorch, an eager `optimizer.apply`) it can.
+    """
+    if optimizer_sees_masks():
+        return True
     import jax
 
-    return isinstance(x, jax.core.Tracer)
+    return not (kgraph.scope_hides(mask) or isinstance(value, jax.core.Tracer))
 
 
 def model_of(callback):
@@ -55,7 +62,7 @@ def model_of(callback):
     `callback.model` does that on JAX (`jax_state_sync`), which costs a copy
     of every variable; callbacks call `sync` only when they need the values.
     """
-    return callback._model
+    return kgraph.callback_model(callback)
 
 
 def sync(model):

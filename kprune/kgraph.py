@@ -1,4 +1,5 @@
-"""The one place that reads Keras' functional-graph internals.
+"""The one place that reads Keras' internals: the functional graph, and the
+stateless scope and callback model that `kprune.backends` needs.
 
 kprune walks the graph of Sequential and Functional models (nodes in
 dependency order, nested models, `keras.ops` operations between layers). The
@@ -17,6 +18,7 @@ Example:
 """
 
 import keras
+from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.models.functional import Functional
 
 
@@ -71,3 +73,16 @@ def nodes(model):
 def sublayers(layer, recursive=True):
     """The layers tracked inside `layer` (not `layer` itself)."""
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
+
+
+def scope_hides(variable):
+    """Whether a `keras.StatelessScope` is active that does not map `variable`
+    (its stored value is then not the one the scope's computation uses)."""
+    scope = get_stateless_scope()
+    return scope is not None and scope.get_current_value(variable) is None
+
+
+def callback_model(callback):
+    """A callback's model as set by `set_model`, without the JAX state sync
+    that the `Callback.model` property runs."""
+    return callback._model

@@ -33,9 +33,10 @@ class _MaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        if backends.is_traced(w.value if isinstance(w, keras.Variable) else w):
-            # JAX's compiled optimizer step: the mask cannot be read here
-            # (see kprune.backends); the forward pass applies it instead.
+        if not backends.mask_is_readable(self.mask, w.value if isinstance(w, keras.Variable) else w):
+            # JAX's optimizer step inside `fit` or `stateless_apply`: the mask
+            # cannot be read here (see kprune.backends); the forward pass
+            # applies it, and the callback zeroes the optimizer's state.
             return w
         return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
