@@ -18,6 +18,8 @@ from kprune.export import ExportReport
 from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.pruning import prune_low_magnitude
+from kprune.reconstruction import prune_and_reconstruct
+from kprune.reconstruction import reconstruct
 from kprune.pruning import strip_pruning
 from kprune.pruning import update_masks
 from kprune.schedules import ConstantSparsity
@@ -26,6 +28,13 @@ from kprune.schedules import PruningSchedule
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
 from kprune.stats import count_macs
+from kprune.branches import BranchScale
+from kprune.branches import ResidualBranch
+from kprune.branches import StructureSparsity
+from kprune.branches import branch_scales
+from kprune.branches import remove_branches
+from kprune.branches import residual_branches
+from kprune.branches import structure_selection
 from kprune.stats import ModelSummary
 from kprune.stats import count_params
 from kprune.stats import summary
@@ -34,6 +43,7 @@ from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
     "BNScaleRegularizer",
+    "BranchScale",
     "ChannelPlan",
     "ExportReport",
     "ModelSummary",
@@ -44,7 +54,10 @@ __all__ = [
     "PruneLowMagnitude",
     "PruningSchedule",
     "PruningSummaries",
+    "ResidualBranch",
+    "StructureSparsity",
     "UpdatePruningStep",
+    "branch_scales",
     "channel_sparsity",
     "count_macs",
     "count_params",
@@ -53,9 +66,14 @@ __all__ = [
     "mask_channels",
     "plan_channels",
     "prune_channels",
+    "prune_and_reconstruct",
     "prune_low_magnitude",
+    "reconstruct",
+    "remove_branches",
     "remove_channels",
+    "residual_branches",
     "strip_pruning",
+    "structure_selection",
     "summary",
     "update_masks",
 ]
