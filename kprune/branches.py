@@ -80,13 +80,16 @@ class ResidualBranch(NamedTuple):
 
 
 def _producers(model):
-    """`{id(tensor): node}` and `{id(tensor): [consuming nodes]}` of the top-level graph."""
+    """`{id(tensor): node}` and `{id(tensor): [consuming nodes]}` of the top-level
+    graph (a model output is consumed by `None`)."""
     made, used = {}, {}
     for node in kgraph.nodes(model):
         for t in node.outputs:
             made[id(t)] = node
         for t in node.input_tensors:
             used.setdefault(id(t), []).append(node)
+    for t in kgraph.function_of(model).outputs:
+        used.setdefault(id(t), []).append(None)  # read outside the graph
     return made, used
 
 

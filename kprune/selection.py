@@ -170,16 +170,18 @@ def lasso_select(Z, y, n_keep):
     counts = np.count_nonzero(coefs, axis=0)
     hits = np.flatnonzero(counts == n_keep)
     if hits.size:
+        # coefs[:, k] solves the LASSO at alphas[k]; on the open segment
+        # (alphas[k], alphas[k - 1]) the active set is the one of coefs[:, k]
+        # (a channel enters at a breakpoint with coefficient 0). Take the
+        # segment's midpoint, away from the ties at its ends.
         k = hits[0]
-        if k + 1 < len(alphas) and counts[k + 1] >= n_keep:
-            # Anywhere strictly inside the segment after breakpoint k the count
-            # is still n_keep; take its midpoint for a solution away from ties.
-            alpha = 0.5 * (alphas[k] + alphas[k + 1])
-            t = (alphas[k] - alpha) / (alphas[k] - alphas[k + 1])
-            beta = (1 - t) * coefs[:, k] + t * coefs[:, k + 1]
-            beta[coefs[:, k] == 0] = 0.0
-        else:
-            alpha, beta = alphas[k], coefs[:, k].copy()
+        alpha, beta = alphas[k], coefs[:, k].copy()
+        if k >= 1:
+            mid = 0.5 * (alphas[k - 1] + alphas[k])
+            t = (alphas[k - 1] - mid) / (alphas[k - 1] - alphas[k])
+            between = (1 - t) * coefs[:, k - 1] + t * coefs[:, k]
+            if np.count_nonzero(between) == n_keep:
+                alpha, beta = mid, between
         kept = np.flatnonzero(beta)
         if kept.size == n_keep:
             return kept, beta, float(alpha)
