@@ -241,7 +241,7 @@ class _TaylorCriterion(DataCriterion):
         index = {id(v): k for k, v in enumerate(variables)}
         groups = [g for g in graph.groups if g.blocked is None and g.producers]
         scores = {g.index: np.zeros(len(g.units)) for g in groups}
-        batches = 0
+        count = 0
         for x, y in batches(self.data, with_targets=True):
             with tf.GradientTape() as tape:
                 value = keras.ops.mean(loss_fn(y, model(x, training=False)))
@@ -261,10 +261,10 @@ class _TaylorCriterion(DataCriterion):
                             if r is not None:
                                 per_unit[u] += r.sum()
                 scores[group.index] += per_unit**2
-            batches += 1
-        if not batches:
+            count += 1
+        if not count:
             raise ValueError("Argument `data` holds no examples.")
-        return {i: s / batches for i, s in scores.items()}
+        return {i: s / count for i, s in scores.items()}
 
 
 DATA_CRITERIA = {"taylor": _TaylorCriterion, "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}

@@ -33,6 +33,15 @@ PUBLIC = {
     "ExportReport",
     "summary",
     "ModelSummary",
+    "reconstruct",
+    "prune_and_reconstruct",
+    "structure_selection",
+    "StructureSparsity",
+    "BranchScale",
+    "ResidualBranch",
+    "residual_branches",
+    "remove_branches",
+    "branch_scales",
 }
 
 TFMOT_NAMES = {
@@ -58,6 +67,7 @@ def test_public_surface():
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
+    "selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches", "kgraph",
 ]
 
 
