@@ -27,6 +27,8 @@ from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import prune_scope
+from kprune.reconstruction import prune_and_reconstruct
+from kprune.reconstruction import reconstruct
 from kprune.pruning import strip_pruning
 from kprune.update import update_masks
 from kprune.schedules import ConstantSparsity
@@ -36,6 +38,13 @@ from kprune.sparsity_check import check_sparsity_m_by_n
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
 from kprune.stats import count_macs
+from kprune.branches import BranchScale
+from kprune.branches import ResidualBranch
+from kprune.branches import StructureSparsity
+from kprune.branches import branch_scales
+from kprune.branches import remove_branches
+from kprune.branches import residual_branches
+from kprune.branches import structure_selection
 from kprune.stats import ModelSummary
 from kprune.stats import count_params
 from kprune.stats import summary
@@ -44,6 +53,7 @@ from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
     "BNScaleRegularizer",
+    "BranchScale",
     "ChannelPlan",
     "ChannelSpec",
     "ExportReport",
@@ -57,7 +67,10 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "ResidualBranch",
+    "StructureSparsity",
     "UpdatePruningStep",
+    "branch_scales",
     "channel_sparsity",
     "check_sparsity_m_by_n",
     "count_macs",
@@ -67,11 +80,16 @@ __all__ = [
     "mask_channels",
     "plan_channels",
     "prune_channels",
+    "prune_and_reconstruct",
     "prune_low_magnitude",
     "register_layer",
     "prune_scope",
+    "reconstruct",
+    "remove_branches",
     "remove_channels",
+    "residual_branches",
     "strip_pruning",
+    "structure_selection",
     "summary",
     "update_masks",
 ]

@@ -20,9 +20,17 @@ import numpy as np
 from kprune import handlers
 from kprune import importance as importance_lib
 from kprune.graph import ChannelGraph
+from kprune.hessian import HessianCriterion
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.schedules import check_sparsity
 from kprune.wrapper import check_round_to
+from kprune.selection_criteria import RECONSTRUCTION_CRITERIA
+
+# The data criteria `plan_channels` knows: activation and Taylor criteria from
+# `kprune.importance`, and those of the modules above it (reconstruction,
+# Hessian). Resolved here rather than registered into `kprune.importance`, so
+# that the lower module holds no table that higher modules mutate.
+DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, "hessian": HessianCriterion}
 
 
 class ChannelPlan:
@@ -127,9 +135,10 @@ def plan_channels(
         sparsity: fraction of channels to prune in each group (local) or over
             all groups (`global_ranking=True`), in [0, 1).
         importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`; the
-            data criteria `"taylor"`, `"apoz"`, `"mean_activation"` (with
-            `data`); or a callable `(graph, group) -> scores` (see
-            `kprune.importance`).
+            data criteria `"taylor"`, `"apoz"`, `"mean_activation"`,
+            `"hessian"` (`kprune.hessian`), `"thinet"` and `"lasso"`
+            (`kprune.selection_criteria`), which need `data`; or a callable
+            `(graph, group) -> scores` (see `kprune.importance`).
         global_ranking: rank channels across groups (scores divided by their
             group's mean) instead of within each group. Defaults to False.
         round_to: keep a multiple of this many channels per group (groups no
@@ -142,10 +151,10 @@ def plan_channels(
             still be pruned).
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
-        data: inputs (or `(inputs, targets)` for `"taylor"`) the data-driven
+        data: inputs (or `(inputs, targets)` for `"taylor"` and `"hessian"`) the data-driven
             criteria run the model on: an array, a tuple of arrays or a
             `tf.data.Dataset` of batches. Defaults to None.
-        loss: the loss for `"taylor"` (a Keras loss or its name); defaults to
+        loss: the loss for `"taylor"` and `"hessian"` (a Keras loss or its name); defaults to
             the compiled model's loss.
 
     Returns:
@@ -163,7 +172,7 @@ def plan_channels(
     """
     sparsity = check_sparsity("sparsity", sparsity)
     check_round_to(round_to)
-    score_fn = importance_lib.get(importance, data=data, loss=loss)
+    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
     ratios = check_names(graph, model, exclude, ratios)
