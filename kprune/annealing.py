@@ -194,7 +194,7 @@ def simulated_annealing(
     rng = np.random.default_rng()
     rng.bit_generator.state = state["rng"]
     stopped = None
-    if state["current"] is None and run.stop_reason() is None:
+    if state["current"] is None:  # always evaluated, whatever the limits
         # Initial state: uniform draws in [low, 1), raising `low` by 5% of the gap per retry (NNI v2).
         def initial(rng_, attempt):
             low = 1.0 - 0.95 ** attempt
@@ -210,8 +210,8 @@ def simulated_annealing(
         state["current"] = {"ratios": ratios.tolist(), "widths": space.describe(widths), "score": score}
         state["best"] = dict(state["current"])
         state["rng"] = rng.bit_generator.state
-        run.record({"widths": space.describe(widths), "accepted": True, "temperature": state["temperature"],
-                    "load": constraint.load(widths)}, score)
+        run.record({"widths": space.describe(widths), "ratios": ratios.tolist(), "accepted": True,
+                    "temperature": state["temperature"], "load": constraint.load(widths)}, score)
     while state["current"] is not None and state["temperature"] >= stop_temperature:
         stopped = run.stop_reason()
         if stopped:
@@ -233,7 +233,8 @@ def simulated_annealing(
         if score > state["best"]["score"]:
             state["best"] = candidate
         state["rng"] = rng.bit_generator.state
-        run.record({"widths": candidate["widths"], "accepted": accepted, "probability": probability,
+        run.record({"widths": candidate["widths"], "ratios": candidate["ratios"], "accepted": accepted,
+                    "probability": probability,
                     "temperature": temperature, "load": constraint.load(widths)}, score)
     stopped = stopped or run.stop_reason() or "done"
     run.finish()

@@ -221,7 +221,8 @@ class Constraint:
                 self.models[kind] = LayerCostModel(space, kind, fractions=fractions)
         self.dense = {kind: float(m(space.dense)) for kind, m in self.models.items()}
         self.targets = budget.targets(self.dense)
-        self.primary = budget.kinds[0]
+        # The tightest resource (highest dense load) sizes the groups for the annealing prior.
+        self.primary = max(budget.kinds, key=lambda k: self.dense[k] / self.targets[k])
 
     def resources(self, widths):
         """Predicted `{kind: value}` of the model pruned to `widths`."""

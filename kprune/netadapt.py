@@ -13,8 +13,10 @@ base criterion, fine-tunes the proposal briefly (every proposal from the same
 weights, with the same steps and data order) and evaluates it. The best
 proposal becomes the next network. When no group alone can reach `T_i`, each
 group proposes its narrowest width (NetAdapt's code then still accepts the
-best proposal that reduced the resource). The search stops at the budget,
-which it meets exactly up to one `round_to` step of one group.
+best proposal that reduced the resource). The search stops at the budget; in
+the last iteration only the proposals that land within `tolerance` of it
+compete when there are any (the winner could otherwise overshoot by one
+`round_to` step of a large group).
 
 Selection (`selection=`): "accuracy" keeps the proposal with the best score
 (the paper); "ratio" keeps the smallest `(score drop + 1e-6) / (load drop +
@@ -92,6 +94,7 @@ def netadapt(
     decay=0.96,
     max_iterations=None,
     selection="accuracy",
+    tolerance=0.03,
     importance="l2",
     round_to=8,
     exclude=(),
@@ -125,6 +128,9 @@ def netadapt(
         decay: the step's decay per iteration. Defaults to 0.96.
         max_iterations: stop after this many iterations. Defaults to None.
         selection: "accuracy" (default) or "ratio" (see the module docstring).
+        tolerance: in the last iteration (target = the budget), only
+            proposals that land within this fraction below the budget compete,
+            if there are any. Defaults to 0.03.
         importance: the base criterion. Defaults to "l2".
         round_to / exclude / config_list / latency: as for
             `kprune.simulated_annealing`.
@@ -197,6 +203,10 @@ def netadapt(
         if all(w is None for _, w in proposals):  # no group alone reaches T_i: largest cuts
             proposals = [(k, int(space.min_widths[k]) if widths[k] > space.min_widths[k] else None)
                          for k in range(len(space))]
+        elif target <= 1.0:  # the last iteration: prefer proposals that land near the budget
+            near = [(k, w) for k, w in proposals if w is not None and constraint.load(
+                np.where(np.arange(len(space)) == k, w, widths)) >= 1.0 - tolerance]
+            proposals = near or proposals
         # Scores on the current weights; channels already pruned go first.
         copy.apply(space.plan(widths), base_weights)
         scores = []

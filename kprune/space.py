@@ -49,8 +49,9 @@ def check_round_to(round_to):
 
 
 def allowed_widths(n, round_to):
-    """The widths `kprune.channels.keep_count` gives a group of `n` channels:
-    multiples of `round_to` below `n`, and `n`.
+    """The widths `kprune.channels.keep_count` gives a group of `n` channels
+    (multiples of `round_to` below `n`), and `n` itself (which keep_count
+    rounds away when `n % round_to < round_to / 2`).
 
     >>> allowed_widths(20, 8), allowed_widths(6, 8), allowed_widths(3, 1)
     ([8, 16, 20], [6], [1, 2, 3])

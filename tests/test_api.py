@@ -33,6 +33,14 @@ PUBLIC = {
     "ExportReport",
     "summary",
     "ModelSummary",
+    "Budget",
+    "LatencyTable",
+    "SearchResult",
+    "SearchSpace",
+    "SensitivityResult",
+    "netadapt",
+    "sensitivity",
+    "simulated_annealing",
 }
 
 TFMOT_NAMES = {
@@ -58,6 +66,8 @@ def test_public_surface():
 MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
+    "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
+    "netadapt", "annealing",
 ]
 
 
