@@ -28,7 +28,7 @@ Example:
 ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
 >>> result = uniform(model, kprune.Budget(macs=0.5))
 >>> result.widths, result.resources["macs"] <= result.targets["macs"]
-({'c1': 16, 'c2': 16}, True)
+({'c1': 24, 'c2': 16}, True)
 """
 
 import glob
