@@ -12,7 +12,7 @@ configuration and input shape are measured once.
 The sum over layers misses the ops outside the table (Add, pooling,
 activations that are not fused) and counts each one-layer file's invoke
 overhead, so the table is calibrated on whole exported files: the dense
-model and two uniformly pruned ones are exported (`kprune.export_tflite`) and
+model and three uniformly pruned ones are exported (`kprune.export_tflite`) and
 timed, and the prediction is `a + b * sum_l LUT_l(widths)` with `a, b` fitted
 by least squares. `calibration` holds the measured and predicted times.
 
@@ -223,7 +223,7 @@ class LatencyTable:
 
     def _calibrate(self, runs):
         points = []
-        for ratio in (0.0, 0.3, 0.6):
+        for ratio in (0.0, 0.25, 0.5, 0.7):
             widths = self.space.widths_from_ratios(ratio)
             self._progress(f"latency table: calibrating on the whole file at ratio {ratio}")
             points.append({"widths": self.space.describe(widths), "measured_ms": self.measure(widths, runs),

@@ -313,7 +313,7 @@ def scale_to_budget(ratios, load, max_ratios, widths_of, iterations=40):
     return high, widths_of(high * ratios)
 
 
-def fill_budget(widths, allowed, load, priority):
+def fill_budget(widths, allowed, load, priority, slack=0.01, max_swaps=3):
     """Widen groups one allowed step at a time while the budget stays met.
 
     Channel widths move in `round_to` steps, so scaling ratios to a budget
@@ -321,6 +321,10 @@ def fill_budget(widths, allowed, load, priority):
     can sit a whole step of some group below the budget. This repairs the
     rounding: among the groups whose next wider width keeps `load <= 1`, it
     widens the one with the highest `priority(k, widths)`, until none can.
+    If the load is then still more than `slack` below 1, it tries *swaps*
+    (one group a step narrower, another a step wider) and takes the one that
+    brings the load closest to 1 without exceeding it, then widens again;
+    at most `max_swaps` swaps. Defaults: slack 0.01, 3 swaps.
 
     Example (widths of 1..4; the second group has priority):
 
@@ -328,23 +332,58 @@ def fill_budget(widths, allowed, load, priority):
     >>> allowed = [np.array([1, 2, 3, 4])] * 2
     >>> fill_budget(np.array([1, 1]), allowed, lambda w: w.sum() / 5.0, lambda k, w: k).tolist()
     [1, 4]
+    >>> fill_budget(np.array([2, 2]), [np.array([2, 4]), np.array([1, 2])], lambda w: (w[0] + w[1]) / 5.0,
+    ...             lambda k, w: 0).tolist()
+    [4, 1]
     """
     widths = np.array(widths, dtype=np.int64)
-    while True:
-        best, best_priority = None, -np.inf
-        for k, options in enumerate(allowed):
-            wider = options[options > widths[k]]
-            if not len(wider):
+
+    def step(k, direction):
+        options = allowed[k]
+        moved = options[options > widths[k]] if direction > 0 else options[options < widths[k]][::-1]
+        return int(moved[0]) if len(moved) else None
+
+    def widen():
+        while True:
+            best, best_priority = None, -np.inf
+            for k in range(len(allowed)):
+                wider = step(k, +1)
+                if wider is None:
+                    continue
+                trial = widths.copy()
+                trial[k] = wider
+                if load(trial) <= 1.0 + 1e-12:
+                    p = priority(k, widths)
+                    if p > best_priority:
+                        best, best_priority = (k, wider), p
+            if best is None:
+                return
+            widths[best[0]] = best[1]
+
+    widen()
+    for _ in range(max_swaps):
+        current = load(widths)
+        if current >= 1.0 - slack:
+            break
+        best, best_load = None, current
+        for up in range(len(allowed)):
+            wider = step(up, +1)
+            if wider is None:
                 continue
-            trial = widths.copy()
-            trial[k] = wider[0]
-            if load(trial) <= 1.0 + 1e-12:
-                p = priority(k, widths)
-                if p > best_priority:
-                    best, best_priority = (k, wider[0]), p
+            for down in range(len(allowed)):
+                narrower = step(down, -1) if down != up else None
+                if narrower is None:
+                    continue
+                trial = widths.copy()
+                trial[up], trial[down] = wider, narrower
+                trial_load = load(trial)
+                if best_load < trial_load <= 1.0 + 1e-12:
+                    best, best_load = trial, trial_load
         if best is None:
-            return widths
-        widths[best[0]] = best[1]
+            break
+        widths = best
+        widen()
+    return widths
 
 
 def rounding_priority(space, ratios):

@@ -14,8 +14,9 @@ load saved, until the budget is met; then widen again, one step at a time,
 the groups whose widening saves the most predicted loss while the budget
 stays met (`kprune.search.fill_budget`: the last narrowing may have cut
 more than needed). `loss_k` interpolates the scan linearly
-in the kept fraction (0 at the full width) and is made non-decreasing as the
-group narrows.
+in the kept fraction (0 at the full width), is made non-decreasing as the
+group narrows, and is infinite below the narrowest width scanned: the
+allocation never goes where the scan did not look.
 """
 
 import json
@@ -40,12 +41,13 @@ def loss_curves(channels, allowed, scanned_widths, metrics, baseline):
 
     Returns:
         Per group, an array over `allowed` of `baseline - metric`, interpolated
-        in the kept fraction, non-decreasing as the width shrinks.
+        in the kept fraction, non-decreasing as the width shrinks, and
+        infinite below the narrowest width scanned (nothing predicts it).
 
     Example:
 
     >>> np.round(loss_curves([40], [np.array([8, 16, 24, 32, 40])], [[32, 16]], [[0.9, 0.5]], 1.0)[0], 6).tolist()
-    [0.5, 0.5, 0.3, 0.1, 0.0]
+    [inf, 0.5, 0.3, 0.1, 0.0]
     """
     curves = []
     for n, widths, scanned, values in zip(channels, allowed, scanned_widths, metrics):
@@ -54,7 +56,10 @@ def loss_curves(channels, allowed, scanned_widths, metrics, baseline):
         order = np.argsort(xs)
         loss = np.interp(np.asarray(widths, float) / n, xs[order], ys[order])
         # narrower never predicts less loss than wider
-        curves.append(np.maximum.accumulate(loss[::-1])[::-1])
+        loss = np.maximum.accumulate(loss[::-1])[::-1]
+        # no prediction below the narrowest width scanned
+        loss[np.asarray(widths) < np.min(scanned)] = np.inf
+        curves.append(loss)
     return curves
 
 
