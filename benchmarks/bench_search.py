@@ -34,8 +34,10 @@ scan is run once per model and counted in both budgets' rows).
 Usage:
     python benchmarks/bench_search.py [--quick | --full] [--out PATH]
 
-Default: ~15-20 minutes on 2 shared cores. `--quick` (~5 minutes): fewer
-training epochs and evaluations, for checking the script. `--full`: more
+Default: 27 minutes on 2 cores shared with other jobs (latency table of
+MobileNetV2 2 minutes on the first run, then cached; each row's fine-tune,
+export and timing 0.5-1.5 minutes). `--quick` (~8 minutes): fewer training
+epochs and evaluations, for checking the script. `--full`: more
 training, NetAdapt's finer schedule, more annealing evaluations (about an
 hour). Prints progress to stderr, the table to stdout, and writes JSON to
 `benchmarks/results/search.json`.

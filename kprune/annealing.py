@@ -10,11 +10,11 @@ its narrowest width. A candidate is
     m_T = perturbation_magnitude * T / start_temperature,
 
 where `rescale` multiplies `s'` by the smallest factor that meets the budget
-(`kprune.search.scale_to_budget`; NNI's closed form for a weight-count
+(`kprune.rescale.scale_to_budget`; NNI's closed form for a weight-count
 budget, a bisection for any resource); candidates that cannot meet it with
 every ratio below its group's maximum are redrawn, never clipped. Widths
 move in `round_to` steps, so the rescaled widths then widen the groups that
-lost most to rounding while the budget allows (`kprune.search.fill_budget`;
+lost most to rounding while the budget allows (`kprune.rescale.fill_budget`;
 NNI prunes single weights and needs no such repair). The
 candidate's channels are chosen by the base criterion (`importance`), the
 pruned model is evaluated, and it is accepted when its score is higher, or
@@ -35,8 +35,8 @@ for a selective search. Rejections do not cool, so cap the evaluations
 import numpy as np
 
 from kprune.evaluation import MaskedCopy, data_evaluator
-from kprune.search import (SearchRun, fill_budget, make_result, max_ratios, rounding_priority, scale_to_budget,
-                           space_and_constraint)
+from kprune.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
+from kprune.search import SearchRun, make_result, space_and_constraint
 
 
 def assign_by_size(values, sizes):
@@ -137,7 +137,8 @@ def simulated_annealing(
         exclude / config_list: layers that keep their width, or NNI's
             config_list ('max_sparsity_per_layer' caps groups).
         max_ratio: the largest ratio of any group. Defaults to None.
-        latency: a `kprune.latency.LatencyTable` (for latency budgets).
+        latency: the `kprune.LatencyTable` for latency budgets (default: built
+            for the model, or read from its on-disk cache).
         seed: seeds every random draw. Defaults to 0.
         max_evaluations / max_time: limits (None: until cooled).
         state_path: a JSON state file; an interrupted search given the same

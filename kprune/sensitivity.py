@@ -12,7 +12,7 @@ solved greedily: starting from the dense widths, repeatedly narrow the group
 whose next allowed width costs the least predicted loss per unit of budget
 load saved, until the budget is met; then widen again, one step at a time,
 the groups whose widening saves the most predicted loss while the budget
-stays met (`kprune.search.fill_budget`: the last narrowing may have cut
+stays met (`kprune.rescale.fill_budget`: the last narrowing may have cut
 more than needed). `loss_k` interpolates the scan linearly
 in the kept fraction (0 at the full width), is made non-decreasing as the
 group narrows, and is infinite below the narrowest width scanned: the
@@ -24,7 +24,8 @@ import json
 import numpy as np
 
 from kprune.evaluation import MaskedCopy, data_evaluator
-from kprune.search import SearchRun, constraint_for, fill_budget, make_result
+from kprune.rescale import fill_budget
+from kprune.search import SearchRun, constraint_for, make_result
 from kprune.space import SearchSpace
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -67,7 +67,7 @@ MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
-    "netadapt", "annealing",
+    "netadapt", "annealing", "rescale",
 ]
 
 

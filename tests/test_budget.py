@@ -9,7 +9,8 @@ import pytest
 import kprune
 from kprune.budget import Budget, Constraint, LayerCostModel, bilinear_features
 from kprune.latency import LatencyTable, grid, interpolate
-from kprune.search import fill_budget, scale_to_budget, uniform
+from kprune.rescale import fill_budget, scale_to_budget
+from kprune.search import uniform
 from kprune.space import SearchSpace, allowed_widths
 
 L = keras.layers
