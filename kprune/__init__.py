@@ -10,6 +10,8 @@ from kprune.native_logs import import_tensorflow_quietly_for_command
 
 import_tensorflow_quietly_for_command()  # the `kprune` command: before keras imports it
 
+from kprune.annealing import simulated_annealing
+from kprune.budget import Budget
 from kprune.callbacks import PruningSummaries
 from kprune.channels import ChannelPlan
 from kprune.channels import mask_channels
@@ -25,6 +27,8 @@ from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
+from kprune.latency import LatencyTable
+from kprune.netadapt import netadapt
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import prune_scope
 from kprune.reconstruction import prune_and_reconstruct
@@ -35,6 +39,10 @@ from kprune.schedules import ConstantSparsity
 from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
 from kprune.sparsity_check import check_sparsity_m_by_n
+from kprune.search import SearchResult
+from kprune.sensitivity import SensitivityResult
+from kprune.sensitivity import sensitivity
+from kprune.space import SearchSpace
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
 from kprune.stats import count_macs
@@ -54,6 +62,11 @@ from kprune.wrapper import PruneLowMagnitude
 __all__ = [
     "BNScaleRegularizer",
     "BranchScale",
+    "Budget",
+    "LatencyTable",
+    "SearchResult",
+    "SearchSpace",
+    "SensitivityResult",
     "ChannelPlan",
     "ChannelSpec",
     "ExportReport",
@@ -78,6 +91,7 @@ __all__ = [
     "distiller",
     "export_tflite",
     "mask_channels",
+    "netadapt",
     "plan_channels",
     "prune_channels",
     "prune_and_reconstruct",
@@ -88,6 +102,8 @@ __all__ = [
     "remove_branches",
     "remove_channels",
     "residual_branches",
+    "sensitivity",
+    "simulated_annealing",
     "strip_pruning",
     "structure_selection",
     "summary",

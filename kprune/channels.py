@@ -17,6 +17,7 @@ import json
 import keras
 import numpy as np
 
+from kprune import config_list as config_list_lib
 from kprune import handlers
 from kprune import importance as importance_lib
 from kprune.graph import ChannelGraph
@@ -108,7 +109,13 @@ class ChannelPlan:
         return pruned
 
 
-def _keep_count(n, sparsity, round_to):
+def keep_count(n, sparsity, round_to):
+    """Channels kept of `n` at `sparsity`, a multiple of `round_to` (a group of at most
+    `round_to` channels is kept whole), at least 1.
+
+    >>> keep_count(64, 0.3, 8), keep_count(64, 0.3, 1), keep_count(6, 0.5, 8)
+    (48, 45, 6)
+    """
     keep = n * (1.0 - sparsity)
     if round_to > 1:
         if n <= round_to:
@@ -119,7 +126,7 @@ def _keep_count(n, sparsity, round_to):
 
 def plan_channels(
     model,
-    sparsity,
+    sparsity=None,
     importance="l2",
     global_ranking=False,
     round_to=8,
@@ -127,6 +134,7 @@ def plan_channels(
     ratios=None,
     data=None,
     loss=None,
+    config_list=None,
 ):
     """Choose the channels to prune.
 
@@ -156,6 +164,10 @@ def plan_channels(
             `tf.data.Dataset` of batches. Defaults to None.
         loss: the loss for `"taylor"` and `"hessian"` (a Keras loss or its name); defaults to
             the compiled model's loss.
+        config_list: NNI's format instead of `sparsity`/`ratios`/`exclude`/
+            `global_ranking`, e.g. `[{"sparsity": 0.5, "op_types": ["Conv2D"]},
+            {"exclude": True, "op_names": ["fc3"]}]` (see
+            `kprune.config_list`). Defaults to None.
 
     Returns:
         A `ChannelPlan`.
@@ -170,11 +182,19 @@ def plan_channels(
     >>> plan.num_pruned
     8
     """
-    sparsity = check_sparsity("sparsity", sparsity)
     check_round_to(round_to)
-    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
+    if config_list is not None:
+        sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
+            graph, config_list, sparsity, ratios, exclude, global_ranking)
+    if sparsity is None:
+        raise ValueError(
+            "Argument `sparsity` is required (a fraction in [0, 1)) unless `config_list` is "
+            "given. Received: sparsity=None"
+        )
+    sparsity = check_sparsity("sparsity", sparsity)
+    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
     ratios = check_names(graph, model, exclude, ratios)
     if getattr(score_fn, "needs_model", False):
         score_fn = score_fn.bind(base)
@@ -257,7 +277,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
             group_sparsity = float(np.mean(scores / (scores.mean() + 1e-12) <= threshold))
         else:
             group_sparsity = sparsity if local is None else local
-        keep = _keep_count(n, group_sparsity, round_to)
+        keep = keep_count(n, group_sparsity, round_to)
         # Lowest scores go first; ties by position (stable sort).
         entry["pruned"] = sorted(np.argsort(scores, kind="stable")[: n - keep].tolist())
     return ChannelPlan(entries)

@@ -48,6 +48,14 @@ PUBLIC = {
     "residual_branches",
     "remove_branches",
     "branch_scales",
+    "Budget",
+    "LatencyTable",
+    "SearchResult",
+    "SearchSpace",
+    "SensitivityResult",
+    "netadapt",
+    "sensitivity",
+    "simulated_annealing",
 }
 
 TFMOT_NAMES = {
@@ -80,6 +88,8 @@ MODULES = [
     "native_logs",
     "policy", "sparsity_check",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
+    "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
+    "netadapt", "annealing", "rescale",
 ]
 
 
