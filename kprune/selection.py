@@ -60,7 +60,7 @@ def _is_float(dtype):
         return True
     try:  # bfloat16 and friends (ml_dtypes) report kind "V"
         return bool(np.isinf(np.array(np.inf, dtype=dtype)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
@@ -162,17 +162,23 @@ def _release_ties(p, value, r, keep):
         seen += count
 
 
+def sample_positions(n):
+    """The flat positions `_sample_bracket` reads from an array of `n` entries:
+    one in each run of `n // s` (`s ~ n^(2/3)`), at an offset given by a fixed
+    multiplicative hash of the run number -- deterministic, and not aligned
+    with the rows or columns of a kernel."""
+    s = int(min(n, max(DIRECT, n ** (2.0 / 3.0))))
+    stride = n // s
+    runs = np.arange(s, dtype=np.uint64)
+    jitter = (runs * np.uint64(_HASH)) >> np.uint64(32)
+    return runs * np.uint64(stride) + jitter % np.uint64(stride)
+
+
 def _sample_bracket(p, k, n):
     """Initial `[lo, hi]` from a deterministic sample of the magnitudes."""
     bits, mask, nan = p.bits, p.mask, p.nan
-    s = int(min(n, max(DIRECT, n ** (2.0 / 3.0))))
-    stride = n // s
-    # One entry in each run of `stride`, at a pseudo-random offset (a fixed
-    # multiplicative hash of the run number): deterministic, and not aligned
-    # with the rows or columns of a kernel.
-    positions = np.arange(s, dtype=np.uint64)
-    jitter = (positions * np.uint64(_HASH)) >> np.uint64(32)
-    positions = positions * np.uint64(stride) + jitter % np.uint64(stride)
+    positions = sample_positions(n)
+    s = positions.size
     sample = np.minimum(bits[positions] & mask, nan)
     q = k / n
     half = _Z * np.sqrt(s * q * (1.0 - q)) + 2.0

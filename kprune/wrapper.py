@@ -2,13 +2,18 @@
 
 How a wrapped layer trains:
 
-* the forward pass runs the inner layer on `weight * mask` (substituted for the
-  weight through a `keras.StatelessScope`), so pruned entries receive exactly
-  zero gradient;
-* each pruned variable carries a constraint `w -> constraint(w) * mask`, which
-  Keras optimizers apply after every update, so pruned entries stay exactly 0
-  even under momentum or Adam, and the model's variables hold masked values
-  whenever `fit` returns or a checkpoint is written;
+* each pruned variable carries a constraint `w -> where(mask, constraint(w), 0)`,
+  which Keras optimizers apply after every update, so pruned entries stay
+  exactly 0 even under momentum or Adam, and the model's variables hold
+  masked values whenever `fit` returns or a checkpoint is written;
+* so during training (`UpdatePruningStep` starts it with `apply_masks`) the
+  inner layer runs on its variables as they are: the step costs one select
+  per pruned weight (the constraint), as in tfmot. Pruned entries get a
+  gradient, as in tfmot, but their updates are discarded (a global-norm
+  clip therefore counts them, as tfmot's does);
+* outside training the inner layer runs on `where(mask, weight, 0)`
+  (substituted for the weight through a `keras.StatelessScope`), whatever the
+  variables hold;
 * masks are boolean variables (one byte per weight, not trainable), applied
   with `where(mask, w, 0)`, so no float copy of a mask is ever made;
 * masks are recomputed on the host (`kprune.masks`) by `UpdatePruningStep` or
@@ -53,20 +58,6 @@ class _MaskConstraint(keras.constraints.Constraint):
         if self.inner is not None:
             w = self.inner(w)
         return apply_mask(w, self.mask)
-
-
-def _mask_gradient(value, mask):
-    """`value` unchanged in the forward pass; the gradient is masked by `mask`."""
-
-    @ops.custom_gradient
-    def masked(x):
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return apply_mask(upstream, mask)
-
-        return ops.copy(x), grad
-
-    return masked(value)
 
 
 def _pruned_nonzero(value, keep):
@@ -149,13 +140,9 @@ class MaskedWrapper(keras.layers.Wrapper):
         if training:
             # During fit the variables already hold masked values (the mask
             # constraint runs after every optimizer step, and training starts
-            # with `apply_masks`), so the forward pass reads them as they are
-            # and only the gradient is masked: one elementwise pass fewer.
-            mapping = [
-                (v, _mask_gradient(v.value, m.value)) for v, m in zip(self._masked, self.masks)
-            ]
-        else:
-            mapping = [(v, apply_mask(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
+            # with `apply_masks`), so the inner layer reads them as they are.
+            return self.layer(inputs, *args, **kwargs)
+        mapping = [(v, apply_mask(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(inputs, *args, **kwargs)
         # State the inner layer updated (RNN dropout seeds, ...) is written back.
