@@ -42,8 +42,11 @@ def apply_mask(value, mask):
 
 def host_array(variable):
     """A read-only NumPy view of `variable`'s current value, without a copy on
-    CPU (`stop_gradient` reads the variable's buffer; a later `assign` gives
-    the variable a new buffer, so the view stays valid)."""
+    CPU: the read shares the variable's buffer, and a later `assign` gives the
+    variable a new buffer, so the view stays valid."""
+    value = variable.value
+    if hasattr(value, "read_value"):  # a tf.Variable: the cheapest eager read
+        return np.asarray(value.read_value())
     return np.asarray(ops.stop_gradient(variable))
 
 
@@ -169,7 +172,9 @@ class MaskedWrapper(keras.layers.Wrapper):
         zero the pruned entries of `variable`. The variable is rewritten only
         if one of them is not 0 already (`pruned_nonzero`, counted here if
         None)."""
-        mask.assign(keep)
+        current = host_array(mask)
+        if current.dtype != bool or not np.array_equal(current, keep):
+            mask.assign(keep)
         if pruned_nonzero is None:
             pruned_nonzero = _pruned_nonzero(host_array(variable), keep)
         if pruned_nonzero:
