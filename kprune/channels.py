@@ -298,9 +298,9 @@ def is_excluded(group, exclude):
 
 
 def rows_of(keep, repeat):
-    if not len(keep):
-        return np.array([], np.int64)
-    return np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep])
+    """The rows of channel positions `keep` when each position spans `repeat` rows."""
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    return (keep[:, None] * repeat + np.arange(repeat, dtype=np.int64)).reshape(-1)
 
 
 def channel_masks(graph, layer, pruned):
