@@ -11,7 +11,7 @@ that holds the same weights computes the same mask:
   the average or maximum magnitude in the block (edge blocks score over the
   entries they hold).
 * `m_by_n_mask`: in every group of `n` consecutive entries along one axis, the
-  `m` largest are kept (e.g. 2:4).
+  `m` smallest are zeroed (tfmot's reading: `m` zeros in every `n`; 2:4 keeps 2).
 
 Masks are boolean (one byte per weight), and the weights are read in slices:
 no full-size float temporary is made (block scores and M:N groups are
@@ -165,14 +165,16 @@ def check_m_by_n(m_by_n):
     m, n = int(m_by_n[0]), int(m_by_n[1])
     if m < 1 or m >= n:
         raise ValueError(
-            "Argument `sparsity_m_by_n` must satisfy 1 <= M < N (keep M of every "
-            f"N weights). Received: sparsity_m_by_n={(m, n)}"
+            "Argument `sparsity_m_by_n` must satisfy 1 <= M < N (M zeros in every "
+            f"N weights, as in tfmot). Received: sparsity_m_by_n={(m, n)}"
         )
     return m, n
 
 
 def m_by_n_mask(weights, m_by_n, axis):
-    """Keep the `m` largest `|w|` in every `n` consecutive entries along `axis`.
+    """Prune the `m` smallest `|w|` in every `n` consecutive entries along `axis`.
+
+    tfmot's reading of `(m, n)`: `m` zeros in every `n` (2:4 keeps 2 of 4).
 
     Args:
         weights: array whose size along `axis` is a multiple of `n`.
@@ -181,7 +183,7 @@ def m_by_n_mask(weights, m_by_n, axis):
             channel axis).
 
     Returns:
-        A boolean array of `weights.shape` with exactly `m` kept per group.
+        A boolean array of `weights.shape` with exactly `n - m` kept per group.
 
     Example:
 
@@ -210,7 +212,7 @@ def m_by_n_mask(weights, m_by_n, axis):
         # pruned first, as in `magnitude_mask`.
         order = np.argsort(groups, axis=1, kind="stable")
         chunk = np.ones(groups.shape, dtype=bool)
-        np.put_along_axis(chunk, order[:, : n - m], False, axis=1)
+        np.put_along_axis(chunk, order[:, :m], False, axis=1)
         kept[index] = chunk.reshape(-1, size)
     return keep
 

@@ -235,7 +235,7 @@ class PruneLowMagnitude(MaskedWrapper):
         block_size: `(r, c)` blocks of the last two weight axes pruned as one.
             Defaults to `(1, 1)` (unstructured).
         block_pooling_type: how a block is scored, `"AVG"` (default) or `"MAX"`.
-        sparsity_m_by_n: `(m, n)` to keep `m` of every `n` weights along the
+        sparsity_m_by_n: `(m, n)` for `m` zeros in every `n` weights along the
             input-channel axis (e.g. `(2, 4)`). `UpdatePruningStep` computes
             the mask once, before training step 1, as tfmot does; the
             schedule is not used. Defaults to `None`.

@@ -82,7 +82,7 @@ def test_m_by_n_mask(rng, shape, axis, m_by_n):
     w = rng.normal(size=shape).astype(np.float32)
     keep = masks.m_by_n_mask(w, m_by_n, axis)
     groups = np.moveaxis(keep, axis, -1).reshape(-1, n)
-    assert (groups.sum(axis=1) == m).all()
+    assert (groups.sum(axis=1) == n - m).all()  # m zeros in every n (tfmot)
     wg = np.abs(np.moveaxis(w, axis, -1)).reshape(-1, n)
     for g, kg in zip(wg, groups):
         assert g[~kg].max() <= g[kg].min()
@@ -165,7 +165,7 @@ def _reference_m_by_n(w, m_by_n, axis):
     moved = np.moveaxis(np.abs(w), axis, -1)
     order = np.argsort(moved.reshape(-1, n), axis=1, kind="stable")
     keep = np.ones((moved.size // n, n), bool)
-    np.put_along_axis(keep, order[:, : n - m], False, axis=1)
+    np.put_along_axis(keep, order[:, :m], False, axis=1)
     return np.moveaxis(keep.reshape(moved.shape), -1, axis)
 
 
