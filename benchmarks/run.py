@@ -170,20 +170,50 @@ def section_training(r):
             rows.append([f"f={f}", num(ratio(a.get("median_ms"), b.get("median_ms")), ".3f"),
                          num(ratio(a.get("mean_ms"), b.get("mean_ms")), ".3f")])
         lines += table(["mask updates every", "median kprune / tfmot:", "mean kprune / tfmot:"], rows)
+    ch = r.get("channels") or {}
+    if ch:
+        lines += ["", f"Gradual channel pruning (`kprune.prune_channels`, tfmot has none): {ch.get('model')} "
+                  f"({num(ch.get('params'), ',')} params), {ch.get('schedule')}, batch {cfg.get('batch_size')}, "
+                  f"{(cfg.get('channel_timed_chunks') or 0) * (cfg.get('chunk_steps') or 0)} timed steps per "
+                  "variant, interleaved.", ""]
+        rows = []
+        for key in ["plain"] + [f"pruned_f{f}" for f in freqs]:
+            v = ch.get(key) or {}
+            variant = "plain" if key == "plain" else f"prune_channels f={v.get('frequency')}"
+            rows.append([variant, num(v.get("median_ms")), num(v.get("mean_ms")),
+                         num(v.get("median_ratio", 1.0 if key == "plain" else None), ".3f"),
+                         num(v.get("mean_ratio", 1.0 if key == "plain" else None), ".3f"), v.get("mask_updates", 0)])
+        lines += table(["variant", "median ms:", "mean ms:", "median / plain:", "mean / plain:", "mask updates:"], rows)
     masks = r.get("mask_update") or []
     if masks:
         lines += ["", "## Mask-update cost", "",
                   f"One Dense kernel pruned to {cfg.get('sparsity')}: kprune `update_masks` (compute and assign mask "
                   "and masked weights) vs tfmot's mask update (its faster of eager and `tf.function`); median of "
-                  f"{masks[0].get('repeats')} repeats. \"re-prune\": weights already at the target sparsity.", ""]
+                  f"{masks[0].get('repeats')} repeats. \"x read\": the time over one `np.abs(w).sum()` pass on the same "
+                  "array (tfmot's against that pass timed in its own process). \"re-prune\": weights already at the "
+                  "target sparsity.", ""]
         rows = []
         for m in masks:
             shape = "x".join(str(d) for d in m.get("shape", [])) or str(m.get("size"))
-            rows.append([shape, num(m.get("kprune_update_masks_ms"), ".1f"), num(m.get("tfmot_best_ms"), ".1f"),
-                         num(m.get("speedup"), ".1f", "x"), num(m.get("kprune_update_masks_reprune_ms"), ".1f"),
-                         num(m.get("tfmot_best_reprune_ms"), ".1f"), num(m.get("speedup_reprune"), ".1f", "x")])
-        lines += table(["kernel", "kprune ms:", "tfmot ms:", "speedup:", "re-prune kprune ms:",
-                        "re-prune tfmot ms:", "re-prune speedup:"], rows)
+            rows.append([shape, num(m.get("abs_sum_ms"), ".1f"), num(m.get("kprune_update_masks_ms"), ".1f"),
+                         num(m.get("kprune_vs_read"), ".2f", "x"), num(m.get("tfmot_best_ms"), ".1f"),
+                         num(m.get("tfmot_vs_read"), ".1f", "x"), num(m.get("kprune_update_masks_reprune_ms"), ".1f"),
+                         num(m.get("kprune_reprune_vs_read"), ".2f", "x"), num(m.get("tfmot_best_reprune_ms"), ".1f"),
+                         num(m.get("tfmot_reprune_vs_read"), ".1f", "x")])
+        lines += table(["kernel", "abs.sum ms:", "kprune ms:", "kprune x read:", "tfmot ms:", "tfmot x read:",
+                        "re-prune kprune ms:", "x read:", "re-prune tfmot ms:", "x read:"], rows)
+    memory = r.get("memory") or {}
+    if memory:
+        mib = 1 << 20
+        lines += ["", "## Memory", "",
+                  f"`prune_low_magnitude` on {memory.get('mlp')} ({num(memory.get('params'), ',')} params, "
+                  f"{memory['weight_bytes'] / mib:.0f} MiB of float32 weights; boolean masks "
+                  f"{memory['mask_bytes'] / mib:.0f} MiB), in a fresh process: resident memory "
+                  f"+{(memory['rss_after_prune'] - memory['rss_before']) / mib:.0f} MiB, i.e. the clone plus "
+                  f"{memory['added_over_clone']:.3f}x the weights' bytes; peak "
+                  f"+{(memory['peak_after_prune'] - memory['rss_before']) / mib:.0f} MiB. `update_masks({cfg.get('sparsity')})` "
+                  f"of all {num(memory.get('params'), ',')} weights: {memory['update_masks_s']:.2f} s, resident "
+                  f"+{(memory['rss_after_update'] - memory['rss_before']) / mib:.0f} MiB in all."]
     return lines
 
 

@@ -10,6 +10,8 @@ from kprune.native_logs import import_tensorflow_quietly_for_command
 
 import_tensorflow_quietly_for_command()  # the `kprune` command: before keras imports it
 
+from kprune.annealing import simulated_annealing
+from kprune.budget import Budget
 from kprune.callbacks import PruningSummaries
 from kprune.channels import ChannelPlan
 from kprune.channels import mask_channels
@@ -25,17 +27,32 @@ from kprune.export import export_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
+from kprune.latency import LatencyTable
+from kprune.netadapt import netadapt
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import prune_scope
+from kprune.reconstruction import prune_and_reconstruct
+from kprune.reconstruction import reconstruct
 from kprune.pruning import strip_pruning
 from kprune.update import update_masks
 from kprune.schedules import ConstantSparsity
 from kprune.schedules import PolynomialDecay
 from kprune.schedules import PruningSchedule
 from kprune.sparsity_check import check_sparsity_m_by_n
+from kprune.search import SearchResult
+from kprune.sensitivity import SensitivityResult
+from kprune.sensitivity import sensitivity
+from kprune.space import SearchSpace
 from kprune.structured import channel_sparsity
 from kprune.structured import prune_channels
 from kprune.stats import count_macs
+from kprune.branches import BranchScale
+from kprune.branches import ResidualBranch
+from kprune.branches import StructureSparsity
+from kprune.branches import branch_scales
+from kprune.branches import remove_branches
+from kprune.branches import residual_branches
+from kprune.branches import structure_selection
 from kprune.stats import ModelSummary
 from kprune.stats import count_params
 from kprune.stats import summary
@@ -44,6 +61,12 @@ from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
     "BNScaleRegularizer",
+    "BranchScale",
+    "Budget",
+    "LatencyTable",
+    "SearchResult",
+    "SearchSpace",
+    "SensitivityResult",
     "ChannelPlan",
     "ChannelSpec",
     "ExportReport",
@@ -57,7 +80,10 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "ResidualBranch",
+    "StructureSparsity",
     "UpdatePruningStep",
+    "branch_scales",
     "channel_sparsity",
     "check_sparsity_m_by_n",
     "count_macs",
@@ -65,13 +91,21 @@ __all__ = [
     "distiller",
     "export_tflite",
     "mask_channels",
+    "netadapt",
     "plan_channels",
     "prune_channels",
+    "prune_and_reconstruct",
     "prune_low_magnitude",
     "register_layer",
     "prune_scope",
+    "reconstruct",
+    "remove_branches",
     "remove_channels",
+    "residual_branches",
+    "sensitivity",
+    "simulated_annealing",
     "strip_pruning",
+    "structure_selection",
     "summary",
     "update_masks",
 ]

@@ -17,12 +17,21 @@ import json
 import keras
 import numpy as np
 
+from kprune import config_list as config_list_lib
 from kprune import handlers
 from kprune import importance as importance_lib
 from kprune.graph import ChannelGraph
+from kprune.hessian import HessianCriterion
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.schedules import check_sparsity
 from kprune.wrapper import check_round_to
+from kprune.selection_criteria import RECONSTRUCTION_CRITERIA
+
+# The data criteria `plan_channels` knows: activation and Taylor criteria from
+# `kprune.importance`, and those of the modules above it (reconstruction,
+# Hessian). Resolved here rather than registered into `kprune.importance`, so
+# that the lower module holds no table that higher modules mutate.
+DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, "hessian": HessianCriterion}
 
 
 class ChannelPlan:
@@ -100,7 +109,13 @@ class ChannelPlan:
         return pruned
 
 
-def _keep_count(n, sparsity, round_to):
+def keep_count(n, sparsity, round_to):
+    """Channels kept of `n` at `sparsity`, a multiple of `round_to` (a group of at most
+    `round_to` channels is kept whole), at least 1.
+
+    >>> keep_count(64, 0.3, 8), keep_count(64, 0.3, 1), keep_count(6, 0.5, 8)
+    (48, 45, 6)
+    """
     keep = n * (1.0 - sparsity)
     if round_to > 1:
         if n <= round_to:
@@ -111,7 +126,7 @@ def _keep_count(n, sparsity, round_to):
 
 def plan_channels(
     model,
-    sparsity,
+    sparsity=None,
     importance="l2",
     global_ranking=False,
     round_to=8,
@@ -119,6 +134,7 @@ def plan_channels(
     ratios=None,
     data=None,
     loss=None,
+    config_list=None,
 ):
     """Choose the channels to prune.
 
@@ -127,9 +143,10 @@ def plan_channels(
         sparsity: fraction of channels to prune in each group (local) or over
             all groups (`global_ranking=True`), in [0, 1).
         importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`; the
-            data criteria `"taylor"`, `"apoz"`, `"mean_activation"` (with
-            `data`); or a callable `(graph, group) -> scores` (see
-            `kprune.importance`).
+            data criteria `"taylor"`, `"apoz"`, `"mean_activation"`,
+            `"hessian"` (`kprune.hessian`), `"thinet"` and `"lasso"`
+            (`kprune.selection_criteria`), which need `data`; or a callable
+            `(graph, group) -> scores` (see `kprune.importance`).
         global_ranking: rank channels across groups (scores divided by their
             group's mean) instead of within each group. Defaults to False.
         round_to: keep a multiple of this many channels per group (groups no
@@ -142,11 +159,15 @@ def plan_channels(
             still be pruned).
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
-        data: inputs (or `(inputs, targets)` for `"taylor"`) the data-driven
+        data: inputs (or `(inputs, targets)` for `"taylor"` and `"hessian"`) the data-driven
             criteria run the model on: an array, a tuple of arrays or a
             `tf.data.Dataset` of batches. Defaults to None.
-        loss: the loss for `"taylor"` (a Keras loss or its name); defaults to
+        loss: the loss for `"taylor"` and `"hessian"` (a Keras loss or its name); defaults to
             the compiled model's loss.
+        config_list: NNI's format instead of `sparsity`/`ratios`/`exclude`/
+            `global_ranking`, e.g. `[{"sparsity": 0.5, "op_types": ["Conv2D"]},
+            {"exclude": True, "op_names": ["fc3"]}]` (see
+            `kprune.config_list`). Defaults to None.
 
     Returns:
         A `ChannelPlan`.
@@ -161,11 +182,19 @@ def plan_channels(
     >>> plan.num_pruned
     8
     """
-    sparsity = check_sparsity("sparsity", sparsity)
     check_round_to(round_to)
-    score_fn = importance_lib.get(importance, data=data, loss=loss)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
+    if config_list is not None:
+        sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
+            graph, config_list, sparsity, ratios, exclude, global_ranking)
+    if sparsity is None:
+        raise ValueError(
+            "Argument `sparsity` is required (a fraction in [0, 1)) unless `config_list` is "
+            "given. Received: sparsity=None"
+        )
+    sparsity = check_sparsity("sparsity", sparsity)
+    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
     ratios = check_names(graph, model, exclude, ratios)
     if getattr(score_fn, "needs_model", False):
         score_fn = score_fn.bind(base)
@@ -248,7 +277,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
             group_sparsity = float(np.mean(scores / (scores.mean() + 1e-12) <= threshold))
         else:
             group_sparsity = sparsity if local is None else local
-        keep = _keep_count(n, group_sparsity, round_to)
+        keep = keep_count(n, group_sparsity, round_to)
         # Lowest scores go first; ties by position (stable sort).
         entry["pruned"] = sorted(np.argsort(scores, kind="stable")[: n - keep].tolist())
     return ChannelPlan(entries)
@@ -269,9 +298,9 @@ def is_excluded(group, exclude):
 
 
 def rows_of(keep, repeat):
-    if not len(keep):
-        return np.array([], np.int64)
-    return np.concatenate([np.arange(p * repeat, (p + 1) * repeat) for p in keep])
+    """The rows of channel positions `keep` when each position spans `repeat` rows."""
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    return (keep[:, None] * repeat + np.arange(repeat, dtype=np.int64)).reshape(-1)
 
 
 def channel_masks(graph, layer, pruned):

@@ -1,4 +1,4 @@
-"""TFLite conversion: quietly, with the best encoding LiteRT runs; atomic writes.
+"""TFLite conversion: quietly, with the best encoding LiteRT runs.
 
 `convert(model, ...)` runs `tf.lite.TFLiteConverter.from_keras_model` with
 kprune's quantization settings; the converter's Python prints and its C++ log
@@ -7,21 +7,18 @@ terminal unless `verbose=True` (`kprune.native_logs`). A failing conversion beco
 reason (`conversion_error`). `convert_best` converts with each candidate
 weight encoding (`encodings_to_try`: sparse when the weights are sparse
 enough and LiteRT can run it, dense), runs each file in LiteRT and keeps the
-smallest that runs. `write_atomic` writes a file so that it holds
-either its old content or all of the new.
+smallest that runs.
 
 Example:
 
->>> import os, tempfile
->>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
->>> write_atomic(path, b"abc")
->>> open(path, "rb").read()
-b'abc'
+>>> encodings_to_try("auto", "int8", 0.9, notes := [])
+[False]
+>>> notes[0].startswith("sparse encoding not tried")
+True
 """
 
 import contextlib
 import io
-import os
 import re
 import tempfile
 import time
@@ -84,31 +81,6 @@ def conversion_error(error, model):
             except Exception as e:
                 text = f"the model cannot be exported as a SavedModel: {e}"
     return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:1000]
-
-
-def write_atomic(path, content):
-    """Write via a temporary file in the same directory and `os.replace`, so
-    `path` holds either its old content or all of `content`. The file gets the
-    old file's permissions, or those `open` would give a new one."""
-    if os.path.isfile(path):
-        mode = os.stat(path).st_mode & 0o777
-    else:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 @contextlib.contextmanager

@@ -23,7 +23,8 @@ from kprune import stats as summary_lib
 from kprune import tables
 from kprune import litert, tf_convert
 from kprune.convert import SPARSITY_FOR_ENCODING, convert_best, encodings_to_try
-from kprune.convert import quiet_native_logs, timed, write_atomic
+from kprune.atomic import write_bytes
+from kprune.convert import quiet_native_logs, timed
 from kprune.channels import remove_channels, unread_units
 from kprune.graph import ChannelGraph
 from kprune.kgraph import is_graph
@@ -306,7 +307,7 @@ def export_tflite(
         if not verified:
             warnings.warn(mismatch_message(checked_figures), RuntimeWarning, stacklevel=2)
     with timed(timings, "write"):
-        write_atomic(path, content)
+        write_bytes(path, content)
     latency = None
     if measure_latency:
         with timed(timings, "latency"), quiet_native_logs(not verbose):

@@ -32,7 +32,7 @@ import numpy as np
 from kprune import backends, handlers
 
 
-def _unit_values(graph, group, usage, variable, axis, repeat):
+def unit_values(graph, group, usage, variable, axis, repeat):
     """Per unit of `group`: the slice of `variable` (as a 2-D array
     `(unit_positions, rest)`), or None where the usage does not hold the unit."""
     value = keras.ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable)
@@ -60,7 +60,7 @@ def _filters(graph, group):
                 (u for u in group.usages if u.layer is usage.layer and u.role == "in"), usage
             )
         variable, axis, repeat = source.slices[0]
-        yield _unit_values(graph, group, source, variable, axis, repeat)
+        yield unit_values(graph, group, source, variable, axis, repeat)
 
 
 def _norm(p):
@@ -109,9 +109,9 @@ def bn_scale(graph, group):
 CRITERIA = {"l1": _norm(1), "l2": _norm(2), "fpgm": fpgm, "bn_scale": bn_scale}
 
 
-def _batches(data, with_targets):
+def batches(data, with_targets, batch_size=64):
     """`(x, y)` batches from an array, a tuple `(x, y)`, a list of input
-    arrays or a `tf.data.Dataset` of batches."""
+    arrays (cut into `batch_size` examples) or a `tf.data.Dataset` of batches."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -131,12 +131,13 @@ def _batches(data, with_targets):
         )
     first = x[0] if isinstance(x, list) else x
     n = len(first)
-    for start in range(0, n, 64):
-        bx = [a[start : start + 64] for a in x] if isinstance(x, list) else x[start : start + 64]
-        yield bx, (None if y is None else y[start : start + 64])
+    for start in range(0, n, batch_size):
+        stop = start + batch_size
+        bx = [a[start:stop] for a in x] if isinstance(x, list) else x[start:stop]
+        yield bx, (None if y is None else y[start:stop])
 
 
-class _DataCriterion:
+class DataCriterion:
     """A criterion that measures the model on data; `bind(model)` before use."""
 
     needs_model = True
@@ -164,7 +165,7 @@ class _DataCriterion:
         return self._cache[1].get(group.index)
 
 
-class _ActivationCriterion(_DataCriterion):
+class _ActivationCriterion(DataCriterion):
     def _measure(self, graph):
         tensors = graph.read_tensors
         if not tensors:
@@ -174,7 +175,7 @@ class _ActivationCriterion(_DataCriterion):
         zeros = [0.0] * len(tensors)
         sums = [0.0] * len(tensors)
         count = [0] * len(tensors)
-        for x, _ in _batches(self.data, with_targets=False):
+        for x, _ in batches(self.data, with_targets=False):
             outputs = probe(x, training=False)
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             for k, out in enumerate(outputs):
@@ -199,32 +200,42 @@ class _ActivationCriterion(_DataCriterion):
         return scores
 
 
-class _TaylorCriterion(_DataCriterion):
+def resolve_loss(model, loss, name):
+    """`loss` (a Keras loss or its name), else the compiled model's loss."""
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if loss is None:
+        raise ValueError(
+            f"Importance {name!r} needs a loss: pass `loss=` (e.g. "
+            "'sparse_categorical_crossentropy') or compile the model first."
+        )
+    return keras.losses.get(loss) if isinstance(loss, str) else loss
+
+
+def check_targets(name, data):
+    """Raise unless `data` is `(inputs, targets)` or a `tf.data.Dataset`."""
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset) and not (isinstance(data, tuple) and len(data) == 2):
+        raise ValueError(
+            f"Argument `data` must be `(inputs, targets)` for importance {name!r}. "
+            f"Received: data of type {type(data).__name__}"
+        )
+
+
+class _TaylorCriterion(DataCriterion):
     def __init__(self, name, data, loss=None):
         super().__init__(name, data, loss)
-        import tensorflow as tf
-
-        if not isinstance(data, tf.data.Dataset) and not (isinstance(data, tuple) and len(data) == 2):
-            raise ValueError(
-                "Argument `data` must be `(inputs, targets)` for importance 'taylor'. "
-                f"Received: data of type {type(data).__name__}"
-            )
+        check_targets(name, data)
 
     def _measure(self, graph):
         model = self.model
-        loss = self.loss if self.loss is not None else getattr(model, "loss", None)
-        if loss is None:
-            raise ValueError(
-                "Importance 'taylor' needs a loss: pass `loss=` (e.g. "
-                "'sparse_categorical_crossentropy') or compile the model first."
-            )
-        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+        loss_fn = resolve_loss(model, self.loss, "taylor")
         variables = [v for v in model.trainable_variables]
         index = {id(v): k for k, v in enumerate(variables)}
         groups = [g for g in graph.groups if g.blocked is None and g.producers]
         scores = {g.index: np.zeros(len(g.units)) for g in groups}
-        batches = 0
-        for x, y in _batches(self.data, with_targets=True):
+        count = 0
+        for x, y in batches(self.data, with_targets=True):
             grads = backends.gradients(
                 model, x, lambda outputs: keras.ops.mean(loss_fn(y, outputs)), variables
             )
@@ -238,29 +249,35 @@ class _TaylorCriterion(_DataCriterion):
                             continue
                         if k not in products:
                             products[k] = keras.ops.convert_to_numpy(grads[k] * variables[k].value)
-                        rows = _unit_values(graph, group, usage, products[k], axis, repeat)
+                        rows = unit_values(graph, group, usage, products[k], axis, repeat)
                         for u, r in enumerate(rows):
                             if r is not None:
                                 per_unit[u] += r.sum()
                 scores[group.index] += per_unit**2
-            batches += 1
-        if not batches:
+            count += 1
+        if not count:
             raise ValueError("Argument `data` holds no examples.")
-        return {i: s / batches for i, s in scores.items()}
+        return {i: s / count for i, s in scores.items()}
 
 
 DATA_CRITERIA = {"taylor": _TaylorCriterion, "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}
 
 
-def get(importance, data=None, loss=None):
-    """Resolve a criterion name or callable (data criteria get `data`/`loss`)."""
+def get(importance, data=None, loss=None, data_criteria=None):
+    """Resolve a criterion name or callable (data criteria get `data`/`loss`).
+
+    `data_criteria` (`{name: class(name, data, loss)}`, default
+    `DATA_CRITERIA`) lets a module above this one (`kprune.channels`) add the
+    reconstruction and Hessian criteria without this module importing them.
+    """
     if callable(importance):
         return importance
-    if importance in DATA_CRITERIA:
-        return DATA_CRITERIA[importance](importance, data, loss)
+    data_criteria = DATA_CRITERIA if data_criteria is None else data_criteria
+    if importance in data_criteria:
+        return data_criteria[importance](importance, data, loss)
     if importance not in CRITERIA:
         raise ValueError(
-            f"Argument `importance` must be one of {sorted(CRITERIA) + sorted(DATA_CRITERIA)} "
+            f"Argument `importance` must be one of {sorted(CRITERIA) + sorted(data_criteria)} "
             f"or a callable `(graph, group) -> scores`. Received: importance={importance!r}"
         )
     return CRITERIA[importance]

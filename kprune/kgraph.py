@@ -75,6 +75,33 @@ def sublayers(layer, recursive=True):
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
 
 
+def rebuild(model, call):
+    """A new Functional model that re-runs the graph of `model` on fresh `Input`s.
+
+    `call(node, args, kwargs)` computes each node's outputs from its inputs in
+    the new graph (`args`/`kwargs` are the node's call arguments with the new
+    tensors filled in); returning `node.operation(*args, **kwargs)` reproduces
+    the node. The layers are the same objects (shared weights).
+    """
+    function = function_of(model, purpose="Rebuilding a model")
+    tensors = {}
+    inputs = []
+    for t in function.inputs:
+        new = keras.Input(batch_shape=t.shape, dtype=t.dtype)
+        tensors[id(t)] = new
+        inputs.append(new)
+    for node in nodes(function):
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = call(node, args, kwargs)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        for old, new in zip(node.outputs, outputs):
+            tensors[id(old)] = new
+    outputs = [tensors[id(t)] for t in function.outputs]
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
+    )
+
+
 def scope_hides(variable):
     """Whether a `keras.StatelessScope` is active that does not map `variable`
     (its stored value is then not the one the scope's computation uses)."""

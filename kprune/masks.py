@@ -5,16 +5,25 @@ entry with the lower flat index being pruned first), so every replica or worker
 that holds the same weights computes the same mask:
 
 * `magnitude_mask`: the `round(n * sparsity)` smallest-magnitude entries are
-  zero -- an exact count, found with a linear-time selection (`np.partition`)
-  rather than a full sort.
+  zero -- an exact count, found by `kprune.selection` in about one read of
+  the weights rather than a sort or a full `np.partition`.
 * `block_mask`: the same over `(r, c)` blocks of the last two axes, scored by
   the average or maximum magnitude in the block (edge blocks score over the
   entries they hold).
 * `m_by_n_mask`: in every group of `n` consecutive entries along one axis, the
-  `m` largest are kept (e.g. 2:4).
+  `m` smallest are zeroed (tfmot's reading: `m` zeros in every `n`; 2:4 keeps 2).
+
+Masks are boolean (one byte per weight), and the weights are read in slices:
+no full-size float temporary is made (block scores and M:N groups are
+computed a band of rows at a time).
 """
 
 import numpy as np
+
+from kprune import selection
+
+# Entries per band when block scores or M:N groups are computed in slices.
+_BAND = 1 << 16
 
 POOLING_TYPES = ("AVG", "MAX")
 
@@ -27,6 +36,11 @@ def target_zeros(size, sparsity):
 
 def magnitude_mask(weights, sparsity):
     """Keep all but the `round(n * sparsity)` smallest `|weights|`.
+
+    Equal magnitudes are pruned in order of position (the lower flat index
+    first), `-0.0` equals `0.0`, and NaN counts as larger than `inf` (pruned
+    last). The selection is exact and reads the weights about once
+    (`kprune.selection.smallest_magnitudes`); a float array is not copied.
 
     Args:
         weights: array of any shape.
@@ -41,34 +55,9 @@ def magnitude_mask(weights, sparsity):
     >>> magnitude_mask(np.array([0.3, -0.1, 0.2, 0.1]), 0.5).tolist()
     [True, False, True, False]
     """
-    scores = np.abs(np.asarray(weights)).ravel()
-    k = target_zeros(scores.size, sparsity)
-    mask = np.ones(scores.size, dtype=bool)
-    if k == 0:
-        return mask.reshape(np.shape(weights))
-    if k >= scores.size:
-        return np.zeros(np.shape(weights), dtype=bool)
-    # Entries that are already 0 (all of the pruned ones when re-pruning) are
-    # set aside: selection over many equal values is slow in np.partition.
-    n_zeros = scores.size - int(np.count_nonzero(scores))
-    if n_zeros == 0:
-        candidates, values, rest = None, scores, k
-    elif k <= n_zeros:
-        mask[np.flatnonzero(scores == 0)[:k]] = False
-        return mask.reshape(np.shape(weights))
-    else:
-        nonzero = scores != 0
-        mask &= nonzero
-        candidates = np.flatnonzero(nonzero)
-        values, rest = scores[candidates], k - n_zeros
-    threshold = np.partition(values, rest - 1)[rest - 1]
-    pruned = values < threshold
-    ties = np.flatnonzero(values == threshold)[: rest - int(np.count_nonzero(pruned))]
-    pruned[ties] = True
-    if candidates is None:
-        return np.logical_not(pruned).reshape(np.shape(weights))
-    mask[candidates[pruned]] = False
-    return mask.reshape(np.shape(weights))
+    weights = np.asarray(weights)
+    keep = selection.smallest_magnitudes(weights, target_zeros(weights.size, sparsity))
+    return keep.reshape(weights.shape)
 
 
 def check_block_size(block_size):
@@ -127,7 +116,7 @@ def block_mask(weights, sparsity, block_size, pooling_type="AVG"):
     """
     r, c = check_block_size(block_size)
     check_pooling(pooling_type)
-    w = np.abs(np.asarray(weights, dtype=np.float32))
+    w = np.asarray(weights)
     if w.ndim < 2:
         raise ValueError(
             "Block sparsity needs a weight of rank >= 2. "
@@ -136,17 +125,27 @@ def block_mask(weights, sparsity, block_size, pooling_type="AVG"):
     if (r, c) == (1, 1):
         return magnitude_mask(w, sparsity)
     *lead, rows, cols = w.shape
+    planes = w.reshape(-1, rows, cols)
     nr, nc = -(-rows // r), -(-cols // c)
-    padded = np.zeros((int(np.prod(lead, dtype=np.int64)), nr * r, nc * c), np.float32)
-    padded[:, :rows, :cols] = w.reshape(-1, rows, cols)
-    tiles = padded.reshape(-1, nr, r, nc, c)
-    if pooling_type == "MAX":
-        scores = tiles.max(axis=(2, 4))
-    else:
+    scores = np.empty((planes.shape[0], nr, nc), np.float32)
+    # A band of `tiles` block rows of `group` planes at a time (|w| of one band).
+    tiles = max(1, min(nr, _BAND // (r * nc * c)))
+    group = max(1, _BAND // (nr * r * nc * c))
+    for p in range(0, planes.shape[0], group):
+        q = min(planes.shape[0], p + group)
+        for i in range(0, nr, tiles):
+            j = min(nr, i + tiles)
+            part = planes[p:q, i * r : j * r]
+            band = np.zeros((q - p, (j - i) * r, nc * c), np.float32)
+            band[:, : part.shape[1], :cols] = part
+            np.abs(band, out=band)
+            band = band.reshape(q - p, j - i, r, nc, c)
+            pool = band.max if pooling_type == "MAX" else band.sum
+            scores[p:q, i:j] = pool(axis=(2, 4))
+    if pooling_type == "AVG":
         counts = np.zeros((nr * r, nc * c), np.float32)
         counts[:rows, :cols] = 1.0
-        counts = counts.reshape(nr, r, nc, c).sum(axis=(1, 3))
-        scores = tiles.sum(axis=(2, 4)) / counts
+        scores /= counts.reshape(nr, r, nc, c).sum(axis=(1, 3))
     keep = magnitude_mask(scores, sparsity)
     keep = np.repeat(np.repeat(keep, r, axis=1), c, axis=2)[:, :rows, :cols]
     return keep.reshape(w.shape)
@@ -166,14 +165,16 @@ def check_m_by_n(m_by_n):
     m, n = int(m_by_n[0]), int(m_by_n[1])
     if m < 1 or m >= n:
         raise ValueError(
-            "Argument `sparsity_m_by_n` must satisfy 1 <= M < N (keep M of every "
-            f"N weights). Received: sparsity_m_by_n={(m, n)}"
+            "Argument `sparsity_m_by_n` must satisfy 1 <= M < N (M zeros in every "
+            f"N weights, as in tfmot). Received: sparsity_m_by_n={(m, n)}"
         )
     return m, n
 
 
 def m_by_n_mask(weights, m_by_n, axis):
-    """Keep the `m` largest `|w|` in every `n` consecutive entries along `axis`.
+    """Prune the `m` smallest `|w|` in every `n` consecutive entries along `axis`.
+
+    tfmot's reading of `(m, n)`: `m` zeros in every `n` (2:4 keeps 2 of 4).
 
     Args:
         weights: array whose size along `axis` is a multiple of `n`.
@@ -182,7 +183,7 @@ def m_by_n_mask(weights, m_by_n, axis):
             channel axis).
 
     Returns:
-        A boolean array of `weights.shape` with exactly `m` kept per group.
+        A boolean array of `weights.shape` with exactly `n - m` kept per group.
 
     Example:
 
@@ -191,20 +192,29 @@ def m_by_n_mask(weights, m_by_n, axis):
     [True, False, True, False]
     """
     m, n = check_m_by_n(m_by_n)
-    w = np.abs(np.asarray(weights))
+    w = np.asarray(weights)
     if w.shape[axis] % n:
         raise ValueError(
             f"M:N sparsity {m}:{n} needs the size of axis {axis} to be a multiple "
             f"of {n}. Received: a weight of shape {w.shape}"
         )
-    moved = np.moveaxis(w, axis, -1)
-    groups = moved.reshape(-1, n)
-    # Stable ascending sort: among equal magnitudes the lower index is pruned
-    # first, as in `magnitude_mask`.
-    order = np.argsort(groups, axis=1, kind="stable")
-    keep = np.ones(groups.shape, dtype=bool)
-    np.put_along_axis(keep, order[:, : n - m], False, axis=1)
-    return np.moveaxis(keep.reshape(moved.shape), -1, axis)
+    keep = np.empty(w.shape, bool)
+    moved, kept = np.moveaxis(w, axis, -1), np.moveaxis(keep, axis, -1)  # views
+    if moved.ndim == 1:
+        moved, kept = moved[None], kept[None]
+    lead, size = moved.shape[:-1], moved.shape[-1]
+    rows = int(np.prod(lead, dtype=np.int64))
+    per = max(1, _BAND // size)
+    for start in range(0, rows, per):
+        index = np.unravel_index(np.arange(start, min(rows, start + per)), lead)
+        groups = np.abs(moved[index]).reshape(-1, n)
+        # Stable ascending sort: among equal magnitudes the lower index is
+        # pruned first, as in `magnitude_mask`.
+        order = np.argsort(groups, axis=1, kind="stable")
+        chunk = np.ones(groups.shape, dtype=bool)
+        np.put_along_axis(chunk, order[:, :m], False, axis=1)
+        kept[index] = chunk.reshape(-1, size)
+    return keep
 
 
 def check_pattern(block_size, block_pooling_type, sparsity_m_by_n):

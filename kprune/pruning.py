@@ -145,8 +145,8 @@ def prune_low_magnitude(
             `kprune.PruneForLatencyOnXNNPack()`) that checks the model and
             chooses which of its prunable layers are wrapped; only when
             `to_prune` is a model. Defaults to `None` (every prunable layer).
-        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: keep `m` of every `n`
-            consecutive weights along the input-channel axis. The mask is
+        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: `m` zeros in every `n`
+            consecutive weights (tfmot's reading) along the input-channel axis. The mask is
             computed once, before the first training step (tfmot's rule);
             the schedule is not used. Defaults to `None`.
         **kwargs: `PruneLowMagnitude` layer arguments (e.g. `name`); only when

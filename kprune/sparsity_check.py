@@ -5,7 +5,8 @@ tfmot's 2:4 guide checks its converted model with a script
 function. Groups of `n` consecutive weights run along the input-channel axis
 (the last axis of TFLite's CONV_2D and FULLY_CONNECTED weights, the axis
 `kprune.handlers` names for a Keras weight); a group at the end of the axis
-may be shorter, and passes if it holds at most `m` non-zeros.
+may be shorter, and passes if it holds at most `n - m` non-zeros.
+`(m, n)` is read as tfmot reads it: `m` zeros in every `n`.
 """
 
 import keras
@@ -23,7 +24,8 @@ _DECODE_OPS = ("DENSIFY", "DEQUANTIZE")
 
 def is_m_by_n(weights, m, n, axis=-1):
     """Whether every `n` consecutive entries of `weights` along `axis` hold at
-    most `m` non-zeros.
+    least `m` zeros (at most `n - m` non-zeros; a short last group counts its
+    missing entries as zeros).
 
     Example:
 
@@ -35,7 +37,7 @@ def is_m_by_n(weights, m, n, axis=-1):
     size = w.shape[-1]
     pad = (-size) % n
     nonzero = np.pad(w != 0, [(0, 0)] * (w.ndim - 1) + [(0, pad)])
-    return bool((nonzero.reshape(-1, n).sum(axis=1) <= m).all())
+    return bool((nonzero.reshape(-1, n).sum(axis=1) <= n - m).all())
 
 
 def _keras_weights(model):
@@ -86,18 +88,17 @@ def _tflite_weights(path_or_bytes):
 
 
 def check_sparsity_m_by_n(model_or_tflite, m, n):
-    """Which weights of a model hold at most `m` non-zeros in every `n`.
+    """Which weights of a model hold at least `m` zeros in every `n`.
 
     The check of tfmot's `check_sparsity_m_by_n.py` tool, for a Keras model
     (wrapped by `prune_low_magnitude` or stripped) or a .tflite file, with
-    kprune's reading of `(m, n)`: keep `m` of every `n`, as
-    `prune_low_magnitude(..., sparsity_m_by_n=(m, n))` (for 2:4 the readings
-    agree).
+    tfmot's reading of `(m, n)`: `m` zeros in every `n`, as
+    `prune_low_magnitude(..., sparsity_m_by_n=(m, n))` prunes.
 
     Args:
         model_or_tflite: a Keras model or layer, a .tflite path, or TFLite
             flatbuffer bytes.
-        m: non-zeros allowed per group, `1 <= m < n`.
+        m: zeros required per group, `1 <= m < n`.
         n: group size.
 
     Returns:

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from kprune import channels as channels_lib
+from kprune import config_list as config_list_lib
 from kprune import importance as importance_lib
 from kprune import kgraph
 from kprune.graph import ChannelGraph
@@ -49,6 +50,7 @@ def prune_channels(
     round_to=8,
     exclude=(),
     ratios=None,
+    config_list=None,
 ):
     """Wrap a model so that whole channels are pruned gradually during `fit`.
 
@@ -64,6 +66,10 @@ def prune_channels(
         exclude: layer names or classes whose groups are left whole.
         ratios: `{producer_name: final_sparsity}` for particular groups; it
             follows the schedule's shape (scaled by its final sparsity).
+        config_list: NNI's format instead of `ratios`/`exclude`/
+            `global_ranking` (see `kprune.config_list`); a 'total_sparsity'
+            must equal the schedule's final sparsity (the default schedule
+            then uses it). Defaults to None.
 
     Returns:
         A new model (fresh variables) to train with
@@ -80,10 +86,20 @@ def prune_channels(
             f"Model '{model.name}' already has kprune wrappers. Call "
             "kprune.strip_pruning(model) first, then prune_channels."
         )
+    graph = ChannelGraph(model)
+    if config_list is not None:
+        total, ratios, exclude, global_ranking = config_list_lib.from_config_list(
+            graph, config_list, None, ratios, exclude, global_ranking)
+        if global_ranking and pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(total, begin_step=0, frequency=100)
+        elif global_ranking and abs(_final_sparsity(pruning_schedule) - total) > 1e-9:
+            raise ValueError(
+                f"config_list's 'total_sparsity' ({total}) differs from the final sparsity of "
+                f"`pruning_schedule` ({_final_sparsity(pruning_schedule)}). Make them equal."
+            )
     if pruning_schedule is None:
         pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
     check_channel_settings(importance, round_to)
-    graph = ChannelGraph(model)
     ratios = channels_lib.check_names(graph, model, exclude, ratios)
     if isinstance(exclude, (str, type)):
         exclude = (exclude,)

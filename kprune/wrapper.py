@@ -2,16 +2,27 @@
 
 How a wrapped layer trains:
 
-* the forward pass runs the inner layer on `weight * mask` (substituted for the
-  weight through a `keras.StatelessScope`), so pruned entries receive exactly
-  zero gradient;
-* each pruned variable carries a constraint `w -> constraint(w) * mask`, which
-  Keras optimizers apply after every update, so pruned entries stay exactly 0
-  even under momentum or Adam, and the model's variables hold masked values
-  whenever `fit` returns or a checkpoint is written;
+* each pruned variable carries a constraint `w -> where(mask, constraint(w), 0)`,
+  which Keras optimizers apply after every update, so pruned entries stay
+  exactly 0 even under momentum or Adam, and the model's variables hold
+  masked values whenever `fit` returns or a checkpoint is written;
+* so during training (`UpdatePruningStep` starts it with `apply_masks`) the
+  inner layer runs on its variables as they are: the step costs one select
+  per pruned weight (the constraint), as in tfmot. Pruned entries get a
+  gradient, as in tfmot, but their updates are discarded (a global-norm
+  clip therefore counts them, as tfmot's does);
+* outside training the inner layer runs on `where(mask, weight, 0)`
+  (substituted for the weight through a `keras.StatelessScope`), whatever the
+  variables hold; so does training on JAX, whose compiled optimizer step
+  cannot read the masks (`kprune.backends`): there pruned entries get zero
+  gradient, and the callback zeroes their optimizer state at each update;
+* masks are boolean variables (one byte per weight, not trainable), applied
+  with `where(mask, w, 0)`, so no float copy of a mask is ever made;
 * masks are recomputed on the host (`kprune.masks`) by `UpdatePruningStep` or
   `kprune.update_masks`, never inside the train step, so a step costs one
-  multiply per pruned weight and no selection.
+  select per pruned weight and no selection. The host reads the weights
+  without copying them (`host_array`), and a weight is rewritten only when the
+  new mask zeroes entries that are not already 0.
 """
 
 import keras
@@ -20,7 +31,25 @@ from keras import ops
 
 from kprune import backends, handlers
 from kprune import masks as mask_math
+from kprune import selection
 from kprune.schedules import ConstantSparsity, PruningSchedule
+
+
+def apply_mask(value, mask):
+    """`value` where `mask` is True, 0 elsewhere (`mask` boolean, or 0/1)."""
+    if mask.dtype != "bool":
+        mask = ops.cast(mask, "bool")
+    return ops.where(mask, value, ops.zeros((), value.dtype))
+
+
+def host_array(variable):
+    """A read-only NumPy view of `variable`'s current value, without a copy on
+    CPU: the read shares the variable's buffer, and a later `assign` gives the
+    variable a new buffer, so the view stays valid."""
+    value = variable.value
+    if hasattr(value, "read_value"):  # a tf.Variable: the cheapest eager read
+        return np.asarray(value.read_value())
+    return np.asarray(ops.stop_gradient(variable))
 
 
 class _MaskConstraint(keras.constraints.Constraint):
@@ -38,21 +67,21 @@ class _MaskConstraint(keras.constraints.Constraint):
             # cannot be read here (see kprune.backends); the forward pass
             # applies it, and the callback zeroes the optimizer's state.
             return w
-        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+        return apply_mask(w, self.mask)
 
 
-def _mask_gradient(value, mask):
-    """`value` unchanged in the forward pass; the gradient is multiplied by `mask`."""
-
-    @ops.custom_gradient
-    def masked(x):
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return ops.multiply(upstream, ops.cast(mask, upstream.dtype))
-
-        return ops.copy(x), grad
-
-    return masked(value)
+def _pruned_nonzero(value, keep):
+    """Whether an entry of `value` outside `keep` is not 0 (read in slices)."""
+    flat, kept = value.reshape(-1), keep.reshape(-1)
+    step = 1 << 16
+    scratch = np.empty(min(step, flat.size), bool)
+    for start in range(0, flat.size, step):
+        b = scratch[: min(step, flat.size - start)]
+        np.logical_not(kept[start : start + step], out=b)
+        np.logical_and(flat[start : start + step], b, out=b)
+        if b.any():
+            return True
+    return False
 
 
 class MaskedWrapper(keras.layers.Wrapper):
@@ -97,13 +126,14 @@ class MaskedWrapper(keras.layers.Wrapper):
                 ) from None
 
     def _create_masks(self, variables):
-        """A mask of ones per variable (constrained so it stays masked) and the step."""
+        """A boolean mask of ones per variable (constrained so it stays masked)
+        and the step."""
         self._masked = list(variables)
         self.masks = []
         for v in self._masked:
             mask = self.add_weight(
                 name=f"{v.name}_mask", shape=v.shape, initializer="ones",
-                dtype=v.dtype, trainable=False,
+                dtype="bool", trainable=False,
             )
             self.masks.append(mask)
             v.constraint = _MaskConstraint(mask, v.constraint)
@@ -126,13 +156,10 @@ class MaskedWrapper(keras.layers.Wrapper):
         if training and backends.optimizer_sees_masks():
             # During fit the variables already hold masked values (the mask
             # constraint runs after every optimizer step, and training starts
-            # with `apply_masks`), so the forward pass reads them as they are
-            # and only the gradient is masked: one elementwise pass fewer.
-            mapping = [
-                (v, _mask_gradient(v.value, m.value)) for v, m in zip(self._masked, self.masks)
-            ]
-        else:
-            mapping = [(v, ops.multiply(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
+            # with `apply_masks`), so the inner layer reads them as they are.
+            # (Not on JAX, where the optimizer step cannot read the masks.)
+            return self.layer(inputs, *args, **kwargs)
+        mapping = [(v, apply_mask(v.value, m.value)) for v, m in zip(self._masked, self.masks)]
         # The inner layer's other variables are mapped to their current values,
         # which inside an enclosing stateless scope (JAX's `fit`, `stateless_call`)
         # are that scope's: a scope does not see its parent's mapping.
@@ -160,7 +187,20 @@ class MaskedWrapper(keras.layers.Wrapper):
     def apply_masks(self):
         """Zero the pruned entries of the weights: `w <- w * mask`."""
         for variable, mask in self.pruned_weights:
-            variable.assign(ops.multiply(variable.value, mask.value))
+            variable.assign(apply_mask(variable.value, mask.value))
+
+    def set_mask(self, variable, mask, keep, pruned_nonzero=None):
+        """Assign `keep` (a boolean array of the variable's shape) to `mask` and
+        zero the pruned entries of `variable`. The variable is rewritten only
+        if one of them is not 0 already (`pruned_nonzero`, counted here if
+        None)."""
+        current = host_array(mask)
+        if current.dtype != bool or not np.array_equal(current, keep):
+            mask.assign(keep)
+        if pruned_nonzero is None:
+            pruned_nonzero = _pruned_nonzero(host_array(variable), keep)
+        if pruned_nonzero:
+            variable.assign(apply_mask(variable.value, mask.value))
 
     def masked_layer_weights(self):
         """The inner layer's weights as NumPy arrays, pruned entries set to 0."""
@@ -169,7 +209,8 @@ class MaskedWrapper(keras.layers.Wrapper):
         for v in self.layer.weights:
             value = keras.ops.convert_to_numpy(v.value)
             if id(v) in masks:
-                value = value * keras.ops.convert_to_numpy(masks[id(v)])
+                keep = keras.ops.convert_to_numpy(masks[id(v)]).astype(bool, copy=False)
+                np.copyto(value, 0, where=~keep)
             values.append(value)
         return values
 
@@ -210,7 +251,7 @@ class PruneLowMagnitude(MaskedWrapper):
         block_size: `(r, c)` blocks of the last two weight axes pruned as one.
             Defaults to `(1, 1)` (unstructured).
         block_pooling_type: how a block is scored, `"AVG"` (default) or `"MAX"`.
-        sparsity_m_by_n: `(m, n)` to keep `m` of every `n` weights along the
+        sparsity_m_by_n: `(m, n)` for `m` zeros in every `n` weights along the
             input-channel axis (e.g. `(2, 4)`). `UpdatePruningStep` computes
             the mask once, before training step 1, as tfmot does; the
             schedule is not used. Defaults to `None`.
@@ -299,20 +340,23 @@ class PruneLowMagnitude(MaskedWrapper):
 
     # ------------------------------------------------------------------ masks
     def _new_mask(self, value, input_axis, sparsity):
+        """`(keep, pruned_nonzero or None)` for one weight."""
         if self.sparsity_m_by_n is not None:
-            return mask_math.m_by_n_mask(value, self.sparsity_m_by_n, input_axis)
+            return mask_math.m_by_n_mask(value, self.sparsity_m_by_n, input_axis), None
         if self.block_size != (1, 1):
-            return mask_math.block_mask(value, sparsity, self.block_size, self.block_pooling_type)
-        return mask_math.magnitude_mask(value, sparsity)
+            keep = mask_math.block_mask(value, sparsity, self.block_size, self.block_pooling_type)
+            return keep, None
+        keep, pruned_nonzero = selection.select_smallest(
+            value, mask_math.target_zeros(value.size, sparsity)
+        )
+        return keep.reshape(value.shape), pruned_nonzero
 
     def update_masks(self, sparsity):
         """Recompute the masks from the current weights at `sparsity` (ignored
         for M:N) and zero the pruned entries of the weights."""
         for w, mask in zip(self._pruned, self.masks):
-            value = keras.ops.convert_to_numpy(w.variable.value)
-            keep = self._new_mask(value, w.input_axis, sparsity)
-            mask.assign(ops.cast(keep, mask.dtype))
-            w.variable.assign(ops.multiply(w.variable.value, mask.value))
+            keep, pruned_nonzero = self._new_mask(host_array(w.variable), w.input_axis, sparsity)
+            self.set_mask(w.variable, mask, keep, pruned_nonzero)
 
     # ----------------------------------------------------------------- config
     def get_config(self):
@@ -395,8 +439,8 @@ class PruneChannels(MaskedWrapper):
         zero the pruned slices of the weights."""
         for variable, mask in self.pruned_weights:
             value = keep.get(id(variable))
-            mask.assign(ops.ones_like(mask) if value is None else ops.cast(value, mask.dtype))
-            variable.assign(ops.multiply(variable.value, mask.value))
+            value = np.ones(tuple(mask.shape), bool) if value is None else np.asarray(value, bool)
+            self.set_mask(variable, mask, value)
 
     def get_config(self):
         config = super().get_config()

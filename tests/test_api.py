@@ -39,6 +39,23 @@ PUBLIC = {
     "PruneForLatencyOnXNNPack",
     "prune_scope",
     "check_sparsity_m_by_n",
+    "reconstruct",
+    "prune_and_reconstruct",
+    "structure_selection",
+    "StructureSparsity",
+    "BranchScale",
+    "ResidualBranch",
+    "residual_branches",
+    "remove_branches",
+    "branch_scales",
+    "Budget",
+    "LatencyTable",
+    "SearchResult",
+    "SearchSpace",
+    "SensitivityResult",
+    "netadapt",
+    "sensitivity",
+    "simulated_annealing",
 }
 
 TFMOT_NAMES = {
@@ -70,6 +87,9 @@ MODULES = [
     "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
     "native_logs",
     "policy", "sparsity_check",
+    "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
+    "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
+    "netadapt", "annealing", "rescale",
 ]
 
 

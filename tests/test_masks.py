@@ -82,7 +82,7 @@ def test_m_by_n_mask(rng, shape, axis, m_by_n):
     w = rng.normal(size=shape).astype(np.float32)
     keep = masks.m_by_n_mask(w, m_by_n, axis)
     groups = np.moveaxis(keep, axis, -1).reshape(-1, n)
-    assert (groups.sum(axis=1) == m).all()
+    assert (groups.sum(axis=1) == n - m).all()  # m zeros in every n (tfmot)
     wg = np.abs(np.moveaxis(w, axis, -1)).reshape(-1, n)
     for g, kg in zip(wg, groups):
         assert g[~kg].max() <= g[kg].min()
@@ -138,3 +138,65 @@ def test_re_pruning_keeps_earlier_zeros_pruned(rng, new_sparsity):
     second = masks.magnitude_mask(w * first, new_sparsity)
     assert not (second & ~first).any()  # a pruned entry is never revived
     assert int((~second).sum()) == masks.target_zeros(w.size, new_sparsity)
+
+
+def _reference_block_mask(w, sparsity, block, pooling):
+    """The earlier implementation: pad, tile, score, stable sort of the scores."""
+    r, c = block
+    a = np.abs(np.asarray(w, dtype=np.float32))
+    *lead, rows, cols = a.shape
+    nr, nc = -(-rows // r), -(-cols // c)
+    padded = np.zeros((int(np.prod(lead, dtype=np.int64)), nr * r, nc * c), np.float32)
+    padded[:, :rows, :cols] = a.reshape(-1, rows, cols)
+    tiles = padded.reshape(-1, nr, r, nc, c)
+    if pooling == "MAX":
+        scores = tiles.max(axis=(2, 4))
+    else:
+        counts = np.zeros((nr * r, nc * c), np.float32)
+        counts[:rows, :cols] = 1.0
+        scores = tiles.sum(axis=(2, 4)) / counts.reshape(nr, r, nc, c).sum(axis=(1, 3))
+    keep = _reference_mask(scores, sparsity)
+    keep = np.repeat(np.repeat(keep, r, axis=1), c, axis=2)[:, :rows, :cols]
+    return keep.reshape(a.shape)
+
+
+def _reference_m_by_n(w, m_by_n, axis):
+    m, n = m_by_n
+    moved = np.moveaxis(np.abs(w), axis, -1)
+    order = np.argsort(moved.reshape(-1, n), axis=1, kind="stable")
+    keep = np.ones((moved.size // n, n), bool)
+    np.put_along_axis(keep, order[:, :m], False, axis=1)
+    return np.moveaxis(keep.reshape(moved.shape), -1, axis)
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (300, 700), (3, 3, 130, 257), (2, 1, 1030, 9)])
+@pytest.mark.parametrize("block", [(1, 2), (4, 4), (3, 5), (1, 128)])
+@pytest.mark.parametrize("pooling", ["AVG", "MAX"])
+def test_block_mask_matches_reference(rng, shape, block, pooling):
+    w = rng.normal(size=shape).astype(np.float32)
+    w[rng.random(shape) < 0.3] = 0.0
+    for sparsity in (0.3, 0.9):
+        np.testing.assert_array_equal(
+            masks.block_mask(w, sparsity, block, pooling), _reference_block_mask(w, sparsity, block, pooling)
+        )
+    ties = np.round(w, 0)  # many equal block scores
+    np.testing.assert_array_equal(
+        masks.block_mask(ties, 0.5, block, pooling), _reference_block_mask(ties, 0.5, block, pooling)
+    )
+
+
+@pytest.mark.parametrize("shape, axis", [((512, 300), 0), ((3, 3, 64, 40), 2), ((3, 3, 40, 64), -1), ((4096,), 0)])
+@pytest.mark.parametrize("m_by_n", [(2, 4), (1, 8), (3, 16)])
+def test_m_by_n_mask_matches_reference(rng, shape, axis, m_by_n):
+    w = rng.normal(size=shape).astype(np.float32)
+    np.testing.assert_array_equal(masks.m_by_n_mask(w, m_by_n, axis), _reference_m_by_n(w, m_by_n, axis))
+    ties = np.round(w, 0)
+    ties[rng.random(shape) < 0.2] = -0.0
+    np.testing.assert_array_equal(masks.m_by_n_mask(ties, m_by_n, axis), _reference_m_by_n(ties, m_by_n, axis))
+
+
+def test_magnitude_mask_nan_is_pruned_last():
+    w = np.array([np.nan, 1.0, np.inf, 0.0, np.nan], np.float32)
+    assert masks.magnitude_mask(w, 0.4).tolist() == [True, False, True, False, True]
+    assert masks.magnitude_mask(w, 0.6).tolist() == [True, False, False, False, True]
+    assert masks.magnitude_mask(w, 0.8).tolist() == [False, False, False, False, True]

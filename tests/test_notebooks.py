@@ -25,6 +25,7 @@ def test_notebooks_exist():
         "rethinking.ipynb",
         "sparsity_vs_accuracy.ipynb",
         "structured_vs_unstructured.ipynb",
+        "selection.ipynb",
     }
 
 

@@ -127,3 +127,65 @@ def test_stripped_model_saves_as_plain_keras(tmp_path):
     loaded = keras.models.load_model(tmp_path / "plain.keras")
     x, _ = _data()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def _h5_datasets(group, prefix=""):
+    import h5py
+
+    for name, item in group.items():
+        if isinstance(item, h5py.Dataset):
+            yield f"{prefix}{name}", item
+        else:
+            yield from _h5_datasets(item, f"{prefix}{name}/")
+
+
+def test_masks_are_saved_at_one_byte_per_weight(tmp_path):
+    import h5py
+
+    model = _pruned()
+    _fit(model, 2)
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        z.extract("model.weights.h5", tmp_path)
+    with h5py.File(tmp_path / "model.weights.h5") as f:
+        masks = [d for _, d in _h5_datasets(f) if d.dtype == bool]
+        assert sorted(d.shape for d in masks) == sorted(
+            tuple(m.shape) for w in collect_wrappers(model) for _, m in w.pruned_weights
+        )
+        assert all(d.dtype.itemsize == 1 for d in masks)
+
+
+def test_loads_files_written_with_float32_masks(tmp_path):
+    """Files from kprune versions whose masks were float32 load into boolean masks."""
+    import h5py
+
+    model = _pruned()
+    _fit(model, 2)
+    model.save(tmp_path / "new.keras")
+    # Rewrite the file as an earlier version wrote it: every mask as float32 0/1.
+    with zipfile.ZipFile(tmp_path / "new.keras") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    (tmp_path / "w.h5").write_bytes(members["model.weights.h5"])
+    with h5py.File(tmp_path / "w.h5", "r+") as f:
+        converted = 0
+        for path, d in list(_h5_datasets(f)):
+            if d.dtype == bool:
+                value = d[()].astype(np.float32)
+                del f[path]
+                f.create_dataset(path, data=value)
+                converted += 1
+        assert converted == 3
+    members["model.weights.h5"] = (tmp_path / "w.h5").read_bytes()
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+    old = keras.models.load_model(tmp_path / "old.keras")
+    for (m0, v0), (m1, v1) in zip(_state(model), _state(old)):
+        assert m1.dtype == bool
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(v0, v1)
+    _fit(old, 3, initial_epoch=2)  # resumes
+    for w in collect_wrappers(old):
+        for v, m in w.pruned_weights:
+            assert not np.any(v.numpy()[~m.numpy()])

@@ -6,7 +6,7 @@ import pytest
 from keras import layers as L
 
 import kprune
-from kprune.channels import _keep_count
+from kprune.channels import keep_count
 from kprune.graph import ChannelGraph
 from kprune.structured import update_channel_masks
 
@@ -59,7 +59,7 @@ def test_gradual_schedule_reaches_exact_channel_counts_and_couples_branches():
     # Sparsity only grows, follows the schedule at its turns and ends at 50%.
     assert seen == sorted(seen) and seen[0] < 32 and seen[-1] == 32
     # Batch b (0-based) is step b + 1, as in tfmot.
-    turns = [64 - _keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(1, 17)]
+    turns = [64 - keep_count(64, float(schedule(s)[1]), 1) if bool(schedule(s)[0]) else None for s in range(1, 17)]
     last = 0
     for batch, count in enumerate(seen):
         last = turns[batch] if turns[batch] is not None else last

@@ -1,0 +1,313 @@
+#!/usr/bin/env python
+"""Per-layer ratios under a budget: uniform vs sensitivity vs NetAdapt vs simulated annealing.
+
+Models (scikit-learn's 8x8 digits, upsampled; 1437 training images of which
+the last 300 are the held-out *search* split, 360 test images used once):
+
+* `rescnn`: a CNN with residual blocks on 28x28x1 (stride-2 stem 32, two
+  blocks at 32, a stride-2 conv to 64, one block at 64, GAP, Dense 10);
+* `mobilenetv2`: `keras.applications.MobileNetV2(alpha=0.5, weights=None)`
+  on 32x32x1 (Keras' smallest input size; 28x28 is refused), 10 classes.
+
+Both are trained briefly (Adam, BatchNormalization momentum 0.9 so that its
+moving statistics converge in a few hundred steps). For each model and each budget -- 50% of the
+dense MACs, and 60% of the dense model's LiteRT latency (predicted by
+`kprune.LatencyTable`, checked on the exported file) -- each method picks
+per-group widths (`round_to=8`, L2 criterion, search signals on the held-out
+split only):
+
+* uniform: one ratio for every group (`kprune.search.uniform`);
+* sensitivity: `kprune.sensitivity` scan (one-shot accuracy per group and
+  ratio), then the allocation with the least predicted loss;
+* NetAdapt: `kprune.netadapt` with short-term fine-tuning of each proposal;
+* simulated annealing: `kprune.simulated_annealing` (NNI's schedule,
+  `energy_scale=100`, i.e. accuracy in percent), capped evaluations.
+
+Then every pruned model gets the same fine-tune (Adam 5e-4, `FINETUNE`
+epochs on the training split) and is exported with `kprune.export_tflite`
+(float32). Reported: test accuracy (one-shot and after the fine-tune),
+achieved MACs (fraction of dense), LiteRT latency of the exported file (1
+thread; median of interleaved rounds against the dense file, as a fraction of
+it), the latency the table predicted, and search wall time (the sensitivity
+scan is run once per model and counted in both budgets' rows).
+
+Usage:
+    python benchmarks/bench_search.py [--quick | --full] [--out PATH]
+
+Default: 27 minutes on 2 cores shared with other jobs (latency table of
+MobileNetV2 2 minutes on the first run, then cached; each row's fine-tune,
+export and timing 0.5-1.5 minutes). `--quick` (~8 minutes): fewer training
+epochs and evaluations, for checking the script. `--full`: more
+training, NetAdapt's finer schedule, more annealing evaluations (about an
+hour). Prints progress to stderr, the table to stdout, and writes JSON to
+`benchmarks/results/search.json`.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from bench_io import write_json  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "search.json")
+
+SETTINGS = {
+    "quick": {"epochs": {"rescnn": 4, "mobilenetv2": 6}, "finetune": 1, "sens_ratios": (0.25, 0.5, 0.75),
+              "sa_evals": 15, "na_steps": 5, "na_reduction": 0.2, "na_decay": 0.9, "lut_points": 2},
+    "default": {"epochs": {"rescnn": 8, "mobilenetv2": 20}, "finetune": 3, "sens_ratios": (0.2, 0.4, 0.6, 0.8),
+                "sa_evals": 40, "na_steps": 10, "na_reduction": 0.1, "na_decay": 0.9, "lut_points": 3},
+    "full": {"epochs": {"rescnn": 15, "mobilenetv2": 40}, "finetune": 8,
+             "sens_ratios": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+             "sa_evals": 150, "na_steps": 30, "na_reduction": 0.05, "na_decay": 0.96, "lut_points": 4},
+}
+GOAL_BUDGET = 0.03
+GOAL_GAIN = 0.01
+
+
+def log(msg):
+    print(f"[bench_search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_data(size):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype("float32")
+    y = digits.target.astype("int64")
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    # bilinear upsampling of 8x8 to size x size
+    grid = np.linspace(0, 7, size)
+    i0 = np.floor(grid).astype(int)
+    i1 = np.minimum(i0 + 1, 7)
+    w = (grid - i0).astype("float32")
+    rows = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
+    x = rows[:, :, i0] * (1 - w)[None, None, :] + rows[:, :, i1] * w[None, None, :]
+    x = x[..., None]
+    split = int(0.8 * len(x))
+    return {"train": (x[:split], y[:split]), "search": (x[split - 300:split], y[split - 300:split]),
+            "fit": (x[:split - 300], y[:split - 300]), "test": (x[split:], y[split:])}
+
+
+def build_rescnn(keras):
+    L = keras.layers
+
+    def block(x, width, name):
+        h = L.ReLU()(L.BatchNormalization()(L.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}a")(x)))
+        h = L.BatchNormalization()(L.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}b")(h))
+        return L.ReLU()(L.Add()([x, h]))
+
+    inputs = keras.Input((28, 28, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 3, strides=2, padding="same", use_bias=False,
+                                                  name="stem")(inputs)))
+    x = block(x, 32, "b1")
+    x = block(x, 32, "b2")
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(64, 3, strides=2, padding="same", use_bias=False, name="down")(x)))
+    x = block(x, 64, "b3")
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(10, name="head")(x), name="rescnn")
+
+
+def build_mobilenetv2(keras):
+    return keras.applications.MobileNetV2(input_shape=(32, 32, 1), alpha=0.5, weights=None, classes=10,
+                                          classifier_activation=None)
+
+
+def fast_batchnorm(keras, model):
+    """BatchNormalization momentum 0.9 (Keras: 0.99, MobileNetV2: 0.999): with ~25 steps per
+    epoch the moving statistics would not converge in a brief training."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
+def compile_model(keras, model, lr):
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def accuracy(model, data):
+    import numpy as np
+
+    x, y = data
+    return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), -1) == y))
+
+
+def interleaved_latency(dense_path, path, io_names, sample, rounds=5, runs=60):
+    """Median ms of each file over interleaved rounds, and the median per-round ratio."""
+    import numpy as np
+
+    from kprune import litert
+
+    dense, pruned, ratios = [], [], []
+    for r in range(rounds):  # alternate the order so drifts in machine load hit both alike
+        if r % 2:
+            b = litert.latency_ms(path, io_names, sample, runs)
+            a = litert.latency_ms(dense_path, io_names, sample, runs)
+        else:
+            a = litert.latency_ms(dense_path, io_names, sample, runs)
+            b = litert.latency_ms(path, io_names, sample, runs)
+        pair = [a, b]
+        dense.append(pair[0])
+        pruned.append(pair[1])
+        ratios.append(pair[1] / pair[0])
+    return float(np.median(dense)), float(np.median(pruned)), float(np.median(ratios))
+
+
+def run_model(name, settings, data, workdir):
+    import keras
+    import numpy as np
+
+    import kprune
+    from kprune import litert
+    from kprune.evaluation import accuracy as accuracy_on
+    from kprune.search import uniform
+
+    keras.utils.set_random_seed(0)
+    model = fast_batchnorm(keras, build_rescnn(keras) if name == "rescnn" else build_mobilenetv2(keras))
+    compile_model(keras, model, 2e-3)
+    started = time.perf_counter()
+    model.fit(*data["train"], epochs=settings["epochs"][name], batch_size=64, verbose=0)
+    train_s = time.perf_counter() - started
+    dense_acc = accuracy(model, data["test"])
+    log(f"{name}: trained {settings['epochs'][name]} epochs in {train_s:.0f} s, test accuracy {dense_acc:.4f}")
+
+    dense_path = os.path.join(workdir, f"{name}_dense.tflite")
+    dense_report = kprune.export_tflite(model, dense_path, latency_runs=100)
+    io_names = litert.io_names(model)
+    sample = litert.random_samples(litert.input_specs(model))[0]
+
+    started = time.perf_counter()
+    space = kprune.SearchSpace(model, round_to=8)
+    table = kprune.LatencyTable(space, points=settings["lut_points"], progress=lambda m: None)
+    lut_s = time.perf_counter() - started
+    log(f"{name}: latency table ({len(table.entries)} layers) in {lut_s:.0f} s "
+        f"(cached: {table.path}); calibration {[(round(p['measured_ms'], 3), round(p['predicted_ms'], 3)) for p in table.calibration['points']]}")
+
+    evaluate = accuracy_on(*data["search"])
+    started = time.perf_counter()
+    scan = kprune.sensitivity(model, evaluate, ratios=settings["sens_ratios"], verbose=0)
+    scan_s = time.perf_counter() - started
+    log(f"{name}: sensitivity scan of {len(scan.names)} groups in {scan_s:.0f} s")
+
+    rows = []
+    for budget_name, budget in (("macs 50%", kprune.Budget(macs=0.5)), ("latency 60%", kprune.Budget(latency_ms=0.6))):
+        for method in ("uniform", "sensitivity", "netadapt", "annealing"):
+            started = time.perf_counter()
+            if method == "uniform":
+                result = uniform(model, budget, latency=table)
+            elif method == "sensitivity":
+                result = scan.allocate(budget, latency=table)
+            elif method == "netadapt":
+                result = kprune.netadapt(model, budget, evaluate, fine_tune=settings["na_steps"],
+                                         fine_tune_data=data["fit"], initial_reduction=settings["na_reduction"],
+                                         decay=settings["na_decay"], latency=table, verbose=0)
+            else:
+                result = kprune.simulated_annealing(model, budget, evaluate, energy_scale=100.0, latency=table,
+                                                    max_evaluations=settings["sa_evals"], verbose=0)
+            search_s = time.perf_counter() - started + (scan_s if method == "sensitivity" else 0.0)
+            if method == "netadapt":
+                pruned = result.model
+            else:
+                pruned = kprune.remove_channels(model, result.plan)
+            one_shot = accuracy(pruned, data["test"])
+            keras.utils.set_random_seed(1)
+            compile_model(keras, fast_batchnorm(keras, pruned), 5e-4)
+            pruned.fit(*data["train"], epochs=settings["finetune"], batch_size=64, verbose=0)
+            tuned = accuracy(pruned, data["test"])
+            path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
+            report = kprune.export_tflite(pruned, path, latency_runs=50)
+            dense_ms, pruned_ms, ratio = interleaved_latency(dense_path, path, io_names, sample)
+            macs = kprune.count_macs(pruned)
+            achieved = macs / dense_report.macs if budget.macs else ratio
+            row = {
+                "model": name, "budget": budget_name, "method": method, "one_shot_accuracy": one_shot,
+                "accuracy": tuned, "macs": macs, "macs_fraction": macs / dense_report.macs,
+                "latency_ms": pruned_ms, "dense_latency_ms": dense_ms, "latency_fraction": ratio,
+                "predicted_latency_ms": table(space.from_description(result.widths)),
+                "predicted_latency_fraction": table(space.from_description(result.widths)) / table(space.dense),
+                "achieved_fraction": achieved, "target_fraction": 0.5 if budget.macs else 0.6,
+                "within_3pct": abs(achieved - (0.5 if budget.macs else 0.6)) <= GOAL_BUDGET * (0.5 if budget.macs else 0.6),
+                "search_seconds": search_s, "evaluations": result.evaluations, "widths": result.widths,
+                "verified": report.verified,
+            }
+            rows.append(row)
+            log(f"{name} {budget_name} {method}: acc {one_shot:.3f} -> {tuned:.3f}, MACs {row['macs_fraction']:.3f}, "
+                f"latency {ratio:.3f} (predicted {row['predicted_latency_fraction']:.3f}), {search_s:.0f} s")
+    return {"name": name, "dense_accuracy": dense_acc, "dense_macs": dense_report.macs,
+            "dense_latency_ms": dense_report.latency_ms, "train_seconds": train_s, "lut_seconds": lut_s,
+            "lut_layers": len(table.entries), "calibration": table.calibration, "scan_seconds": scan_s,
+            "sensitivity": scan.to_dict(), "rows": rows}
+
+
+def table_text(results):
+    lines = [f"{'model':<12} {'budget':<12} {'method':<12} {'acc 1-shot':>10} {'acc tuned':>9} {'MACs':>6} "
+             f"{'latency':>8} {'pred.':>6} {'in 3%':>5} {'search s':>8}"]
+    for res in results:
+        lines.append(f"{res['name']:<12} {'dense':<12} {'-':<12} {'':>10} {res['dense_accuracy']:>9.3f} {1:>6.3f} "
+                     f"{1:>8.3f} {'':>6} {'':>5} {'':>8}")
+        for r in res["rows"]:
+            lines.append(
+                f"{r['model']:<12} {r['budget']:<12} {r['method']:<12} {r['one_shot_accuracy']:>10.3f} "
+                f"{r['accuracy']:>9.3f} {r['macs_fraction']:>6.3f} {r['latency_fraction']:>8.3f} "
+                f"{r['predicted_latency_fraction']:>6.3f} {'yes' if r['within_3pct'] else 'NO':>5} "
+                f"{r['search_seconds']:>8.0f}")
+    return "\n".join(lines)
+
+
+def goals(results):
+    out = []
+    for res in results:
+        for budget in ("macs 50%", "latency 60%"):
+            rows = [r for r in res["rows"] if r["budget"] == budget]
+            uniform = next(r for r in rows if r["method"] == "uniform")
+            best = max((r for r in rows if r["method"] != "uniform"), key=lambda r: r["accuracy"])
+            out.append({"model": res["name"], "budget": budget, "all_within_3pct": all(r["within_3pct"] for r in rows),
+                        "best_method": best["method"], "gain_over_uniform": best["accuracy"] - uniform["accuracy"],
+                        "beats_uniform_by_1pt": best["accuracy"] - uniform["accuracy"] >= GOAL_GAIN})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true")
+    mode.add_argument("--full", action="store_true")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--models", default="rescnn,mobilenetv2")
+    args = parser.parse_args()
+    settings = SETTINGS["quick" if args.quick else "full" if args.full else "default"]
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models.split(","):
+            data = load_data(28 if name == "rescnn" else 32)
+            results.append(run_model(name, settings, data, workdir))
+    text = table_text(results)
+    print(text)
+    summary = goals(results)
+    for g in summary:
+        print(f"{g['model']} {g['budget']}: all within 3% of budget: {g['all_within_3pct']}; best "
+              f"{g['best_method']} {g['gain_over_uniform']:+.3f} vs uniform (goal +0.010): "
+              f"{'met' if g['beats_uniform_by_1pt'] else 'missed'}")
+    import tensorflow as tf
+
+    write_json({"mode": "quick" if args.quick else "full" if args.full else "default", "settings": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}, "results": results,
+        "goals": summary, "table": text, "seconds": time.perf_counter() - started,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__}},
+        args.out)
+    log(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
