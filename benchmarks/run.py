@@ -42,6 +42,7 @@ BENCHMARKS = (  # name, script; the JSON is <results dir>/<name>.json
     ("training", "bench_training.py"),
     ("channels", "bench_channels.py"),
     ("export", "bench_export.py"),
+    ("backends", "bench_backends.py"),
 )
 TIMEOUT_S = {"quick": 900, "full": 3600}
 
@@ -352,6 +353,22 @@ def all_goals(results):
     return out
 
 
+def section_backends(r):
+    """Pruned/plain step-time ratios per Keras backend (`bench_backends.py`)."""
+    lines = ["## Training overhead on each Keras backend", "",
+             "`bench_backends.py`: the MNIST CNN of `bench_training.py`, plain vs kprune "
+             f"ConstantSparsity({r.get('sparsity')}), one subprocess per installed backend, "
+             "NumPy input; ratios of pruned to plain step time.", ""]
+    rows = []
+    for backend, b in (r.get("backends") or {}).items():
+        q = b.get("ratios") or {}
+        rows.append([backend, num(b["variants"]["plain"]["median_ms"], ".1f", " ms"),
+                     num(q.get("f100_median"), ".3f"), num(q.get("f100_mean"), ".3f"),
+                     num(q.get("f10_median"), ".3f"), num(q.get("f10_mean"), ".3f")])
+    return lines + table(["backend", "plain step (median)", "f100 median", "f100 mean",
+                          "f10 median", "f10 mean"], rows)
+
+
 def render(results, runs, meta):
     lines = [
         "# kprune benchmarks" + (" (quick smoke run)" if meta["quick"] else ""),
@@ -379,6 +396,7 @@ def render(results, runs, meta):
         ("export", lambda: section_export_sizes(results["export"])),
         (None, lambda: section_latency(results.get("export"), results.get("channels"))),
         ("export", lambda: section_accuracy(results["export"])),
+        ("backends", lambda: section_backends(results["backends"])),
     )
     for needs, build in sections:
         lines.append("")

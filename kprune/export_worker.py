@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from kprune import tf_convert
-from kprune.convert import write_atomic
+from kprune.atomic import write_json
 from kprune.export import export_tflite
 
 
@@ -29,7 +29,7 @@ def main(argv=None):
         result = {"report": report.to_dict()}
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         result = {"error": type(e).__name__, "message": str(e)}
-    write_atomic(request["report"], json.dumps(result).encode())
+    write_json(request["report"], result)
     return 0
 
 

@@ -121,6 +121,13 @@ class HessianCriterion(DataCriterion):
 
     def __init__(self, name, data, loss=None, samples=16, max_batches=4, seed=0):
         super().__init__(name, data, loss)
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"Importance {name!r} computes Hessian-vector products with nested "
+                "tf.GradientTape: it needs the TensorFlow backend. Received: backend "
+                f"{keras.backend.backend()!r}. Run it with KERAS_BACKEND=tensorflow, or use "
+                "importance='taylor' (every backend)."
+            )
         check_targets(name, data)
         self.samples = samples
         self.max_batches = max_batches

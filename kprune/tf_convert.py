@@ -104,9 +104,9 @@ def export_on_tensorflow(model, path, options):
                 f"TFLite export on the TensorFlow backend did not finish in {TIMEOUT} s."
             ) from None
         if not os.path.exists(request["report"]):
+            tail = "\n".join((done.stderr or "").strip().splitlines()[-12:])
             raise RuntimeError(
-                "TFLite export on the TensorFlow backend failed (exit code "
-                f"{done.returncode}): {(done.stderr or '')[-2000:]}"
+                f"TFLite export on the TensorFlow backend failed (exit code {done.returncode}):\n{tail}"
             )
         with open(request["report"]) as f:
             result = json.load(f)

@@ -37,6 +37,9 @@ from kprune.schedules import ConstantSparsity, PruningSchedule
 
 def apply_mask(value, mask):
     """`value` where `mask` is True, 0 elsewhere (`mask` boolean, or 0/1)."""
+    # Variables as tensors: JAX's `where` no longer converts them itself.
+    value = value.value if isinstance(value, keras.Variable) else value
+    mask = mask.value if isinstance(mask, keras.Variable) else mask
     if mask.dtype != "bool":
         mask = ops.cast(mask, "bool")
     return ops.where(mask, value, ops.zeros((), value.dtype))

@@ -57,6 +57,7 @@ def masks_by_backend(tmp_path_factory):
     return results
 
 
+@pytest.mark.cross_backend
 def test_masks_are_bit_identical_on_every_backend(masks_by_backend):
     if len(masks_by_backend) < 2:
         pytest.skip(f"one backend installed: {list(masks_by_backend)}")
@@ -74,6 +75,7 @@ def test_masks_are_bit_identical_on_every_backend(masks_by_backend):
                 assert int((result[name] == 0).sum()) == target_zeros(result[name].size, 0.6)
 
 
+@pytest.mark.cross_backend
 def test_outputs_and_taylor_scores_agree_across_backends(masks_by_backend):
     if len(masks_by_backend) < 2:
         pytest.skip(f"one backend installed: {list(masks_by_backend)}")
@@ -88,12 +90,13 @@ def test_outputs_and_taylor_scores_agree_across_backends(masks_by_backend):
 
 
 RESUME_PAIRS = [
-    (a, b) for a, b in (("tensorflow", "jax"), ("jax", "torch"), ("torch", "tensorflow"),
-                        ("jax", "tensorflow"))
+    # A cycle: every installed backend saves once and resumes once.
+    (a, b) for a, b in (("tensorflow", "jax"), ("jax", "torch"), ("torch", "tensorflow"))
     if a in INSTALLED and b in INSTALLED
 ]
 
 
+@pytest.mark.cross_backend
 @pytest.mark.skipif(not RESUME_PAIRS, reason="needs two backends installed")
 @pytest.mark.parametrize("source, target", RESUME_PAIRS)
 def test_saved_mid_training_resumes_on_another_backend(tmp_path, source, target):
@@ -127,6 +130,7 @@ def test_saved_mid_training_resumes_on_another_backend(tmp_path, source, target)
             assert int((mask == 0).sum()) == target_zeros(mask.size, final), key
 
 
+@pytest.mark.cross_backend
 @pytest.mark.skipif("jax" not in INSTALLED, reason="needs JAX")
 def test_data_parallel_on_two_jax_devices_keeps_masks_identical(tmp_path):
     from _backend_worker import SCHEDULE, STEPS_A, STEPS_B
@@ -252,3 +256,88 @@ def test_readme_channel_pruning_example_runs():
     pruned, small = namespace["pruned"], namespace["small"]
     assert small.get_layer("conv").filters == 8
     np.testing.assert_allclose(numpy(small(x[:4])), numpy(pruned(x[:4])), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's stateless, compiled custom loop")
+def test_jax_compiled_custom_loop_with_the_callback():
+    import jax
+
+    model = kprune.prune_low_magnitude(
+        _dense_model(), pruning_schedule=kprune.PolynomialDecay(0.0, 0.75, 0, 8, frequency=2)
+    )
+    optimizer = keras.optimizers.Adam(0.01)
+    model.compile(optimizer, "mse")  # the callback zeroes this optimizer's pruned state
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.MeanSquaredError()
+
+    def compute_loss(trainable, non_trainable, x, y):
+        outputs, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        return loss_fn(y, outputs), non_trainable
+
+    @jax.jit
+    def train_step(state, x, y):
+        trainable, non_trainable, optimizer_state = state
+        (loss, non_trainable), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            trainable, non_trainable, x, y
+        )
+        trainable, optimizer_state = optimizer.stateless_apply(optimizer_state, grads, trainable)
+        return loss, (trainable, non_trainable, optimizer_state)
+
+    holders = (model.trainable_variables, model.non_trainable_variables, optimizer.variables)
+
+    def read():
+        return tuple([v.value for v in group] for group in holders)
+
+    def write(state):
+        for group, values in zip(holders, state):
+            for variable, value in zip(group, values):
+                variable.assign(value)
+
+    callback = kprune.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 8, 6)).astype("float32")
+    y = rng.normal(size=(12, 8, 3)).astype("float32")
+    state = read()
+    for step in range(12):
+        write(state)  # the callback reads and assigns the variables
+        callback.on_train_batch_begin(step)
+        state = read()
+        _, state = train_step(state, x[step], y[step])
+    write(state)
+    callback.on_train_end()
+    for w in collect_wrappers(model):
+        assert int(numpy(w.pruning_step.value)) == 12
+        for v, m in w.pruned_weights:
+            m = m.numpy()
+            assert int((m == 0).sum()) == target_zeros(m.size, 0.75)
+            assert not np.any(v.numpy()[m == 0])
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="the in-process path is test_export.py's")
+def test_export_from_another_backend_converts_on_tensorflow_and_verifies(tmp_path):
+    model = kprune.prune_low_magnitude(
+        keras.Sequential([keras.Input((16,)), keras.layers.Dense(32), keras.layers.Dense(4)]),
+        pruning_schedule=kprune.ConstantSparsity(0.75, begin_step=0, frequency=1),
+    )
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model.fit(x, x[:, :4], batch_size=16, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    path = tmp_path / "model.tflite"
+    report = kprune.export_tflite(model, str(path), quantize="dynamic", sample_inputs=x[:8],
+                                  latency_runs=2)
+    assert report.verified is True and report.path == str(path) and path.exists()
+    assert report.quantization == "dynamic" and report.verification["samples"] == 8
+    # The file computes what this backend's model computes.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.set_tensor(inp["index"], x[:1])
+    interpreter.invoke()
+    expected = numpy(model(x[:1]))
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"]), expected, atol=0.05 * np.abs(expected).max())
+    with pytest.raises(ValueError, match=r"Argument `sample_inputs`"):
+        kprune.export_tflite(model, str(tmp_path / "bad.tflite"), sample_inputs=np.zeros((2, 5), "float32"))
