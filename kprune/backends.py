@@ -118,7 +118,7 @@ def gradients(model, x, loss_of, variables, training=False):
 
     >>> import keras, numpy as np
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
-    >>> model.layers[0].kernel.assign([[1.0], [2.0]])
+    >>> _ = model.layers[0].kernel.assign([[1.0], [2.0]])
     >>> g = gradients(model, np.ones((1, 2), "float32"), keras.ops.sum, model.trainable_variables)
     >>> keras.ops.convert_to_numpy(g[0]).ravel().tolist()
     [1.0, 1.0]

@@ -85,7 +85,7 @@ MODULES = [
     "schedules", "masks", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
     "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
-    "native_logs",
+    "native_logs", "backends", "tf_convert",
     "policy", "sparsity_check",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
