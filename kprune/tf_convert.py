@@ -9,7 +9,9 @@ same outputs) and writes the report as JSON. The caller gets the
 `ExportReport` and the exceptions it would have got in-process.
 
 Inputs (`representative_data`, `sample_inputs`) are read once in the caller,
-in the forms `export_tflite` accepts, and passed as arrays.
+in the forms `export_tflite` accepts, and passed as arrays. The model must
+load from its .keras file in a new process: built-in and kprune layers do,
+custom layers if they are registered in an importable module.
 
 Example:
 
@@ -97,7 +99,9 @@ def export_on_tensorflow(model, path, options):
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "kprune.export_worker", os.path.join(folder, "request.json")],
-                env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                env=env, stdout=subprocess.DEVNULL, text=True, timeout=TIMEOUT,
+                # verbose: the converter's and LiteRT's log lines reach the terminal.
+                stderr=None if options.get("verbose") else subprocess.PIPE,
             )
         except subprocess.TimeoutExpired:
             raise RuntimeError(
