@@ -56,7 +56,7 @@ from kprune.branches import structure_selection
 from kprune.stats import ModelSummary
 from kprune.stats import count_params
 from kprune.stats import summary
-from kprune.wrapper import PruneChannels
+from kprune.channel_wrapper import PruneChannels
 from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [

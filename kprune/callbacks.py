@@ -8,8 +8,9 @@ import numpy as np
 
 from kprune import backends, pruning, structured
 from kprune.graph import ChannelGraph
-from kprune.schedules import ScheduleTable, check_steps
-from kprune.wrapper import PruneChannels
+from kprune.schedule_table import ScheduleTable
+from kprune.schedules import check_steps
+from kprune.channel_wrapper import PruneChannels
 
 
 class UpdatePruningStep(keras.callbacks.Callback):

@@ -24,7 +24,7 @@ from kprune.graph import ChannelGraph
 from kprune.hessian import HessianCriterion
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.schedules import check_sparsity
-from kprune.wrapper import check_round_to
+from kprune.channel_wrapper import check_round_to
 from kprune.selection_criteria import RECONSTRUCTION_CRITERIA
 
 # The data criteria `plan_channels` knows: activation and Taylor criteria from

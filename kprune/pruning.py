@@ -7,7 +7,8 @@ from kprune import handlers, kgraph
 from kprune import masks as mask_math
 from kprune.policy import PruningPolicy
 from kprune.schedules import ConstantSparsity, PolynomialDecay
-from kprune.wrapper import MaskedWrapper, PruneChannels, PruneLowMagnitude
+from kprune.channel_wrapper import PruneChannels
+from kprune.wrapper import MaskedWrapper, PruneLowMagnitude
 
 
 def _leaf_layers(model):

@@ -35,7 +35,7 @@ from kprune import kgraph
 from kprune.graph import ChannelGraph
 from kprune.pruning import check_model, clone_with, collect_wrappers, copy_layer
 from kprune.schedules import MAX_STEP, ConstantSparsity, check_sparsity
-from kprune.wrapper import PruneChannels, check_round_to
+from kprune.channel_wrapper import PruneChannels, check_round_to
 
 
 def _trainable_slices(usage):

@@ -5,7 +5,7 @@ import keras
 from kprune import structured
 from kprune.pruning import collect_wrappers
 from kprune.schedules import check_sparsity
-from kprune.wrapper import PruneChannels
+from kprune.channel_wrapper import PruneChannels
 
 
 def update_masks(model, sparsity=None):

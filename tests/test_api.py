@@ -86,7 +86,7 @@ MODULES = [
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
     "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
     "native_logs", "backends", "tf_convert",
-    "policy", "sparsity_check",
+    "policy", "sparsity_check", "channel_wrapper", "schedule_table",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale",

@@ -166,7 +166,7 @@ class _Vectorized(kprune.PruningSchedule):
 
 
 def test_vectorizes_is_decided_by_comparing_with_scalar_calls():
-    from kprune.schedules import vectorizes
+    from kprune.schedule_table import vectorizes
 
     assert vectorizes(kprune.PolynomialDecay(0.0, 0.8, 0, 100, frequency=10))
     assert vectorizes(kprune.ConstantSparsity(0.5, 3, frequency=2))
@@ -176,7 +176,7 @@ def test_vectorizes_is_decided_by_comparing_with_scalar_calls():
 
 
 def test_schedule_table_calls_a_scalar_schedule_per_step():
-    from kprune.schedules import ScheduleTable
+    from kprune.schedule_table import ScheduleTable
 
     schedule = _ScalarOnly()
     table = ScheduleTable(schedule)
@@ -202,7 +202,7 @@ def test_should_prune_in_step_is_tfmots_helper_with_the_end_step_guarantee():
 
 
 def test_schedule_returning_wrong_sizes_raises():
-    from kprune.schedules import ScheduleTable
+    from kprune.schedule_table import ScheduleTable
 
     class Bad(kprune.PruningSchedule):
         def __call__(self, step):
