@@ -36,16 +36,11 @@ import numpy as np
 
 from kprune import config_list as config_list_lib
 from kprune import importance as importance_lib
+from kprune.channel_wrapper import check_round_to
 from kprune.channels import is_excluded, keep_count, make_plan
 from kprune.graph import ChannelGraph
 from kprune.pruning import collect_wrappers, strip_pruning
 from kprune.schedules import check_sparsity
-
-
-def check_round_to(round_to):
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
-    return round_to
 
 
 def allowed_widths(n, round_to):
