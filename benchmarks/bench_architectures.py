@@ -201,8 +201,11 @@ def main(argv=None):
                 print(f"[{k}/{len(names)}] {name}: done earlier", file=sys.stderr)
                 continue
             start = time.perf_counter()
+            # The child imports this checkout's kprune even when it is not installed.
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [os.path.dirname(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
             proc = subprocess.run([sys.executable, __file__, "--child", name, "--workdir", workdir],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=env)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
             if proc.returncode or not lines:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

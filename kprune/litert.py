@@ -278,6 +278,35 @@ def _matmul_macs(lhs, out):
     return int(np.prod(out)) * int(k)
 
 
+def decoded_interpreter(path_or_bytes, argname="model"):
+    """An interpreter run once on zeros, without delegates, all tensors kept.
+
+    int8, float16 and sparse-encoded constants are decoded by DEQUANTIZE /
+    DENSIFY ops at run time; after this run their decoded values are
+    readable with `get_tensor`.
+
+    Args:
+        path_or_bytes: a .tflite file or its flatbuffer bytes.
+        argname: the argument named in the error for a file that is not TFLite.
+
+    Returns:
+        `(interpreter, ops)`, `ops` being the interpreter's op details in
+        execution order.
+    """
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interp = tflite_interpreter(
+        path_or_bytes, argname,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=True,
+    )
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    interp.invoke()
+    return interp, interp._get_ops_details()
+
+
 def tflite_stats(path):
     """Per-op figures of a .tflite file.
 
@@ -295,20 +324,8 @@ def tflite_stats(path):
         One `LayerStats` per op that reads weights, in execution order; its
         name is the op's output tensor, its type the op name.
     """
-    from ai_edge_litert.interpreter import OpResolverType
-
-    # No delegate, all tensors kept: decoded weights are readable after a run.
-    interp = tflite_interpreter(
-        path, "model_or_path",
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interp.allocate_tensors()
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    interp.invoke()
+    interp, ops = decoded_interpreter(path, "model_or_path")
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = interp._get_ops_details()
     producer = {int(t): op for op in ops for t in op["outputs"]}
     inputs = {d["index"] for d in interp.get_input_details()}
 

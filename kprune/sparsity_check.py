@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from kprune import handlers, kgraph
-from kprune.litert import tflite_interpreter
+from kprune.litert import decoded_interpreter
 from kprune.wrapper import MaskedWrapper
 
 # TFLite ops whose weights (input 1) are laid out `(out, ..., in)`.
@@ -65,19 +65,8 @@ def _keras_weights(model):
 def _tflite_weights(path_or_bytes):
     """`(name, value, -1)` of the weights of CONV_2D and FULLY_CONNECTED ops
     (decoded: the file is run once, as `kprune.litert.tflite_stats` does)."""
-    from ai_edge_litert.interpreter import OpResolverType
-
-    interp = tflite_interpreter(
-        path_or_bytes, "model_or_tflite",
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
-    interp.allocate_tensors()
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    interp.invoke()
+    interp, ops = decoded_interpreter(path_or_bytes, "model_or_tflite")
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    ops = interp._get_ops_details()
     decoded_from = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] in _DECODE_OPS}
     for op in ops:
         if op["op_name"] in _WEIGHT_OPS and len(op["inputs"]) > 1:
