@@ -7,7 +7,9 @@ terminal unless `verbose=True` (`kprune.native_logs`). A failing conversion beco
 reason (`conversion_error`). `convert_best` converts with each candidate
 weight encoding (`encodings_to_try`: sparse when the weights are sparse
 enough and LiteRT can run it, dense), runs each file in LiteRT and keeps the
-smallest that runs.
+smallest that runs. The dense conversion is skipped when the sparse file
+is already smaller than the dense file can be (`dense_floor_bytes`: the
+kernels alone, at the file's float width).
 
 Example:
 
@@ -19,12 +21,13 @@ True
 
 import contextlib
 import io
+import math
 import re
 import tempfile
 import time
 import warnings
 
-from kprune import litert
+from kprune import kgraph, litert, rules
 from kprune.native_logs import quiet_native_logs
 
 SPARSITY_FOR_ENCODING = 0.5  # "auto" sparse-encodes from this weight sparsity on
@@ -113,13 +116,46 @@ def encodings_to_try(sparse_encoding, quantize, sparsity, notes):
     return [True, False]
 
 
+# Bytes per weight element of a dense file, by `quantize` (float types only:
+# int8 and dynamic files are never sparse-encoded).
+_FLOAT_BYTES = {None: 4, "float16": 2}
+
+
+def dense_floor_bytes(model, quantize=None):
+    """A lower bound on the size of `model`'s dense TFLite file: its prunable
+    kernels (every one is a constant of the file; batch-norm folding rescales
+    a kernel but keeps its size) at the file's float width. 0 for integer
+    quantization.
+
+    Example:
+
+    >>> import keras
+    >>> dense_floor_bytes(keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)]))
+    128
+    """
+    width = _FLOAT_BYTES.get(quantize, 0)
+    kernels = {
+        id(w.variable): math.prod(w.variable.shape)
+        for layer in kgraph.sublayers(model) if layer.built
+        for w in rules.prunable_weights(layer)
+    }
+    return width * sum(kernels.values())
+
+
 def convert_best(name, exported, candidates, sparse_encoding, checked, notes, timings, options):
     """Convert with each candidate encoding, run each file in LiteRT, keep the
     smallest that runs. Returns `(content, outputs, sparse)`."""
     verbose = options["verbose"]
     io_names = litert.io_names(exported)
     results = []
+    floor = dense_floor_bytes(exported, options.get("quantize")) if len(candidates) > 1 else 0
     for sparse in candidates:
+        if not sparse and results and len(results[0][0]) < floor:
+            notes.append(
+                f"dense encoding not converted: the sparse file ({len(results[0][0]):,} bytes) is "
+                f"smaller than the dense kernels alone ({floor:,} bytes)"
+            )
+            break
         with timed(timings, "convert"):
             try:
                 content = convert(exported, sparse=sparse, **options)

@@ -135,6 +135,19 @@ def test_auto_keeps_the_smaller_encoding(digits, tmp_path, monkeypatch):
     assert any("is not smaller than the dense one" in n for n in report.notes)
 
 
+@pytest.mark.parametrize("quantize", [None, "float16"])
+def test_auto_converts_once_when_sparse_beats_the_dense_floor(digits, tmp_path, quantize):
+    common = dict(quantize=quantize, verify=False, measure_latency=False, remove_pruned_channels=False)
+    auto = export_tflite(digits["pruned"], tmp_path / "auto.tflite", **common)
+    dense = export_tflite(digits["pruned"], tmp_path / "dense.tflite", sparse_encoding=False, **common)
+    # The floor bounds the dense file from below, and the sparse file is
+    # under it: the dense conversion was skipped, with the same choice.
+    floor = convert_lib.dense_floor_bytes(kprune.strip_pruning(digits["pruned"]), quantize)
+    assert 0 < floor <= dense.file_bytes, auto.notes
+    assert auto.sparse_encoding and auto.file_bytes < floor
+    assert any("dense encoding not converted" in n for n in auto.notes)
+
+
 @pytest.mark.parametrize("quantize, atol", [("dynamic", 0.15), ("float16", 0.02)])
 def test_weight_quantized_exports_match_keras(digits, tmp_path, quantize, atol):
     path = tmp_path / f"{quantize}.tflite"
