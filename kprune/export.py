@@ -37,6 +37,8 @@ QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 # level 9 took 27 s and level 6 3.2 s, for 1% fewer bytes.
 GZIP_LEVEL = 6
 _VERIFY_SAMPLES = 64
+# Random verification samples total about this many MACs (4 to 16 samples).
+_RANDOM_SAMPLE_MACS, _MIN_RANDOM_SAMPLES = 2e9, 4
 
 
 @dataclasses.dataclass
@@ -229,7 +231,8 @@ def export_tflite(
             too (callers quantize them). Defaults to False (float32 I/O).
         sample_inputs: verification inputs, in the forms `representative_data`
             accepts. Defaults to None: the first 64 representative samples,
-            else 16 seeded standard-normal samples.
+            else 16 seeded standard-normal samples (fewer for models above
+            125M MACs per sample, so that they total about 2G MACs; at least 4).
         remove_pruned_channels: physically remove channels no layer reads
             (after `mask_channels`); skipped, with a note, for subclassed
             models. Defaults to True.
@@ -285,10 +288,12 @@ def export_tflite(
             warnings.warn(mismatch_message(report.verification), RuntimeWarning, stacklevel=2)
         return report
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
-    calibration, samples = _sample_sets(model, quantize, representative_data, sample_inputs)
+    before = summary_lib.layer_stats(model)
+    calibration, samples = _sample_sets(
+        model, quantize, representative_data, sample_inputs, sum(r.macs for r in before)
+    )
 
     notes = []
-    before = summary_lib.layer_stats(model)
     exported, removed = _prepare(model, remove_pruned_channels, notes, timings)
     rows = summary_lib.layer_stats(exported)
     params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
@@ -300,10 +305,9 @@ def export_tflite(
         model.name, exported, candidates, sparse_encoding, checked, notes, timings,
         dict(quantize=quantize, calibration=calibration, int8_io=int8_io, verbose=verbose),
     )
-    # gzip (zlib releases the GIL) runs beside verification and the write.
     gzipping = concurrent.futures.ThreadPoolExecutor(1)
     gzip_bytes = gzipping.submit(lambda: len(gzip.compress(content, compresslevel=GZIP_LEVEL)))
-    gzipping.shutdown(wait=False)
+    gzipping.shutdown(wait=False)  # zlib releases the GIL: gzip runs beside verification
     checked_figures = verified = None
     if verify:
         with timed(timings, "verify"):
@@ -356,7 +360,7 @@ def _load(model, path):
     return model
 
 
-def _sample_sets(model, quantize, representative_data, sample_inputs):
+def _sample_sets(model, quantize, representative_data, sample_inputs, macs):
     """`(calibration, verification samples)` as lists of batch-1 samples."""
     specs = litert.input_specs(model)
     calibration = None
@@ -368,7 +372,8 @@ def _sample_sets(model, quantize, representative_data, sample_inputs):
         samples = calibration or litert.to_samples(representative_data, specs, "representative_data")
         samples = samples[:_VERIFY_SAMPLES]
     else:
-        samples = litert.random_samples(specs)
+        count = max(_MIN_RANDOM_SAMPLES, min(litert.RANDOM_SAMPLES, int(_RANDOM_SAMPLE_MACS // max(macs, 1))))
+        samples = litert.random_samples(specs, count)
     return calibration, samples
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from kprune.kgraph import is_graph
 from kprune.tables import LayerStats
 
-_RANDOM_SAMPLES = 16
+RANDOM_SAMPLES = 16
 _WARMUP_RUNS = 5
 
 
@@ -138,11 +138,12 @@ def to_samples(data, specs, argname):
     return samples
 
 
-def random_samples(specs):
-    """Seeded standard-normal samples (zeros for integer inputs)."""
+def random_samples(specs, count=None):
+    """`count` (default `RANDOM_SAMPLES`) seeded standard-normal samples (zeros
+    for integer inputs)."""
     rng = np.random.default_rng(0)
     samples = []
-    for _ in range(_RANDOM_SAMPLES):
+    for _ in range(RANDOM_SAMPLES if count is None else count):
         sample = []
         for _, shape, dtype in specs:
             size = (1,) + tuple(d or 1 for d in shape[1:])

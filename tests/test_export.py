@@ -441,3 +441,16 @@ def test_non_finite_keras_outputs_are_reported_as_such(tmp_path):
         report = export_tflite(model, tmp_path / "nan.tflite", measure_latency=False)
     assert report.verified is False
     assert report.verification["keras_finite"] is False
+
+
+def test_random_verification_samples_scale_with_macs(tmp_path):
+    # 256x256x16 -> 3x3 conv with 32 filters: 302M MACs per sample, so the
+    # random verification set totals about 2G MACs: 6 samples instead of 16.
+    big = keras.Sequential([keras.Input((256, 256, 16)), keras.layers.Conv2D(32, 3, padding="same")])
+    small = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    macs = kprune.count_macs(big)
+    assert macs == 256 * 256 * 9 * 16 * 32
+    common = dict(measure_latency=False, remove_pruned_channels=False)
+    report = export_tflite(big, tmp_path / "big.tflite", **common)
+    assert report.verified and report.verification["samples"] == int(2e9 // macs) == 6
+    assert export_tflite(small, tmp_path / "small.tflite", **common).verification["samples"] == 16
