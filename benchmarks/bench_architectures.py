@@ -18,7 +18,7 @@ state file, so an interrupted run resumes where it stopped.
 
 Usage:
     python benchmarks/bench_architectures.py [--families] [--only NAME ...]
-        [--out benchmarks/results/architectures.json] [--fresh]
+        [--out benchmarks/results/architectures.json] [--fresh] [--retry-crashed]
 
 `--families` runs one (the smallest) architecture per family, as the test
 suite does (tests/test_applications.py). The full run (40 architectures)
@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 
 # Smallest input each family accepts with weights=None (NASNet and the
 # Inception family need more than 32 pixels).
-MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "NASNetLarge": 32, "NASNetMobile": 32}
+MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71, "NASNetLarge": 32, "NASNetMobile": 32}
 DEFAULT_SIZE = 32
 
 # One representative (the smallest) per family.
@@ -177,6 +177,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", help="these architectures")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "architectures.json"))
     parser.add_argument("--fresh", action="store_true", help="ignore the state of an earlier run")
+    parser.add_argument("--retry-crashed", action="store_true", help="run again the architectures that crashed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -194,7 +195,8 @@ def main(argv=None):
         with open(state) as f:
             for line in f:
                 row = json.loads(line)
-                done[row["name"]] = row
+                if not (args.retry_crashed and "CRASHED" in (row["unstructured"]["status"], row["channels"]["status"])):
+                    done[row["name"]] = row
     with tempfile.TemporaryDirectory() as workdir:
         for k, name in enumerate(names, 1):
             if name in done:
@@ -219,13 +221,14 @@ def main(argv=None):
                 f.write(json.dumps(row) + "\n")
             print(f"[{k}/{len(names)}] {name}: {row['unstructured']['status']} / "
                   f"{row['channels']['status']} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    results = [done[n] for n in names]
+    # Every architecture measured so far (an `--only` run adds to the table);
+    # the state file stays: it is the record that `--fresh` discards.
+    order = {n: i for i, n in enumerate(architectures())}
+    results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
     table = _table(results)
     print(table)
     write_json({"results": results}, args.out)
     write_atomic(os.path.splitext(args.out)[0] + ".md", table + "\n")
-    if os.path.exists(state) and len(done) >= len(names):
-        os.remove(state)
 
 
 if __name__ == "__main__":
