@@ -109,7 +109,13 @@ def _check_callable(name, value):
 
 
 def _leaves(model):
-    return [layer for layer in kgraph.sublayers(model) if not kgraph.is_nested_graph(layer)]
+    """The layers of `model` that hold channel slices: its layers, and those of
+    nested Sequential/Functional models (a composite layer such as
+    MultiHeadAttention counts as one: its usages name it, not its parts)."""
+    result = []
+    for layer in model.layers:
+        result.extend(_leaves(layer) if kgraph.is_nested_graph(layer) else [layer])
+    return result
 
 
 def _zero(graph, pruned):
@@ -143,10 +149,12 @@ def _copy_back(graph, pruned, source):
             variable.assign(value)
 
 
-def _consumers(group):
-    """Names of the Conv/Dense layers that read `group`'s channels (the layers
-    `reconstruct` refits)."""
-    return sorted({u.layer.name for u in group.usages if u.role == "in" and sampling.supports(u.layer)})
+def _consumers(graph, group):
+    """Names of the top-level Conv/Dense layers that read `group`'s channels
+    (the layers `reconstruct` refits)."""
+    top = {id(node.operation) for node in kgraph.nodes(graph.model)}
+    return sorted({u.layer.name for u in group.usages
+                   if u.role == "in" and id(u.layer) in top and sampling.supports(u.layer)})
 
 
 def _order(graph):
@@ -245,7 +253,7 @@ def prune_layerwise(model, sparsity, importance="l2", data=None, loss=None, reco
             pruned |= units
             _zero(graph, pruned)
             if reconstruct:
-                refit = reconstruct_layers(work, reference, data, layers=_consumers(group),
+                refit = reconstruct_layers(work, reference, data, layers=_consumers(graph, group),
                                            **(reconstruct_kwargs or {}))
                 _copy_back(graph, pruned, refit)
             if fine_tune is not None:
@@ -260,7 +268,8 @@ def prune_layerwise(model, sparsity, importance="l2", data=None, loss=None, reco
 
 
 def _entry(group):
-    reason = group.blocked or ("no producer" if not group.producers else "not pruned yet")
+    reason = group.blocked or (
+        "no producer" if not group.producers else "one channel" if len(group.units) < 2 else "not pruned yet")
     return {"group": group.index, "producers": group.producers, "channels": len(group.units),
             "pruned": [], "reason": reason}
 

@@ -116,6 +116,21 @@ def test_reconstruction_refits_the_readers_of_each_group(rng):
     assert errors[True] < 0.5 * errors[False]
 
 
+def test_nested_models_are_pruned_group_by_group(rng):
+    inner = keras.Sequential([keras.Input((6, 6, 4)), L.Conv2D(8, 3, activation="relu", name="i1"),
+                              L.Conv2D(6, 3, name="i2")], name="inner")
+    x = keras.Input((8, 8, 3))
+    h = inner(L.Conv2D(4, 3, activation="relu", name="c0")(x))
+    model = keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling2D()(h)))
+    calls = []
+    small, plan = kprune.prune_layerwise(model, 0.5, fine_tune=lambda m: calls.append(m.get_layer("inner").layers[0].filters))
+    masked, _ = kprune.prune_layerwise(model, 0.5, remove=False)
+    assert calls == [8, 4, 4]  # c0, then i1, then i2
+    assert [layer.filters for layer in small.get_layer("inner").layers] == [4, 3]
+    data = rng.random((8, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_allclose(small.predict(data, verbose=0), masked.predict(data, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_excluded_groups_stay_whole(rng):
     small, plan = kprune.prune_layerwise(_model(), 0.5, exclude=["c3"])
     assert small.get_layer("c3").filters == 10
