@@ -41,7 +41,7 @@ The default run takes about an hour on 2 shared, loaded cores (the 66
 one-shot rows took 42 minutes, the SSS part 5.5, the layerwise part 13; dense
 training 10 epochs; the short fine-tune is 1 epoch per row, to keep 66 rows
 within budget); `--quick` prunes only 50% with l1/thinet/lasso/random, runs
-one gamma and one layerwise row (about 8 minutes). `--only sss` (or `channels`, `layerwise`) runs one
+one gamma and one layerwise row (about 10 minutes). `--only sss` (or `channels`, `layerwise`) runs one
 part and replaces only that part's rows in an existing `--out` JSON (the dense
 model is retrained with the same seed first, about 30 s, and must match; the
 SSS part takes about 7 minutes, the layerwise part about 5). Prints progress to stderr, the table to stdout, writes the table to
