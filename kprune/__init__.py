@@ -28,6 +28,8 @@ from kprune.importance import BNScaleRegularizer
 from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
 from kprune.latency import LatencyTable
+from kprune.layerwise import fine_tuner
+from kprune.layerwise import prune_layerwise
 from kprune.netadapt import netadapt
 from kprune.pruning import prune_low_magnitude
 from kprune.pruning import prune_scope
@@ -90,11 +92,13 @@ __all__ = [
     "count_params",
     "distiller",
     "export_tflite",
+    "fine_tuner",
     "mask_channels",
     "netadapt",
     "plan_channels",
     "prune_channels",
     "prune_and_reconstruct",
+    "prune_layerwise",
     "prune_low_magnitude",
     "register_layer",
     "prune_scope",

@@ -85,12 +85,13 @@ def refit_layer(patches, target, kernel, use_bias, ridge=1e-3):
     return new, bias
 
 
-def _targets(model, reference):
-    """Pairs `(layer, reference_layer)` of supported layers that read pruned channels."""
+def _targets(model, reference, layers=None):
+    """Pairs `(layer, reference_layer)` of supported layers that read pruned
+    channels (only those named in `layers`, if given)."""
     pairs = []
     for node in kgraph.nodes(model):
         layer = node.operation
-        if not sampling.supports(layer):
+        if not sampling.supports(layer) or (layers is not None and layer.name not in layers):
             continue
         try:
             ref = reference.get_layer(layer.name)
@@ -119,7 +120,7 @@ def _relative_error(a, b):
 
 
 def reconstruct(pruned, reference, data, max_images=256, positions_per_image=8, ridge=1e-3,
-                seed=0, memory_mb=512, return_errors=False, verbose=0):
+                seed=0, memory_mb=512, return_errors=False, verbose=0, layers=None):
     """Refit every layer of `pruned` that reads pruned channels to the reference's outputs.
 
     Args:
@@ -139,6 +140,10 @@ def reconstruct(pruned, reference, data, max_images=256, positions_per_image=8, 
             relative squared error of the layer's outputs on the sampled rows
             before and after its refit. Defaults to False.
         verbose: 1 shows a progress bar over the layers. Defaults to 0.
+        layers: names of the layers to refit (those of them that read pruned
+            channels); None refits every such layer. `kprune.prune_layerwise`
+            refits only the readers of the group it has just pruned.
+            Defaults to None.
 
     Returns:
         A new model (the inputs are not modified), and the errors if asked.
@@ -146,7 +151,16 @@ def reconstruct(pruned, reference, data, max_images=256, positions_per_image=8, 
     base = strip_pruning(pruned) if collect_wrappers(pruned) else pruned
     reference = strip_pruning(reference) if collect_wrappers(reference) else reference
     model = clone_with(base, lambda old: (copy_layer(old),) * 2, lambda old: old.get_weights())
-    pairs = _targets(model, reference)
+    if layers is not None:
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        known = {node.operation.name for node in kgraph.nodes(model)}
+        unknown = [name for name in layers if name not in known]
+        if unknown:
+            raise ValueError(
+                f"Argument `layers` names layers that model '{model.name}' does not have: "
+                f"{unknown}. Received: layers={layers}"
+            )
+    pairs = _targets(model, reference, layers)
     errors = {}
     if not pairs:
         return (model, errors) if return_errors else model

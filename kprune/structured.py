@@ -128,15 +128,32 @@ def prune_channels(
 
 
 def check_channel_settings(importance, round_to):
-    """Validate `prune_channels`' `importance` (a weight criterion: data
-    criteria cannot run inside `fit`) and `round_to`."""
+    """Validate `prune_channels`' `importance` and `round_to`.
+
+    Only weight criteria are accepted. The masks are updated inside `fit` by
+    `UpdatePruningStep`, from the weights alone: a data criterion would need a
+    calibration pass over data at every pruning turn, data that a saved
+    `PruneChannels` layer cannot hold, and `"thinet"`/`"lasso"` choose
+    channels for a least-squares refit of the next layers that gradual
+    pruning does not do. `kprune.plan_channels` (one shot) and
+    `kprune.prune_layerwise` (the papers' prune / refit / fine-tune loop)
+    take them.
+    """
     if importance not in importance_lib.CRITERIA:
+        data_names = sorted(set(channels_lib.DATA_CRITERIA) - set(importance_lib.CRITERIA))
+        why = (
+            f"{importance!r} is a data criterion: it measures the model on data, which the "
+            "mask updates inside `fit` do not have (they read only the weights, and a saved "
+            "model cannot hold the data)"
+            if importance in data_names else f"{importance!r} is not a channel criterion"
+        )
         raise ValueError(
-            "Gradual channel pruning scores channels from weights during `fit`: "
-            f"argument `importance` must be one of {sorted(importance_lib.CRITERIA)}. "
-            f"Received: importance={importance!r}. For data criteria, use "
-            "kprune.plan_channels(model, sparsity, importance=..., data=...) and "
-            "kprune.mask_channels."
+            "Gradual channel pruning scores channels from the weights during `fit`: argument "
+            f"`importance` must be one of {sorted(importance_lib.CRITERIA)}. Received: "
+            f"importance={importance!r} ({why}). For the data criteria {data_names}, use "
+            "kprune.plan_channels(model, sparsity, importance=..., data=...) with "
+            "kprune.mask_channels (one shot), or kprune.prune_layerwise(model, sparsity, "
+            "importance=..., data=..., fine_tune=...) (group by group with fine-tuning)."
         )
     check_round_to(round_to)
 

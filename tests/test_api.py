@@ -41,6 +41,8 @@ PUBLIC = {
     "check_sparsity_m_by_n",
     "reconstruct",
     "prune_and_reconstruct",
+    "prune_layerwise",
+    "fine_tuner",
     "structure_selection",
     "StructureSparsity",
     "BranchScale",
@@ -88,6 +90,7 @@ MODULES = [
     "native_logs", "backends", "tf_convert",
     "policy", "sparsity_check", "channel_wrapper", "schedule_table",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
+    "layerwise",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale",
 ]

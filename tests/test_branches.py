@@ -91,6 +91,45 @@ def test_the_proximal_step_zeroes_scales_exactly(rng):
     assert [layer.name for layer in small.layers if isinstance(layer, L.Add)] == []
 
 
+def _sss_data(rng):
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    return x, (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32")
+
+
+def test_training_with_a_strong_penalty_removes_blocks_exactly(rng):
+    x, y = _sss_data(rng)
+    model = _resnet()
+    scaled = kprune.structure_selection(model)
+    scaled.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    scaled.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[kprune.StructureSparsity(0.3)])
+    scales = kprune.branch_scales(scaled)
+    removed = [name for name, value in scales.items() if value == 0.0]
+    assert removed  # the proximal step reaches exactly 0 during ordinary training
+    small = kprune.remove_branches(scaled)
+    adds = {layer.name for layer in small.layers if isinstance(layer, L.Add)}
+    assert adds == set(scales) - set(removed)
+    assert not any(isinstance(layer, kprune.BranchScale) for layer in small.layers)
+    np.testing.assert_allclose(small.predict(x, verbose=0), scaled.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    assert kprune.count_macs(small) < kprune.count_macs(model)
+
+
+def test_the_threshold_carries_the_optimizer_momentum(rng):
+    x, y = _sss_data(rng)
+    results = {}
+    for momentum in (None, 0.0):
+        keras.utils.set_random_seed(0)
+        scaled = kprune.structure_selection(_resnet())
+        scaled.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        callback = kprune.StructureSparsity(0.1, momentum=momentum)
+        scaled.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[callback])  # 8 steps
+        results[momentum] = (callback.threshold, sum(kprune.branch_scales(scaled).values()))
+    # s_t = mu s_{t-1} + lr gamma: the accelerated threshold after 8 steps, and the plain one.
+    np.testing.assert_allclose(results[None][0], 0.05 * 0.1 * (1 - 0.9**8) / (1 - 0.9), rtol=1e-6)
+    np.testing.assert_allclose(results[0.0][0], 0.05 * 0.1, rtol=1e-6)
+    assert results[None][1] < results[0.0][1] - 0.1  # the scales shrink faster
+
+
 def test_gamma_zero_is_plain_training(rng):
     scaled = kprune.structure_selection(_resnet())
     scaled.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -110,6 +149,8 @@ def test_branch_scale_round_trips_through_saving(tmp_path):
 def test_errors():
     with pytest.raises(ValueError, match=r"`gamma` must be a number >= 0. Received: gamma=-1"):
         kprune.StructureSparsity(-1)
+    with pytest.raises(ValueError, match=r"`momentum` must be None or a number in \[0, 1\). Received: momentum=1"):
+        kprune.StructureSparsity(0.1, momentum=1)
     x = keras.Input((4,))
     with pytest.raises(ValueError, match="has no residual branch"):
         kprune.structure_selection(keras.Model(x, L.Dense(2)(x)))

@@ -186,6 +186,15 @@ def test_errors(call, error, match):
         call(_residual())
 
 
+@pytest.mark.parametrize("importance", ["thinet", "lasso", "hessian", "taylor", "apoz"])
+def test_data_criteria_are_refused_with_the_reason_and_the_alternatives(importance):
+    with pytest.raises(ValueError) as info:
+        kprune.prune_channels(_residual(), importance=importance)
+    message = str(info.value)
+    assert f"Received: importance='{importance}' ('{importance}' is a data criterion" in message
+    assert "kprune.plan_channels" in message and "kprune.prune_layerwise" in message
+
+
 def test_model_without_prunable_group_is_refused():
     x = keras.Input((4,))
     model = keras.Model(x, L.Dense(3)(x))
