@@ -171,6 +171,8 @@ def needs_in_place(model, leaf_layers):
 def is_composite(layer):
     """Whether `layer` is searched for prunable layers: kprune has no rule for
     it, its weights are not all vectors, and it holds layers."""
+    if isinstance(layer, MaskedWrapper):
+        return False  # a kprune wrapper: the cloning path refuses to wrap it again
     return handlers.classify(layer) == "unsupported" and bool(kgraph.sublayers(layer, recursive=False))
 
 
@@ -214,9 +216,10 @@ def prunable_layers(model):
             if isinstance(layer, MaskedWrapper):
                 raise ValueError(
                     f"Layer '{layer.name}' is already wrapped by {type(layer).__name__}; a "
-                    "model is pruned either by wrappers or as a whole. Build the model "
-                    "with plain layers, or call kprune.update_masks(model) to drive the "
-                    "wrappers it has."
+                    "model is pruned either by wrappers or as a whole. Call "
+                    "kprune.strip_pruning on the layers (or build the model with plain "
+                    "layers) to prune it as a whole, or kprune.update_masks(model) to "
+                    "drive the wrappers it has."
                 )
             kind = handlers.classify(layer)
             if kind == "prunable":

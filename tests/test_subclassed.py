@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import in_place
+from kprune import handlers, in_place
 from kprune.callbacks import pruning_scalars
 from kprune.masks import target_zeros
 from kprune.pruning import pruned_layers
@@ -272,10 +272,12 @@ def test_block_sparsity_in_place():
     for t in pruned_layers(model):
         for variable, mask in t.pruned_weights:
             keep = keras.ops.convert_to_numpy(mask)
+            assert np.all(keras.ops.convert_to_numpy(variable.value)[~keep] == 0)
+            if keep.shape[-1] % 4:
+                continue  # the head (8, 10): its last blocks are partial
             blocks = keep.reshape(keep.shape[:-1] + (keep.shape[-1] // 4, 4))
             assert np.all(blocks == blocks[..., :1])  # whole blocks of 4
             assert (~keep).mean() == pytest.approx(0.5, abs=0.07)
-            assert np.all(keras.ops.convert_to_numpy(variable.value)[~keep] == 0)
 
 
 def test_m_by_n_sparsity_in_place_during_fit():
@@ -285,8 +287,8 @@ def test_m_by_n_sparsity_in_place_during_fit():
     x, y = _data("transformer")
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
     for t in pruned_layers(model):
-        for variable, _ in t.pruned_weights:
-            w = np.moveaxis(keras.ops.convert_to_numpy(variable.value), t._pruned[0].input_axis, -1)
+        for weight in handlers.prunable_weights(t.layer):
+            w = np.moveaxis(keras.ops.convert_to_numpy(weight.variable.value), weight.input_axis, -1)
             groups = w.reshape(-1, 4)
             assert np.all((groups == 0).sum(axis=1) >= 2), t.name
 
@@ -349,8 +351,8 @@ def test_channel_pruning_refuses_subclassed_and_composite_models():
     functional = keras.Model(x, keras.layers.Dense(2)(ResidualBlock(3, name="res")(x)))
     for call in (lambda: kprune.plan_channels(functional, 0.5),
                  lambda: kprune.prune_channels(functional)):
-        with pytest.raises(ValueError, match=r"into layer 'res' \(ResidualBlock\), which holds "
-                           r"prunable layers.*Sequential and Functional"):
+        with pytest.raises(ValueError, match=r"supports Sequential and Functional models .* into "
+                           r"layer 'res' \(ResidualBlock\), which holds prunable layers"):
             call()
 
 
