@@ -185,7 +185,7 @@ def _masks(model):
 
 
 def _predict(model, x):
-    return np.asarray(model.predict(x, batch_size=N, verbose=0))
+    return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -234,9 +234,13 @@ def test_saved_file_is_the_plain_model_and_resumes(trained):
     assert masks.keys() == trained["masks"].keys()
     for key, mask in masks.items():
         np.testing.assert_array_equal(mask, trained["masks"][key])
+    if trained["name"] not in ("resnet", "transformer"):
+        return  # training a resumed model: the same code for every model (and slow here)
     before = [np.array(keras.ops.convert_to_numpy(v.value)) for t in pruned_layers(loaded)
               for v, _ in t.pruned_weights]
-    loaded.fit(trained["x"], trained["y"], batch_size=BATCH, epochs=1, verbose=0,
+    x, y = trained["x"], trained["y"]
+    x = x[:BATCH] if not isinstance(x, list) else [a[:BATCH] for a in x]
+    loaded.fit(x, y[:BATCH], batch_size=BATCH, epochs=2, verbose=0,
                callbacks=[kprune.UpdatePruningStep()])
     after = [np.array(keras.ops.convert_to_numpy(v.value)) for t in pruned_layers(loaded)
              for v, _ in t.pruned_weights]
@@ -257,9 +261,14 @@ def test_strip_keeps_outputs_and_exports(trained, tmp_path):
     assert not pruned_layers(model)
     assert all(v.constraint is None for v in constrained)  # the layers' own (none)
     np.testing.assert_array_equal(_predict(model, x), before)
+    if keras.backend.backend() != "tensorflow" and trained["name"] != "resnet":
+        # Export runs in a TensorFlow subprocess there, the TensorFlow pass's code.
+        pytest.skip("exported on the TensorFlow pass; on JAX only the ResNet (subprocess)")
     samples = x[:4] if not isinstance(x, list) else [a[:4] for a in x]
+    # Sparse encoding (tried when "auto") converts a second time: the ResNet tries it.
     report = kprune.export_tflite(model, tmp_path / "model.tflite", sample_inputs=samples,
-                                  measure_latency=False)
+                                  measure_latency=False,
+                                  sparse_encoding="auto" if trained["name"] == "resnet" else False)
     assert report.verified
     zeros = sum(target_zeros(int(np.prod(v.shape)), FINAL) for v in constrained)
     assert report.params - report.nonzero_params >= zeros
@@ -280,12 +289,10 @@ def test_block_sparsity_in_place():
             assert (~keep).mean() == pytest.approx(0.5, abs=0.07)
 
 
-def test_m_by_n_sparsity_in_place_during_fit():
+def test_m_by_n_sparsity_in_place():
     model = _build("transformer")
     kprune.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
-    _compile(model)
-    x, y = _data("transformer")
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    kprune.update_masks(model)
     for t in pruned_layers(model):
         for weight in handlers.prunable_weights(t.layer):
             w = np.moveaxis(keras.ops.convert_to_numpy(weight.variable.value), weight.input_axis, -1)
