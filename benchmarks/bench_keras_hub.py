@@ -92,7 +92,7 @@ def main():
     steps = N_TRAIN // BATCH
     schedule = kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=2 * steps, frequency=steps // 4)
     kprune.prune_low_magnitude(model, pruning_schedule=schedule)  # in place
-    compile_model(model)  # a fresh optimizer: the schedule starts at step 0
+    compile_model(model)  # a fresh optimizer for fine-tuning
     start = time.perf_counter()
     model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=[kprune.UpdatePruningStep()])
     layers = {}

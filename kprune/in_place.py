@@ -23,13 +23,14 @@ layers (a user's `ResidualBlock(keras.layers.Layer)`, KerasHub's
   whenever masks change (at each pruning turn of the schedule);
 * resuming: a saved pruned model holds exact zeros where it was pruned.
   Load it and call `prune_low_magnitude` again: the masks start as
-  `weight != 0` (all ones on a fresh model) and the schedule's step as the
-  optimizer's `iterations` (saved in the .keras file; 0 for an uncompiled
-  model). A model whose optimizer is not restored (KerasHub tasks override
-  `compile`) is compiled again and given the step with
-  `model.optimizer.iterations.assign(step)` before `prune_low_magnitude`;
-  a trained model pruned afresh is compiled again first, so that the
-  schedule starts at step 0;
+  `weight != 0` (all ones on a fresh model). The schedule's step starts at
+  0 on a model without zeros in its prunable weights (a fresh or dense
+  trained model, whatever its optimizer has done), and otherwise (a pruned
+  model, resumed) at the optimizer's `iterations`, saved in the .keras file
+  (0 for an uncompiled model). A model whose optimizer `load_model` does not
+  restore (KerasHub tasks override `compile`) is compiled again and given
+  the step with `model.optimizer.iterations.assign(step)` before
+  `prune_low_magnitude`;
 * `strip_pruning` restores the constraints, drops the masks and returns the
   same model object (nothing to copy: its layers are the user's).
 
@@ -274,7 +275,12 @@ def prune(model, pruning_schedule=None, block_size=(1, 1), block_pooling_type="A
             "Embedding, MultiHeadAttention, ... or a registered layer)."
         )
     optimizer = getattr(model, "optimizer", None)
-    step = 0 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+    resumed = any(
+        not host_array(w.variable).all() for layer, _ in layers for w in handlers.prunable_weights(layer)
+    )
+    step = 0
+    if resumed and optimizer is not None:
+        step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     schedule = pruning_schedule
     if schedule is None:
         schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)

@@ -112,8 +112,9 @@ def check_model(model):
         raise ValueError(
             "Only Sequential and Functional models can be pruned as a whole: subclassed "
             f"models cannot be cloned. Received: model '{model.name}' of type "
-            f"{type(model).__name__}. Wrap the layers inside it with "
-            "kprune.prune_low_magnitude(layer) in its constructor instead."
+            f"{type(model).__name__}. kprune.prune_low_magnitude(model) prunes such a "
+            "model in place (and strip_pruning strips it); wrappers placed in its "
+            "constructor by hand stay in it."
         )
 
 

@@ -315,6 +315,19 @@ def test_existing_constraint_is_kept_and_restored():
     assert model.head.kernel.constraint is own
 
 
+def test_a_trained_dense_model_starts_its_schedule_at_step_0():
+    model = _build("resnet")
+    _compile(model)
+    x, y = _data("resnet")
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # 4 optimizer steps, no zeros
+    kprune.prune_low_magnitude(model, pruning_schedule=_schedule())
+    assert {int(keras.ops.convert_to_numpy(t.pruning_step)) for t in pruned_layers(model)} == {0}
+    kprune.update_masks(model, sparsity=0.5)
+    kprune.strip_pruning(model)
+    kprune.prune_low_magnitude(model, pruning_schedule=_schedule())  # zeros: a resumed model
+    assert {int(keras.ops.convert_to_numpy(t.pruning_step)) for t in pruned_layers(model)} == {4}
+
+
 def test_errors():
     unbuilt = ResNet(name="unbuilt_net")
     with pytest.raises(ValueError, match="Model 'unbuilt_net' .* is not built"):
