@@ -56,7 +56,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._epoch_iterations = None
 
     def on_train_begin(self, logs=None):
-        self._wrappers = pruning.collect_wrappers(self.model)
+        self._wrappers = pruning.pruned_layers(self.model)
         if not self._wrappers:
             raise ValueError(
                 "UpdatePruningStep found no pruned layers in the model. Wrap the model "
@@ -199,7 +199,7 @@ def pruning_scalars(model):
     (0.5, 0.5)
     """
     ours, theirs = {}, {}
-    for layer in pruning.collect_wrappers(model):
+    for layer in pruning.pruned_layers(model):
         for i, (variable, mask) in enumerate(layer.pruned_weights):
             m = np.asarray(keras.ops.convert_to_numpy(mask)) != 0
             sparsity = float(1.0 - m.mean())

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from kprune import config_list as config_list_lib
-from kprune import handlers
+from kprune import handlers, in_place
 from kprune import importance as importance_lib
 from kprune.graph import ChannelGraph
 from kprune.hessian import HessianCriterion
@@ -183,6 +183,7 @@ def plan_channels(
     8
     """
     check_round_to(round_to)
+    in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
     if config_list is not None:
@@ -341,6 +342,7 @@ def _sliced(graph, layer, pruned, zero_only):
 
 def mask_channels(model, plan):
     """A copy of `model` in which the plan's channels are cut off (weights zeroed)."""
+    in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
     pruned = plan.units(graph)
@@ -390,6 +392,7 @@ def remove_channels(model, plan=None):
     Returns:
         A new model with fewer filters/units.
     """
+    in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
     graph = ChannelGraph(base)
     pruned = plan.units(graph) if plan is not None else unread_units(graph)

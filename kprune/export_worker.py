@@ -21,13 +21,14 @@ def main(argv=None):
         request = json.load(f)
     options = tf_convert.load_inputs(request["inputs"], dict(request["options"]))
     try:
+        tf_convert.import_modules(request.get("modules", []))
         with warnings.catch_warnings():
             # A failed verification is reported (report.verified) and warned
             # about by the caller.
             warnings.simplefilter("ignore", RuntimeWarning)
             report = export_tflite(request["model"], request["path"], **options)
         result = {"report": report.to_dict()}
-    except (ValueError, TypeError, RuntimeError, OSError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as e:
         result = {"error": type(e).__name__, "message": str(e)}
     write_json(request["report"], result)
     return 0

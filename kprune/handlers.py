@@ -33,7 +33,7 @@ import keras
 from keras import layers as L
 
 from kprune.rules import DEPTHWISE_FILTERS, ChannelSpec, LayerRule, PrunableWeight
-from kprune.rules import block, register, variable
+from kprune.rules import block, register, register_named, variable
 # The queries the rest of kprune asks (defined with the table in kprune.rules;
 # importing them from here guarantees the built-in records are registered).
 from kprune.rules import channel_scale, channel_spec, classify, describe  # noqa: F401
@@ -191,6 +191,12 @@ EMBEDDING = LayerRule(
         "producer", (), ((variable(layer, "_embeddings", "embeddings"), 1, 1),), "output_dim"),
 )
 
+# KerasHub's learned position table (sequence_length, hidden): an embedding
+# table, pruned as one (its rows are positions, as Embedding's are tokens).
+POSITION_EMBEDDING = LayerRule(
+    prunable=lambda layer: [PrunableWeight(variable(layer, "position_embeddings"), -2)],
+)
+
 
 # ---------------------------------------------------------------- recurrent
 
@@ -313,6 +319,8 @@ def _register_builtins():
         for cls in classes:
             if cls is not None:
                 register(cls, rule)
+    register_named("keras_hub.src.layers.modeling.position_embedding.PositionEmbedding",
+                   POSITION_EMBEDDING)
 
 
 _register_builtins()

@@ -113,3 +113,13 @@ def callback_model(callback):
     """A callback's model as set by `set_model`, without the JAX state sync
     that the `Callback.model` property runs."""
     return callback._model
+
+
+def tuple_build_shape(model):
+    """Give a subclassed model loaded from .keras the build input shape a call
+    records (a tuple: its build config holds a JSON list, which TFLite's
+    converter reads as a list of shapes)."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    shape = shapes.get("input_shape") if isinstance(shapes, dict) else None
+    if isinstance(shape, list) and all(d is None or isinstance(d, int) for d in shape):
+        shapes["input_shape"] = tuple(shape)

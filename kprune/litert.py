@@ -64,6 +64,8 @@ def input_specs(model):
     if is_graph(model):
         return [(t.name, tuple(t.shape), str(t.dtype)) for t in model.inputs]
     shape = (getattr(model, "_build_shapes_dict", None) or {}).get("input_shape")
+    if isinstance(shape, list) and all(d is None or isinstance(d, int) for d in shape):
+        shape = tuple(shape)  # a model loaded from .keras: its build config is JSON
     if not isinstance(shape, tuple):
         raise ValueError(
             f"Subclassed model '{model.name}' must be called once on a single input tensor "

@@ -1,9 +1,10 @@
 """Apply and remove pruning: `prune_low_magnitude`, `strip_pruning`, `prune_scope`,
-and the cloning they are built on (`clone_with`)."""
+and the cloning they are built on (`clone_with`). Models that cannot be cloned
+layer by layer are pruned in place (`kprune.in_place`)."""
 
 import keras
 
-from kprune import handlers, kgraph
+from kprune import handlers, in_place, kgraph
 from kprune import masks as mask_math
 from kprune.policy import PruningPolicy
 from kprune.schedules import ConstantSparsity, PolynomialDecay
@@ -30,6 +31,14 @@ def collect_wrappers(model):
     if not hasattr(model, "layers"):
         return []
     return [layer for layer in _leaf_layers(model) if isinstance(layer, MaskedWrapper)]
+
+
+def pruned_layers(model):
+    """Every holder of magnitude or channel masks in `model`: its kprune
+    wrappers and, for a model pruned in place, its `in_place.PrunedInPlace`
+    records (which the callbacks, `update_masks` and the summaries treat as
+    wrappers)."""
+    return collect_wrappers(model) + in_place.targets_of(model)
 
 
 def copy_layer(layer, config=None, build=True):
@@ -103,8 +112,9 @@ def check_model(model):
         raise ValueError(
             "Only Sequential and Functional models can be pruned as a whole: subclassed "
             f"models cannot be cloned. Received: model '{model.name}' of type "
-            f"{type(model).__name__}. Wrap the layers inside it with "
-            "kprune.prune_low_magnitude(layer) in its constructor instead."
+            f"{type(model).__name__}. kprune.prune_low_magnitude(model) prunes such a "
+            "model in place (and strip_pruning strips it); wrappers placed in its "
+            "constructor by hand stay in it."
         )
 
 
@@ -132,11 +142,17 @@ def prune_low_magnitude(
     prunable layers (Dense, Conv*, Embedding, RNNs, MultiHeadAttention, ...:
     see `kprune.handlers`) get masks that `UpdatePruningStep` updates during
     `fit`; layers without weights and normalization layers are left as they
-    are. A model is cloned: the original keeps its weights and is not modified.
+    are. A Sequential or Functional model whose layers kprune knows is
+    cloned: the original keeps its weights and is not modified. Any other
+    model -- a `keras.Model` subclass, or a model with layers that hold layers
+    (a custom residual block, KerasHub's `TransformerEncoder`) -- is pruned in
+    place and returned (`kprune.in_place`): its prunable layers, reached
+    through Keras' layer tracking, keep their weights, which masks held
+    beside the model zero through the variables' constraints.
 
     Args:
-        to_prune: a Keras layer, a list of layers, or a Sequential/Functional
-            model (nested models included).
+        to_prune: a Keras layer, a list of layers, or a model (built, if it
+            is pruned in place).
         pruning_schedule: a `kprune.PruningSchedule`. Defaults to
             `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
         block_size: `(r, c)` blocks over the last two axes of each weight,
@@ -154,7 +170,8 @@ def prune_low_magnitude(
             `to_prune` is a single layer.
 
     Returns:
-        The wrapped layer, list or a new model.
+        The wrapped layer, list or a new model (the model itself, if pruned
+        in place).
 
     Raises:
         ValueError: for invalid arguments, an already pruned layer, or a layer
@@ -214,9 +231,11 @@ def prune_low_magnitude(
                 "Layer arguments apply to a single layer only. Received: "
                 f"{sorted(kwargs)} with model '{to_prune.name}'"
             )
-        check_model(to_prune)
+        leaves = list(_leaf_layers(to_prune)) if kgraph.is_graph(to_prune) else []
+        if in_place.needs_in_place(to_prune, leaves):
+            return in_place.prune(to_prune, pruning_policy=pruning_policy, **params)
         problems = []
-        for layer in _leaf_layers(to_prune):
+        for layer in leaves:
             _check_not_wrapped(layer)
             if handlers.classify(layer) == "unsupported":
                 problems.append(handlers.describe(layer))
@@ -264,14 +283,18 @@ def strip_pruning(model):
     """Return a plain Keras model with the pruning wrappers removed.
 
     The result holds no kprune class, its pruned weights are exactly 0, and its
-    predictions equal the pruned model's. The input model is not modified.
+    predictions equal the pruned model's. A cloned model is copied again and
+    the input model is not modified; a model pruned in place (a subclassed
+    model, ...) is returned itself, its pruned entries zeroed, its variables'
+    own constraints restored and its masks dropped.
 
     Args:
         model: a model (or a single `PruneLowMagnitude` layer) from
             `prune_low_magnitude`.
 
     Returns:
-        A new model (or layer) with fresh variables.
+        A new model (or layer) with fresh variables, or the model pruned in
+        place.
 
     Example:
 
@@ -291,6 +314,8 @@ def strip_pruning(model):
             "Argument `model` must be a Keras model or a PruneLowMagnitude layer. "
             f"Received: model={model!r} (of type {type(model).__name__})"
         )
+    if in_place.targets_of(model):
+        return in_place.strip(model)
     check_model(model)
 
     def clone_layer(old):

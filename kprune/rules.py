@@ -115,15 +115,28 @@ _RULES = {}
 DEPTHWISE_FILTERS = "filters/groups"
 
 
+# Records of classes from optional packages (KerasHub), keyed by
+# "module.QualifiedName", so that kprune need not import the package.
+_NAMED_RULES = {}
+
+
 def register(cls, rule):
     """Record `rule` for `cls` (and its subclasses without a record of their own)."""
     _RULES[cls] = rule
+
+
+def register_named(qualified_name, rule):
+    """Record `rule` for the class named `qualified_name` ("module.Class"),
+    without importing its module."""
+    _NAMED_RULES[qualified_name] = rule
 
 
 def rule_for(layer):
     """The `LayerRule` of the nearest registered class of `layer`, or None."""
     for cls in type(layer).__mro__:
         rule = _RULES.get(cls)
+        if rule is None and _NAMED_RULES:
+            rule = _NAMED_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
         if rule is not None:
             return rule
     return None

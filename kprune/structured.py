@@ -31,7 +31,7 @@ import numpy as np
 from kprune import channels as channels_lib
 from kprune import config_list as config_list_lib
 from kprune import importance as importance_lib
-from kprune import kgraph
+from kprune import in_place, kgraph
 from kprune.graph import ChannelGraph
 from kprune.pruning import check_model, clone_with, collect_wrappers, copy_layer
 from kprune.schedules import MAX_STEP, ConstantSparsity, check_sparsity
@@ -80,6 +80,7 @@ def prune_channels(
             f"Argument `model` must be a Keras model. Received: model={model!r} "
             f"(of type {type(model).__name__})"
         )
+    in_place.check_channel_model(model)
     check_model(model)
     if collect_wrappers(model):
         raise ValueError(

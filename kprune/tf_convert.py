@@ -8,10 +8,14 @@ LiteRT against the TensorFlow-backend Keras model (the same weights, so the
 same outputs) and writes the report as JSON. The caller gets the
 `ExportReport` and the exceptions it would have got in-process.
 
+The model must load from its .keras file in a new process: built-in, kprune
+and KerasHub layers do; the worker first imports the modules that define the
+model's other classes (a subclassed model, custom layers), so those load if
+they are registered with `keras.saving.register_keras_serializable` in an
+importable module (not a script run as `__main__`).
+
 Inputs (`representative_data`, `sample_inputs`) are read once in the caller,
-in the forms `export_tflite` accepts, and passed as arrays. The model must
-load from its .keras file in a new process: built-in and kprune layers do,
-custom layers if they are registered in an importable module.
+in the forms `export_tflite` accepts, and passed as arrays.
 
 Example:
 
@@ -20,6 +24,7 @@ Example:
 True
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -28,7 +33,7 @@ import tempfile
 
 import numpy as np
 
-from kprune import backends, litert
+from kprune import backends, kgraph, litert
 
 # The worker loads TensorFlow and converts: minutes on a loaded 2-core machine.
 TIMEOUT = 1800
@@ -69,6 +74,37 @@ def load_inputs(path, options):
     return options
 
 
+def class_modules(model):
+    """`[(module, directory)]`: the importable modules that define the
+    classes of `model` and its layers, other than Keras', KerasHub's and
+    kprune's (which load by themselves), with the `sys.path` entry each was
+    found under."""
+    found = {}
+    for obj in [model, *kgraph.sublayers(model)]:
+        name = type(obj).__module__
+        if name == "__main__" or name.split(".")[0] in ("keras", "keras_hub", "kprune", "tensorflow"):
+            continue
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path is None:
+            continue
+        depth = name.count(".") + (1 if os.path.basename(path) == "__init__.py" else 0)
+        root = os.path.dirname(os.path.abspath(path))
+        for _ in range(depth):
+            root = os.path.dirname(root)
+        found[name] = root
+    return sorted(found.items())
+
+
+def import_modules(modules):
+    """The worker's side of `class_modules`: import each module (registering
+    its classes with Keras)."""
+    for name, root in modules:
+        if root not in sys.path:
+            sys.path.append(root)
+        importlib.import_module(name)
+
+
 def export_on_tensorflow(model, path, options):
     """Run `export_tflite(model, path, **options)` in a TensorFlow subprocess.
 
@@ -90,6 +126,7 @@ def export_on_tensorflow(model, path, options):
             "inputs": _save_inputs(model, options, folder),
             "options": options,
             "report": os.path.join(folder, "report.json"),
+            "modules": class_modules(model),
         }
         with open(os.path.join(folder, "request.json"), "w") as f:
             json.dump(request, f)

@@ -3,7 +3,7 @@
 import keras
 
 from kprune import structured
-from kprune.pruning import collect_wrappers
+from kprune.pruning import pruned_layers
 from kprune.schedules import check_sparsity
 from kprune.channel_wrapper import PruneChannels
 
@@ -32,7 +32,7 @@ def update_masks(model, sparsity=None):
     """
     if sparsity is not None:
         sparsity = check_sparsity("sparsity", sparsity)
-    wrappers = collect_wrappers(model)
+    wrappers = pruned_layers(model)
     if not wrappers:
         raise ValueError(
             "update_masks found no pruned layers. Wrap the model with "

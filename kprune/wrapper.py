@@ -87,7 +87,52 @@ def _pruned_nonzero(value, keep):
     return False
 
 
-class MaskedWrapper(keras.layers.Wrapper):
+class MaskedWeights:
+    """What every holder of masks does with them: kprune's wrappers and the
+    layers `kprune.in_place` prunes where they are.
+
+    A subclass sets `layer` (the layer whose weights are masked), `_masked`
+    (its masked variables) and `masks` (one boolean variable per masked
+    variable).
+    """
+
+    @property
+    def pruned_weights(self):
+        """The `(variable, mask)` pairs this wrapper prunes."""
+        return list(zip(self._masked, self.masks))
+
+    def apply_masks(self):
+        """Zero the pruned entries of the weights: `w <- w * mask`."""
+        for variable, mask in self.pruned_weights:
+            variable.assign(apply_mask(variable.value, mask.value))
+
+    def set_mask(self, variable, mask, keep, pruned_nonzero=None):
+        """Assign `keep` (a boolean array of the variable's shape) to `mask` and
+        zero the pruned entries of `variable`. The variable is rewritten only
+        if one of them is not 0 already (`pruned_nonzero`, counted here if
+        None)."""
+        current = host_array(mask)
+        if current.dtype != bool or not np.array_equal(current, keep):
+            mask.assign(keep)
+        if pruned_nonzero is None:
+            pruned_nonzero = _pruned_nonzero(host_array(variable), keep)
+        if pruned_nonzero:
+            variable.assign(apply_mask(variable.value, mask.value))
+
+    def masked_layer_weights(self):
+        """The inner layer's weights as NumPy arrays, pruned entries set to 0."""
+        masks = {id(v): m for v, m in self.pruned_weights}
+        values = []
+        for v in self.layer.weights:
+            value = keras.ops.convert_to_numpy(v.value)
+            if id(v) in masks:
+                keep = keras.ops.convert_to_numpy(masks[id(v)]).astype(bool, copy=False)
+                np.copyto(value, 0, where=~keep)
+            values.append(value)
+        return values
+
+
+class MaskedWrapper(MaskedWeights, keras.layers.Wrapper):
     """Base of kprune's wrappers: a layer whose variables are multiplied by masks.
 
     Subclasses call `_create_masks(variables)` in `build` and assign the masks
@@ -182,41 +227,6 @@ class MaskedWrapper(keras.layers.Wrapper):
             self.add_loss(loss)
         return outputs
 
-    @property
-    def pruned_weights(self):
-        """The `(variable, mask)` pairs this wrapper prunes."""
-        return list(zip(self._masked, self.masks))
-
-    def apply_masks(self):
-        """Zero the pruned entries of the weights: `w <- w * mask`."""
-        for variable, mask in self.pruned_weights:
-            variable.assign(apply_mask(variable.value, mask.value))
-
-    def set_mask(self, variable, mask, keep, pruned_nonzero=None):
-        """Assign `keep` (a boolean array of the variable's shape) to `mask` and
-        zero the pruned entries of `variable`. The variable is rewritten only
-        if one of them is not 0 already (`pruned_nonzero`, counted here if
-        None)."""
-        current = host_array(mask)
-        if current.dtype != bool or not np.array_equal(current, keep):
-            mask.assign(keep)
-        if pruned_nonzero is None:
-            pruned_nonzero = _pruned_nonzero(host_array(variable), keep)
-        if pruned_nonzero:
-            variable.assign(apply_mask(variable.value, mask.value))
-
-    def masked_layer_weights(self):
-        """The inner layer's weights as NumPy arrays, pruned entries set to 0."""
-        masks = {id(v): m for v, m in self.pruned_weights}
-        values = []
-        for v in self.layer.weights:
-            value = keras.ops.convert_to_numpy(v.value)
-            if id(v) in masks:
-                keep = keras.ops.convert_to_numpy(masks[id(v)]).astype(bool, copy=False)
-                np.copyto(value, 0, where=~keep)
-            values.append(value)
-        return values
-
     # Config keys that JSON turns into lists and the constructor wants as tuples.
     _TUPLE_KEYS = ()
 
@@ -240,8 +250,57 @@ class MaskedWrapper(keras.layers.Wrapper):
         return cls(**config)
 
 
+class MagnitudeMasks(MaskedWeights):
+    """Magnitude masks (unstructured, block or M:N) of a layer's prunable
+    weights: shared by `PruneLowMagnitude` and `kprune.in_place`.
+
+    A subclass sets, besides `MaskedWeights`' attributes, `_pruned` (the
+    layer's `PrunableWeight`s, in the order of `masks`), `block_size`,
+    `block_pooling_type` and `sparsity_m_by_n`.
+    """
+
+    def check_weight(self, w):
+        """Raise unless `w` (a `PrunableWeight`) fits the block or M:N pattern."""
+        shape = tuple(w.variable.shape)
+        if self.block_size != (1, 1) and len(shape) < 2:
+            raise ValueError(
+                f"Layer {handlers.describe(self.layer)}: block sparsity needs weights of "
+                f"rank >= 2; weight '{w.variable.name}' has shape {shape}. "
+                f"Received: block_size={self.block_size}"
+            )
+        if self.sparsity_m_by_n is not None:
+            m, n = self.sparsity_m_by_n
+            if shape[w.input_axis] % n:
+                raise ValueError(
+                    f"Layer {handlers.describe(self.layer)}: M:N sparsity {m}:{n} needs "
+                    f"the input-channel axis of weight '{w.variable.name}' (shape {shape}, "
+                    f"axis {w.input_axis}) to be a multiple of {n}. Leave this layer "
+                    "unwrapped (see the `clone_function` pattern in the README). "
+                    f"Received: sparsity_m_by_n={self.sparsity_m_by_n}"
+                )
+
+    def _new_mask(self, value, input_axis, sparsity):
+        """`(keep, pruned_nonzero or None)` for one weight."""
+        if self.sparsity_m_by_n is not None:
+            return mask_math.m_by_n_mask(value, self.sparsity_m_by_n, input_axis), None
+        if self.block_size != (1, 1):
+            keep = mask_math.block_mask(value, sparsity, self.block_size, self.block_pooling_type)
+            return keep, None
+        keep, pruned_nonzero = selection.select_smallest(
+            value, mask_math.target_zeros(value.size, sparsity)
+        )
+        return keep.reshape(value.shape), pruned_nonzero
+
+    def update_masks(self, sparsity):
+        """Recompute the masks from the current weights at `sparsity` (ignored
+        for M:N) and zero the pruned entries of the weights."""
+        for w, mask in zip(self._pruned, self.masks):
+            keep, pruned_nonzero = self._new_mask(host_array(w.variable), w.input_axis, sparsity)
+            self.set_mask(w.variable, mask, keep, pruned_nonzero)
+
+
 @keras.saving.register_keras_serializable(package="kprune")
-class PruneLowMagnitude(MaskedWrapper):
+class PruneLowMagnitude(MagnitudeMasks, MaskedWrapper):
     """Wraps a layer so that its weights are pruned by magnitude during training.
 
     Use `kprune.prune_low_magnitude` rather than this class directly.
@@ -317,49 +376,10 @@ class PruneLowMagnitude(MaskedWrapper):
                 "building. Leave it unwrapped."
             )
         for w in weights:
-            self._check_weight(w)
+            self.check_weight(w)
         self._pruned = weights
         self._create_masks([w.variable for w in weights])
         self.built = True
-
-    def _check_weight(self, w):
-        shape = tuple(w.variable.shape)
-        if self.block_size != (1, 1) and len(shape) < 2:
-            raise ValueError(
-                f"Layer {handlers.describe(self.layer)}: block sparsity needs weights of "
-                f"rank >= 2; weight '{w.variable.name}' has shape {shape}. "
-                f"Received: block_size={self.block_size}"
-            )
-        if self.sparsity_m_by_n is not None:
-            m, n = self.sparsity_m_by_n
-            if shape[w.input_axis] % n:
-                raise ValueError(
-                    f"Layer {handlers.describe(self.layer)}: M:N sparsity {m}:{n} needs "
-                    f"the input-channel axis of weight '{w.variable.name}' (shape {shape}, "
-                    f"axis {w.input_axis}) to be a multiple of {n}. Leave this layer "
-                    "unwrapped (see the `clone_function` pattern in the README). "
-                    f"Received: sparsity_m_by_n={self.sparsity_m_by_n}"
-                )
-
-    # ------------------------------------------------------------------ masks
-    def _new_mask(self, value, input_axis, sparsity):
-        """`(keep, pruned_nonzero or None)` for one weight."""
-        if self.sparsity_m_by_n is not None:
-            return mask_math.m_by_n_mask(value, self.sparsity_m_by_n, input_axis), None
-        if self.block_size != (1, 1):
-            keep = mask_math.block_mask(value, sparsity, self.block_size, self.block_pooling_type)
-            return keep, None
-        keep, pruned_nonzero = selection.select_smallest(
-            value, mask_math.target_zeros(value.size, sparsity)
-        )
-        return keep.reshape(value.shape), pruned_nonzero
-
-    def update_masks(self, sparsity):
-        """Recompute the masks from the current weights at `sparsity` (ignored
-        for M:N) and zero the pruned entries of the weights."""
-        for w, mask in zip(self._pruned, self.masks):
-            keep, pruned_nonzero = self._new_mask(host_array(w.variable), w.input_axis, sparsity)
-            self.set_mask(w.variable, mask, keep, pruned_nonzero)
 
     # ----------------------------------------------------------------- config
     def get_config(self):

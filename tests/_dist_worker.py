@@ -9,7 +9,8 @@ runs in a fresh interpreter:
 
 `mirrored` trains a small pruned CNN with `fit` under a `MirroredStrategy` over
 two logical CPU devices and writes a JSON report of the per-replica masks and
-kernels. `mwms` is one worker of a two-worker `MultiWorkerMirroredStrategy`
+kernels; `mirrored_in_place` does the same with the CNN written as a subclassed
+model, pruned in place (`kprune.in_place`). `mwms` is one worker of a two-worker `MultiWorkerMirroredStrategy`
 custom training loop; it writes its final masks and weights to an `.npz`.
 """
 
@@ -39,6 +40,25 @@ def _build_cnn(keras):
     )
 
 
+def _build_subclassed_cnn(keras, np):
+    """The same CNN as a `keras.Model` subclass (pruned in place)."""
+
+    class CNN(keras.Model):
+        def __init__(self):
+            super().__init__(name="cnn")
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+            self.relu = keras.layers.ReLU()
+            self.flatten = keras.layers.Flatten()
+            self.dense = keras.layers.Dense(10, name="dense")
+
+        def call(self, x):
+            return self.dense(self.flatten(self.relu(self.conv(x))))
+
+    model = CNN()
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    return model
+
+
 def _data(np, n, seed=1234):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 8, 8, 1)).astype("float32")
@@ -55,7 +75,11 @@ def _components(variable):
     return [v.numpy() for v in strategy.experimental_local_results(value)]
 
 
-def run_mirrored(out_path):
+def run_mirrored_in_place(out_path):
+    run_mirrored(out_path, in_place=True)
+
+
+def run_mirrored(out_path, in_place=False):
     import numpy as np
     import tensorflow as tf
 
@@ -72,7 +96,7 @@ def run_mirrored(out_path):
     strategy = tf.distribute.MirroredStrategy(devices[:2])
     with strategy.scope():
         model = kprune.prune_low_magnitude(
-            _build_cnn(keras),
+            _build_subclassed_cnn(keras, np) if in_place else _build_cnn(keras),
             pruning_schedule=kprune.PolynomialDecay(
                 0.0, FINAL_SPARSITY, begin_step=0, end_step=END_STEP, frequency=FREQUENCY
             ),
@@ -96,7 +120,7 @@ def run_mirrored(out_path):
         "layers": [],
     }
     with strategy.scope():
-        for w in kprune.pruning.collect_wrappers(model):
+        for w in kprune.pruning.pruned_layers(model):
             layer = {
                 "name": w.name,
                 "pruning_step": [int(v) for v in _components(w.pruning_step)],
@@ -141,7 +165,7 @@ def run_mwms(out_path):
     steps = 12
     with strategy.scope():
         model = kprune.prune_low_magnitude(
-            _build_cnn(keras),
+            _build_subclassed_cnn(keras, np) if in_place else _build_cnn(keras),
             pruning_schedule=kprune.PolynomialDecay(
                 0.0, FINAL_SPARSITY, begin_step=0, end_step=END_STEP, frequency=FREQUENCY
             ),
@@ -214,4 +238,4 @@ def run_mwms(out_path):
 
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
-    {"mirrored": run_mirrored, "mwms": run_mwms}[mode](out)
+    {"mirrored": run_mirrored, "mirrored_in_place": run_mirrored_in_place, "mwms": run_mwms}[mode](out)

@@ -64,12 +64,13 @@ def _free_ports(n):
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mirrored_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mirrored") / "report.json"
+@pytest.fixture(scope="module", params=["mirrored", "mirrored_in_place"])
+def mirrored_report(request, tmp_path_factory):
+    """The wrapped CNN, and the same CNN as a subclassed model pruned in place."""
+    out = tmp_path_factory.mktemp(request.param) / "report.json"
     try:
         proc = subprocess.run(
-            [sys.executable, WORKER, "mirrored", str(out)],
+            [sys.executable, WORKER, request.param, str(out)],
             env=_env(),
             capture_output=True,
             text=True,
@@ -81,7 +82,7 @@ def mirrored_report(tmp_path_factory):
         f"MirroredStrategy scenario failed (rc={proc.returncode}):\n{_tail(proc.stderr)}"
     )
     with open(out) as f:
-        return json.load(f)
+        return dict(json.load(f), mode=request.param)
 
 
 def test_mirrored_runs_on_two_replicas(mirrored_report):
@@ -91,7 +92,10 @@ def test_mirrored_runs_on_two_replicas(mirrored_report):
     assert all("CPU" in d for d in r["devices"])
     assert len(r["loss"]) == 3 and all(np.isfinite(r["loss"]))
     names = [layer["name"] for layer in r["layers"]]
-    assert names == ["prune_low_magnitude_conv", "prune_low_magnitude_dense"]
+    if r["mode"] == "mirrored":
+        assert names == ["prune_low_magnitude_conv", "prune_low_magnitude_dense"]
+    else:
+        assert names == ["conv", "dense"]
     for layer in r["layers"]:
         for w in layer["weights"]:
             # The pruned variable and its mask really are mirrored (2 components).
