@@ -22,14 +22,11 @@ import keras
 
 from kprune import stats as summary_lib
 from kprune import tables
-from kprune import in_place, litert, tf_convert
+from kprune import litert, tf_convert
 from kprune.convert import SPARSITY_FOR_ENCODING, convert_best, encodings_to_try
 from kprune.atomic import write_bytes
 from kprune.convert import quiet_native_logs, timed
-from kprune.channels import remove_channels, unread_units
-from kprune.graph import ChannelGraph
-from kprune.kgraph import is_graph, tuple_build_shape
-from kprune.pruning import collect_wrappers, strip_pruning
+from kprune.export_prepare import prepare
 from kprune.verify import TOLERANCES, keras_outputs, mismatch_message, verification
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
@@ -294,14 +291,12 @@ def export_tflite(
     )
 
     notes = []
-    exported, removed = _prepare(model, remove_pruned_channels, notes, timings)
+    exported, removed = prepare(model, remove_pruned_channels, notes, timings)
     rows = summary_lib.layer_stats(exported)
     params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
     sparsity = 1.0 - nonzero / params if params else 0.0
 
     checked = samples if verify else samples[:1]  # always run it once
-    if not is_graph(exported):
-        tuple_build_shape(exported)  # the converter's input signature
     candidates = encodings_to_try(sparse_encoding, quantize, sparsity, notes)
     content, actual, sparse = convert_best(
         model.name, exported, candidates, sparse_encoding, checked, notes, timings,
@@ -377,36 +372,3 @@ def _sample_sets(model, quantize, representative_data, sample_inputs, macs):
         count = max(_MIN_RANDOM_SAMPLES, min(litert.RANDOM_SAMPLES, int(_RANDOM_SAMPLE_MACS // max(macs, 1))))
         samples = litert.random_samples(specs, count)
     return calibration, samples
-
-
-def _prepare(model, remove_pruned_channels, notes, timings):
-    """The plain Keras model to convert: wrappers stripped, channels removed."""
-    # A model pruned in place is its own plain model: its variables hold the
-    # pruned values (zeroed again here, in case they were set since).
-    for target in in_place.targets_of(model):
-        target.apply_masks()
-    if not is_graph(model):
-        if collect_wrappers(model):
-            notes.append(f"pruning wrappers kept: subclassed model '{model.name}' cannot be cloned")
-        if remove_pruned_channels:
-            notes.append(f"channels not removed: subclassed model '{model.name}' has no layer graph")
-        notes.append("MACs not counted: a subclassed model's layer shapes are unknown")
-        return model, False
-    if collect_wrappers(model):
-        with timed(timings, "strip"):
-            model = strip_pruning(model)
-    if not remove_pruned_channels:
-        return model, False
-    composite = in_place.composite_layers(model)
-    if composite:
-        notes.append(
-            f"channels not removed: layer '{composite[0].name}' holds layers kprune does "
-            "not follow channels through"
-        )
-        return model, False
-    # Rebuild the model only when some channel is unread: a plain model with
-    # nothing to remove converts as it is (custom layers need not clone).
-    with timed(timings, "remove_channels"):
-        if not unread_units(ChannelGraph(model)):
-            return model, False
-        return remove_channels(model), True
