@@ -129,7 +129,9 @@ def auto_compress(
 
     Returns:
         A `kprune.search.SearchResult`; `.model` is the pruned model (channels
-        removed) with the ADMM-trained weights.
+        removed) with the ADMM-trained weights. A search stopped by a limit
+        returns the last finished round (the dense model if none finished,
+        with `stopped` saying why); resume it with the same `state_path`.
 
     Example:
 
@@ -214,9 +216,7 @@ def auto_compress(
         run.record({"iteration": i, "phase": "admm", "widths": space.describe(widths), "load": load(widths),
                     "residuals": [h["residual"] for h in callback.history]}, score, arrays=weights)
     run.finish()
-    if state["iteration"] <= num_iterations:
-        if state["iteration"] == 1:
-            raise ValueError("The search stopped before its first ADMM round: raise `max_evaluations`/`max_time`.")
+    if state["iteration"] <= num_iterations:  # interrupted: the last finished round (the dense model before any)
         stopped = stopped or "max_evaluations"
     widths = space.from_description(state["widths"])
     copy.apply(space.plan(space.dense), weights)

@@ -15,8 +15,9 @@ The agent of AMC (He et al., ECCV 2018; `mit-han-lab/amc: lib/agent.py`):
 * exploration: a truncated normal around `mu(s)` on [0, 1], whose sigma
   decays per episode, `sigma_e = init_delta * delta_decay^(e - warmup)`.
 
-Gradients come from `kprune.backends.gradients` (TensorFlow, JAX or PyTorch),
-steps from `keras.optimizers.Adam`; the networks' initializers and every
+Both steps are compiled Keras training steps (`train_on_batch`, Adam): the
+critic's on the squared error, the actor's on `-Q(s, mu(s))` through a frozen
+copy of the critic; the networks' initializers and every
 random draw are seeded, so an agent is deterministic under a seed. `state()`
 and `set_state()` give and take every array (networks, targets, optimizer
 slots, buffer) for resumable searches.
@@ -39,15 +40,14 @@ import keras
 import numpy as np
 import scipy.stats
 
-from kprune import backends
-
 
 def truncated_normal(mean, sigma, rng, low=0.0, high=1.0):
     """A draw from N(mean, sigma) truncated to [low, high] (per entry), by
     `scipy.stats.truncnorm` with the NumPy generator `rng`."""
     mean = np.asarray(mean, dtype=np.float64)
     a, b = (low - mean) / sigma, (high - mean) / sigma
-    return np.clip(scipy.stats.truncnorm.rvs(a, b, loc=mean, scale=sigma, random_state=rng), low, high)
+    draws = scipy.stats.truncnorm.rvs(a, b, loc=mean, scale=sigma, size=mean.shape, random_state=rng)
+    return np.clip(draws, low, high)
 
 
 class ReplayBuffer:
@@ -94,6 +94,11 @@ def mlp_critic(state_dim, action_dim, hidden, seed):
     return keras.Model([s, a], keras.layers.Dense(1, kernel_initializer=init[3])(h))
 
 
+def negative_value(y_true, y_pred):
+    """The actor's loss: `-Q(s, mu(s))` (the target is unused)."""
+    return -keras.ops.mean(y_pred)
+
+
 class DDPG:
     """Deep deterministic policy gradient with AMC's settings.
 
@@ -134,12 +139,16 @@ class DDPG:
         self.critic_target = mlp_critic(state_dim, action_dim, hidden, seed)
         self.actor_target.set_weights(self.actor.get_weights())
         self.critic_target.set_weights(self.critic.get_weights())
+        # The actor's objective reads a frozen copy of the critic (weights copied
+        # before each step), so both steps compile as ordinary Keras training steps.
+        self.critic_view = mlp_critic(state_dim, action_dim, hidden, seed)
+        self.critic_view.trainable = False
         s = keras.Input((state_dim,))
-        self.actor_value = keras.Model(s, self.critic([s, self.actor(s)]))  # shares the layers
-        self.actor_optimizer = keras.optimizers.Adam(lr_actor)
-        self.critic_optimizer = keras.optimizers.Adam(lr_critic)
-        self.actor_optimizer.build(self.actor.trainable_variables)
-        self.critic_optimizer.build(self.critic.trainable_variables)
+        self.actor_value = keras.Model(s, self.critic_view([s, self.actor(s)]))
+        self.critic.compile(optimizer=keras.optimizers.Adam(lr_critic), loss="mse")
+        self.actor_value.compile(optimizer=keras.optimizers.Adam(lr_actor), loss=negative_value)
+        self.critic.optimizer.build(self.critic.trainable_variables)
+        self.actor_value.optimizer.build(self.actor_value.trainable_variables)
         self.buffer = ReplayBuffer(buffer_size, state_dim, action_dim)
         self.rng = np.random.default_rng(seed)
         self.moving_average = None
@@ -174,30 +183,20 @@ class DDPG:
         self.moving_average = mean if self.moving_average is None else (
             self.moving_average + 0.5 * (mean - self.moving_average))
         r = r - self.moving_average
-        s, a, s2 = (keras.ops.convert_to_tensor(v) for v in (s, a, s2))
-        next_q = keras.ops.convert_to_numpy(self.critic_target([s2, self.actor_target(s2)]))
-        y = keras.ops.convert_to_tensor((r + self.discount * (1.0 - done) * next_q).astype(np.float32))
-        losses = []
-
-        def critic_loss(q):
-            loss = keras.ops.mean(keras.ops.square(q - y))
-            losses.append(loss)
-            return loss
-
-        grads = backends.gradients(self.critic, [s, a], critic_loss, self.critic.trainable_variables,
-                                   training=True)
-        self.critic_optimizer.apply(grads, self.critic.trainable_variables)
-        grads = backends.gradients(self.actor_value, s, lambda q: -keras.ops.mean(q),
-                                   self.actor.trainable_variables, training=True)
-        self.actor_optimizer.apply(grads, self.actor.trainable_variables)
+        next_q = keras.ops.convert_to_numpy(self.critic_target([keras.ops.convert_to_tensor(s2),
+                                                                self.actor_target(keras.ops.convert_to_tensor(s2))]))
+        y = (r + self.discount * (1.0 - done) * next_q).astype(np.float32)
+        loss = self.critic.train_on_batch([s, a], y)
+        self.critic_view.set_weights(self.critic.get_weights())
+        self.actor_value.train_on_batch(s, np.zeros((len(s), 1), np.float32))
         self.soft_update()
-        return float(keras.ops.convert_to_numpy(losses[-1]))
+        return float(loss)
 
     def soft_update(self):
         """`theta' <- (1 - tau) theta' + tau theta` for both target networks."""
         for target, source in ((self.actor_target, self.actor), (self.critic_target, self.critic)):
-            for t, v in zip(target.weights, source.weights):
-                t.assign((1.0 - self.tau) * t.value + self.tau * v.value)
+            target.set_weights([(1.0 - self.tau) * t + self.tau * v
+                                for t, v in zip(target.get_weights(), source.get_weights())])
 
     # -------------------------------------------------------------- state
     def state(self):
@@ -224,5 +223,5 @@ class DDPG:
 
     def variables(self):
         return (list(self.actor.weights) + list(self.critic.weights) + list(self.actor_target.weights)
-                + list(self.critic_target.weights) + list(self.actor_optimizer.variables)
-                + list(self.critic_optimizer.variables))
+                + list(self.critic_target.weights) + list(self.actor_value.optimizer.variables)
+                + list(self.critic.optimizer.variables))

@@ -56,6 +56,10 @@ PUBLIC = {
     "netadapt",
     "sensitivity",
     "simulated_annealing",
+    "ADMM",
+    "admm",
+    "amc",
+    "auto_compress",
 }
 
 TFMOT_NAMES = {
@@ -89,7 +93,7 @@ MODULES = [
     "policy", "sparsity_check", "channel_wrapper", "schedule_table",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
-    "netadapt", "annealing", "rescale",
+    "netadapt", "annealing", "rescale", "admm", "ddpg", "amc", "auto_compress",
 ]
 
 
