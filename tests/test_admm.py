@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.admm import ADMM, ADMMPenalty, channel_keep_mask, project_weights
+from kprune.admm import ADMM, ADMMPenalty
+from kprune.admm_sets import channel_keep_mask, project_weights
 
 L = keras.layers
 
@@ -87,6 +88,8 @@ def test_errors_name_the_argument():
         ADMM(model, sparsity=0.5, rho=0)
     with pytest.raises(ValueError, match="hard_prune"):
         ADMM(model, sparsity=0.5).keep_masks()
+    with pytest.raises(ValueError, match="strip_pruning"):
+        ADMM(kprune.prune_low_magnitude(model), sparsity=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ MODULES = [
     "policy", "sparsity_check", "channel_wrapper", "schedule_table",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
-    "netadapt", "annealing", "rescale", "admm", "ddpg", "amc", "auto_compress",
+    "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
 ]
 
 
