@@ -49,9 +49,10 @@ Usage:
 
 `--methods` runs a subset (uniform always runs: it is the baseline of the goals).
 
-Default: 27 minutes on 2 cores shared with other jobs (latency table of
-MobileNetV2 2 minutes on the first run, then cached; each row's fine-tune,
-export and timing 0.5-1.5 minutes). `--quick` (~8 minutes): fewer training
+Default: 46 minutes on 2 cores shared with other jobs (latency table of
+MobileNetV2 2-3 minutes on the first run, then cached; each row's fine-tune,
+export and timing 0.5-1.5 minutes; AutoCompress and AMC 1-2.5 minutes of
+search each). `--quick` (~8 minutes with all methods): fewer training
 epochs and evaluations, for checking the script. `--full`: more
 training, NetAdapt's finer schedule, more annealing evaluations (about an
 hour). Prints progress to stderr, the table to stdout, and writes JSON to
