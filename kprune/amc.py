@@ -161,7 +161,7 @@ def amc(
     round_to=8,
     exclude=(),
     config_list=None,
-    max_ratio=0.8,
+    max_ratio=None,
     latency=None,
     seed=0,
     max_evaluations=None,
@@ -184,10 +184,8 @@ def amc(
             init_delta / delta_decay: the agent's settings (`kprune.ddpg.DDPG`;
             defaults are AMC's: (300, 300), 1e-4, 1e-3, 0.01, 1.0, 64, 0.5, 0.95).
         importance: the criterion choosing channels within a group. Defaults to "l2".
-        max_ratio: the largest pruning ratio of any group. Defaults to 0.8
-            (AMC's `lbound` 0.2: every group keeps at least 20% of its channels).
-        round_to / exclude / config_list / latency: as for
-            `kprune.simulated_annealing`.
+        round_to / exclude / config_list / max_ratio / latency: as for
+            `kprune.simulated_annealing` (`max_ratio` is AMC's `1 - lbound`).
         seed: seeds the agent and every draw. Defaults to 0.
         max_evaluations / max_time: limits (episodes, seconds).
         state_path: a JSON state file (the agent's arrays go beside it); an
