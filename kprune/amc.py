@@ -185,7 +185,9 @@ def amc(
             defaults are AMC's: (300, 300), 1e-4, 1e-3, 0.01, 1.0, 64, 0.5, 0.95).
         importance: the criterion choosing channels within a group. Defaults to "l2".
         round_to / exclude / config_list / max_ratio / latency: as for
-            `kprune.simulated_annealing` (`max_ratio` is AMC's `1 - lbound`).
+            `kprune.simulated_annealing` (`max_ratio` is AMC's `1 - lbound`;
+            AMC's default lbound 0.2 is `max_ratio=0.8`. A `LatencyTable`
+            must be built on a `SearchSpace` with the same `max_ratio`).
         seed: seeds the agent and every draw. Defaults to 0.
         max_evaluations / max_time: limits (episodes, seconds).
         state_path: a JSON state file (the agent's arrays go beside it); an
