@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-layer ratios under a budget: uniform vs sensitivity vs NetAdapt vs simulated annealing.
+"""Per-layer ratios under a budget: uniform vs sensitivity, NetAdapt, annealing, AutoCompress, AMC.
 
 Models (scikit-learn's 8x8 digits, upsampled; 1437 training images of which
 the last 300 are the held-out *search* split, 360 test images used once):
@@ -21,7 +21,19 @@ split only):
   ratio), then the allocation with the least predicted loss;
 * NetAdapt: `kprune.netadapt` with short-term fine-tuning of each proposal;
 * simulated annealing: `kprune.simulated_annealing` (NNI's schedule,
-  `energy_scale=100`, i.e. accuracy in percent), capped evaluations.
+  `energy_scale=100`, i.e. accuracy in percent), capped evaluations;
+* AutoCompress: `kprune.auto_compress` (rounds of annealing on the current
+  weights, capped evaluations, then ADMM towards the chosen widths on the
+  training split minus the search split, `rho=1e-2`; its weights, trained
+  by ADMM, go into the common fine-tune);
+* AMC: `kprune.amc` (DDPG agent, reward = one-shot accuracy on the search
+  split; hidden 64/64 since the state is 10 numbers, AMC's other settings).
+
+The residual CNN searches with `round_to=4` (its groups are 32 and 64 wide:
+with `round_to=8` a step of the residual group moved the MACs by up to 35%
+of the budget, and no search landed within 3% of it; uniform ratios then
+reach 0.477 of the MACs at round_to=8, 0.493 at 4, 0.4995 at 1, and 4 keeps
+widths that XNNPack's kernels handle well); MobileNetV2 with `round_to=8`.
 
 Then every pruned model gets the same fine-tune (Adam 5e-4, `FINETUNE`
 epochs on the training split) and is exported with `kprune.export_tflite`
@@ -32,11 +44,15 @@ it), the latency the table predicted, and search wall time (the sensitivity
 scan is run once per model and counted in both budgets' rows).
 
 Usage:
-    python benchmarks/bench_search.py [--quick | --full] [--out PATH]
+    python benchmarks/bench_search.py [--quick | --full] [--out PATH] [--models rescnn,mobilenetv2]
+        [--methods uniform,sensitivity,netadapt,annealing,auto_compress,amc]
 
-Default: 27 minutes on 2 cores shared with other jobs (latency table of
-MobileNetV2 2 minutes on the first run, then cached; each row's fine-tune,
-export and timing 0.5-1.5 minutes). `--quick` (~8 minutes): fewer training
+`--methods` runs a subset (uniform always runs: it is the baseline of the goals).
+
+Default: 46 minutes on 2 cores shared with other jobs (latency table of
+MobileNetV2 2-3 minutes on the first run, then cached; each row's fine-tune,
+export and timing 0.5-1.5 minutes; AutoCompress and AMC 1-2.5 minutes of
+search each). `--quick` (~8 minutes with all methods): fewer training
 epochs and evaluations, for checking the script. `--full`: more
 training, NetAdapt's finer schedule, more annealing evaluations (about an
 hour). Prints progress to stderr, the table to stdout, and writes JSON to
@@ -59,13 +75,18 @@ DEFAULT_OUT = os.path.join(HERE, "results", "search.json")
 
 SETTINGS = {
     "quick": {"epochs": {"rescnn": 4, "mobilenetv2": 6}, "finetune": 1, "sens_ratios": (0.25, 0.5, 0.75),
-              "sa_evals": 15, "na_steps": 5, "na_reduction": 0.2, "na_decay": 0.9, "lut_points": 2},
+              "sa_evals": 15, "na_steps": 5, "na_reduction": 0.2, "na_decay": 0.9, "lut_points": 2,
+              "ac_rounds": 2, "ac_sa_evals": 4, "ac_admm": (2, 1), "amc_episodes": (12, 4)},
     "default": {"epochs": {"rescnn": 8, "mobilenetv2": 20}, "finetune": 3, "sens_ratios": (0.2, 0.4, 0.6, 0.8),
-                "sa_evals": 40, "na_steps": 10, "na_reduction": 0.1, "na_decay": 0.9, "lut_points": 3},
+                "sa_evals": 40, "na_steps": 10, "na_reduction": 0.1, "na_decay": 0.9, "lut_points": 3,
+                "ac_rounds": 2, "ac_sa_evals": 12, "ac_admm": (3, 1), "amc_episodes": (60, 20)},
     "full": {"epochs": {"rescnn": 15, "mobilenetv2": 40}, "finetune": 8,
              "sens_ratios": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-             "sa_evals": 150, "na_steps": 30, "na_reduction": 0.05, "na_decay": 0.96, "lut_points": 4},
+             "sa_evals": 150, "na_steps": 30, "na_reduction": 0.05, "na_decay": 0.96, "lut_points": 4,
+             "ac_rounds": 3, "ac_sa_evals": 40, "ac_admm": (5, 2), "amc_episodes": (300, 100)},
 }
+METHODS = ("uniform", "sensitivity", "netadapt", "annealing", "auto_compress", "amc")
+ROUND_TO = {"rescnn": 4, "mobilenetv2": 8}
 GOAL_BUDGET = 0.03
 GOAL_GAIN = 0.01
 
@@ -163,7 +184,7 @@ def interleaved_latency(dense_path, path, io_names, sample, rounds=5, runs=60):
     return float(np.median(dense)), float(np.median(pruned)), float(np.median(ratios))
 
 
-def run_model(name, settings, data, workdir):
+def run_model(name, settings, data, workdir, methods=METHODS):
     import keras
     import numpy as np
 
@@ -187,35 +208,55 @@ def run_model(name, settings, data, workdir):
     sample = litert.random_samples(litert.input_specs(model))[0]
 
     started = time.perf_counter()
-    space = kprune.SearchSpace(model, round_to=8)
+    round_to = ROUND_TO[name]
+    space = kprune.SearchSpace(model, round_to=round_to)
     table = kprune.LatencyTable(space, points=settings["lut_points"], progress=lambda m: None)
     lut_s = time.perf_counter() - started
     log(f"{name}: latency table ({len(table.entries)} layers) in {lut_s:.0f} s "
         f"(cached: {table.path}); calibration {[(round(p['measured_ms'], 3), round(p['predicted_ms'], 3)) for p in table.calibration['points']]}")
 
     evaluate = accuracy_on(*data["search"])
-    started = time.perf_counter()
-    scan = kprune.sensitivity(model, evaluate, ratios=settings["sens_ratios"], verbose=0)
-    scan_s = time.perf_counter() - started
-    log(f"{name}: sensitivity scan of {len(scan.names)} groups in {scan_s:.0f} s")
+    scan, scan_s = None, 0.0
+    if "sensitivity" in methods:
+        started = time.perf_counter()
+        scan = kprune.sensitivity(model, evaluate, ratios=settings["sens_ratios"], round_to=round_to, verbose=0)
+        scan_s = time.perf_counter() - started
+        log(f"{name}: sensitivity scan of {len(scan.names)} groups in {scan_s:.0f} s")
+
+    def admm_train(m, epochs, callbacks):
+        if getattr(m, "optimizer", None) is None:
+            compile_model(keras, fast_batchnorm(keras, m), 2e-3)
+        m.fit(*data["fit"], epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks)
 
     rows = []
     for budget_name, budget in (("macs 50%", kprune.Budget(macs=0.5)), ("latency 60%", kprune.Budget(latency_ms=0.6))):
-        for method in ("uniform", "sensitivity", "netadapt", "annealing"):
+        for method in methods:
             started = time.perf_counter()
+            keras.utils.set_random_seed(2)
             if method == "uniform":
-                result = uniform(model, budget, latency=table)
+                result = uniform(model, budget, round_to=round_to, latency=table)
+            elif method == "auto_compress":
+                rounds, epochs = settings["ac_admm"]
+                result = kprune.auto_compress(model, budget, evaluate, admm_train, num_iterations=settings["ac_rounds"],
+                                              sa_max_evaluations=settings["ac_sa_evals"], energy_scale=100.0,
+                                              admm_num_iterations=rounds, admm_training_epochs=epochs, rho=1e-2,
+                                              round_to=round_to, latency=table, verbose=0)
+            elif method == "amc":
+                episodes, warmup = settings["amc_episodes"]
+                result = kprune.amc(model, budget, evaluate, episodes=episodes, warmup=warmup, hidden=(64, 64),
+                                    round_to=round_to, latency=table, verbose=0)
             elif method == "sensitivity":
                 result = scan.allocate(budget, latency=table)
             elif method == "netadapt":
-                result = kprune.netadapt(model, budget, evaluate, fine_tune=settings["na_steps"],
+                result = kprune.netadapt(model, budget, evaluate, fine_tune=settings["na_steps"], round_to=round_to,
                                          fine_tune_data=data["fit"], initial_reduction=settings["na_reduction"],
                                          decay=settings["na_decay"], latency=table, verbose=0)
             else:
                 result = kprune.simulated_annealing(model, budget, evaluate, energy_scale=100.0, latency=table,
+                                                    round_to=round_to,
                                                     max_evaluations=settings["sa_evals"], verbose=0)
             search_s = time.perf_counter() - started + (scan_s if method == "sensitivity" else 0.0)
-            if method == "netadapt":
+            if method in ("netadapt", "auto_compress"):
                 pruned = result.model
             else:
                 pruned = kprune.remove_channels(model, result.plan)
@@ -246,18 +287,18 @@ def run_model(name, settings, data, workdir):
     return {"name": name, "dense_accuracy": dense_acc, "dense_macs": dense_report.macs,
             "dense_latency_ms": dense_report.latency_ms, "train_seconds": train_s, "lut_seconds": lut_s,
             "lut_layers": len(table.entries), "calibration": table.calibration, "scan_seconds": scan_s,
-            "sensitivity": scan.to_dict(), "rows": rows}
+            "sensitivity": scan.to_dict() if scan else None, "round_to": round_to, "rows": rows}
 
 
 def table_text(results):
-    lines = [f"{'model':<12} {'budget':<12} {'method':<12} {'acc 1-shot':>10} {'acc tuned':>9} {'MACs':>6} "
+    lines = [f"{'model':<12} {'budget':<12} {'method':<13} {'acc 1-shot':>10} {'acc tuned':>9} {'MACs':>6} "
              f"{'latency':>8} {'pred.':>6} {'in 3%':>5} {'search s':>8}"]
     for res in results:
-        lines.append(f"{res['name']:<12} {'dense':<12} {'-':<12} {'':>10} {res['dense_accuracy']:>9.3f} {1:>6.3f} "
+        lines.append(f"{res['name']:<12} {'dense':<12} {'-':<13} {'':>10} {res['dense_accuracy']:>9.3f} {1:>6.3f} "
                      f"{1:>8.3f} {'':>6} {'':>5} {'':>8}")
         for r in res["rows"]:
             lines.append(
-                f"{r['model']:<12} {r['budget']:<12} {r['method']:<12} {r['one_shot_accuracy']:>10.3f} "
+                f"{r['model']:<12} {r['budget']:<12} {r['method']:<13} {r['one_shot_accuracy']:>10.3f} "
                 f"{r['accuracy']:>9.3f} {r['macs_fraction']:>6.3f} {r['latency_fraction']:>8.3f} "
                 f"{r['predicted_latency_fraction']:>6.3f} {'yes' if r['within_3pct'] else 'NO':>5} "
                 f"{r['search_seconds']:>8.0f}")
@@ -270,8 +311,13 @@ def goals(results):
         for budget in ("macs 50%", "latency 60%"):
             rows = [r for r in res["rows"] if r["budget"] == budget]
             uniform = next(r for r in rows if r["method"] == "uniform")
-            best = max((r for r in rows if r["method"] != "uniform"), key=lambda r: r["accuracy"])
+            others = [r for r in rows if r["method"] != "uniform"]
+            if not others:
+                continue
+            best = max(others, key=lambda r: r["accuracy"])
             out.append({"model": res["name"], "budget": budget, "all_within_3pct": all(r["within_3pct"] for r in rows),
+                        "within_3pct": {r["method"]: r["within_3pct"] for r in rows},
+                        "gain_by_method": {r["method"]: r["accuracy"] - uniform["accuracy"] for r in others},
                         "best_method": best["method"], "gain_over_uniform": best["accuracy"] - uniform["accuracy"],
                         "beats_uniform_by_1pt": best["accuracy"] - uniform["accuracy"] >= GOAL_GAIN})
     return out
@@ -284,24 +330,31 @@ def main():
     mode.add_argument("--full", action="store_true")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--models", default="rescnn,mobilenetv2")
+    parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
+    methods = ["uniform"] + [m for m in args.methods.split(",") if m and m != "uniform"]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     settings = SETTINGS["quick" if args.quick else "full" if args.full else "default"]
     started = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             data = load_data(28 if name == "rescnn" else 32)
-            results.append(run_model(name, settings, data, workdir))
+            results.append(run_model(name, settings, data, workdir, methods))
     text = table_text(results)
     print(text)
     summary = goals(results)
     for g in summary:
         print(f"{g['model']} {g['budget']}: all within 3% of budget: {g['all_within_3pct']}; best "
               f"{g['best_method']} {g['gain_over_uniform']:+.3f} vs uniform (goal +0.010): "
-              f"{'met' if g['beats_uniform_by_1pt'] else 'missed'}")
+              f"{'met' if g['beats_uniform_by_1pt'] else 'missed'}; per method vs uniform: "
+              + ", ".join(f"{m} {v:+.3f}" for m, v in g["gain_by_method"].items()))
     import tensorflow as tf
 
-    write_json({"mode": "quick" if args.quick else "full" if args.full else "default", "settings": {
+    write_json({"mode": "quick" if args.quick else "full" if args.full else "default", "methods": methods,
+                "round_to": ROUND_TO, "settings": {
         k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}, "results": results,
         "goals": summary, "table": text, "seconds": time.perf_counter() - started,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__}},

@@ -10,7 +10,11 @@ from kprune.native_logs import import_tensorflow_quietly_for_command
 
 import_tensorflow_quietly_for_command()  # the `kprune` command: before keras imports it
 
+from kprune.admm import ADMM
+from kprune.admm import admm
+from kprune.amc import amc
 from kprune.annealing import simulated_annealing
+from kprune.auto_compress import auto_compress
 from kprune.budget import Budget
 from kprune.callbacks import PruningSummaries
 from kprune.channels import ChannelPlan
@@ -62,6 +66,7 @@ from kprune.channel_wrapper import PruneChannels
 from kprune.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ADMM",
     "BNScaleRegularizer",
     "BranchScale",
     "Budget",
@@ -85,6 +90,9 @@ __all__ = [
     "ResidualBranch",
     "StructureSparsity",
     "UpdatePruningStep",
+    "admm",
+    "amc",
+    "auto_compress",
     "branch_scales",
     "channel_sparsity",
     "check_sparsity_m_by_n",

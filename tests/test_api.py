@@ -58,6 +58,10 @@ PUBLIC = {
     "netadapt",
     "sensitivity",
     "simulated_annealing",
+    "ADMM",
+    "admm",
+    "amc",
+    "auto_compress",
 }
 
 TFMOT_NAMES = {
@@ -92,7 +96,7 @@ MODULES = [
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "layerwise",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
-    "netadapt", "annealing", "rescale",
+    "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
 ]
 
 
