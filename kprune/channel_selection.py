@@ -33,7 +33,6 @@ Example:
 """
 
 import numpy as np
-import scipy.linalg
 
 
 def _as_matrix(name, value):
@@ -214,6 +213,7 @@ def least_squares(X, Y, intercept=False, ridge=0.0):
     >>> np.round(W.ravel(), 6).tolist(), round(float(b[0]), 6)
     ([2.0, -1.0], 0.5)
     """
+    import scipy.linalg  # imported when used: `import kprune` stays light
     X = _as_matrix("X", X)
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 1:

@@ -38,12 +38,12 @@ True
 
 import keras
 import numpy as np
-import scipy.stats
 
 
 def truncated_normal(mean, sigma, rng, low=0.0, high=1.0):
     """A draw from N(mean, sigma) truncated to [low, high] (per entry), by
     `scipy.stats.truncnorm` with the NumPy generator `rng`."""
+    import scipy.stats  # imported when used: `import kprune` stays light
     mean = np.asarray(mean, dtype=np.float64)
     a, b = (low - mean) / sigma, (high - mean) / sigma
     draws = scipy.stats.truncnorm.rvs(a, b, loc=mean, scale=sigma, size=mean.shape, random_state=rng)
