@@ -17,7 +17,7 @@ from kprune.annealing import simulated_annealing
 from kprune.auto_compress import auto_compress
 from kprune.budget import Budget
 from kprune.callbacks import PruningSummaries
-from kprune.channels import ChannelPlan
+from kprune.channel_plan import ChannelPlan
 from kprune.channels import mask_channels
 from kprune.channels import plan_channels
 from kprune.channels import remove_channels

@@ -97,6 +97,7 @@ MODULES = [
     "layerwise",
     "config_list", "space", "budget", "latency", "atomic", "search", "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
+    "channel_plan", "export_prepare", "in_place", "selection", "update",
 ]
 
 
