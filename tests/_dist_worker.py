@@ -165,7 +165,7 @@ def run_mwms(out_path):
     steps = 12
     with strategy.scope():
         model = kprune.prune_low_magnitude(
-            _build_subclassed_cnn(keras, np) if in_place else _build_cnn(keras),
+            _build_cnn(keras),
             pruning_schedule=kprune.PolynomialDecay(
                 0.0, FINAL_SPARSITY, begin_step=0, end_step=END_STEP, frequency=FREQUENCY
             ),
