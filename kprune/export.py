@@ -12,7 +12,6 @@ Running the file in LiteRT (sample inputs, I/O matching, latency) is
 `kprune.litert`'s part.
 """
 
-import concurrent.futures
 import dataclasses
 import gzip
 import os
@@ -44,7 +43,10 @@ class ExportReport:
 
     Attributes:
         path: the .tflite file.
-        file_bytes / gzip_bytes: its size, raw and gzipped (level 6).
+        file_bytes: its size.
+        gzip_bytes: its size gzipped (level 6), computed from the file at
+            `path` when first asked for (printing the report asks), so that
+            an export does not wait for it (3 s for a 100 MB file).
         params / nonzero_params / macs: of the exported Keras model (after
             stripping wrappers and removing channels).
         params_before / macs_before: of the model passed in (masks applied).
@@ -61,20 +63,18 @@ class ExportReport:
         notes: fallbacks and skipped steps, with reasons.
         timings: seconds spent per phase: "strip", "remove_channels",
             "convert", "verify" (LiteRT and Keras on the samples), "write",
-            "gzip" (the wait for the gzip figure, computed in a thread beside
-            verification and the write), "latency" (only the phases that ran).
+            "latency" (only the phases that ran).
 
     Example:
 
-    >>> report = ExportReport(path="m.tflite", file_bytes=10, gzip_bytes=8,
+    >>> report = ExportReport(path="m.tflite", file_bytes=10, gzip_size=8,
     ...     params=4, nonzero_params=2, macs=4, params_before=4, macs_before=4)
-    >>> report.to_dict()["sparsity"]
-    0.5
+    >>> report.to_dict()["sparsity"], report.gzip_bytes
+    (0.5, 8)
     """
 
     path: str
     file_bytes: int
-    gzip_bytes: int
     params: int
     nonzero_params: int
     macs: int
@@ -90,14 +90,28 @@ class ExportReport:
     latency_ms: float = None
     notes: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)
+    gzip_size: int = None  # `gzip_bytes` once computed
+
+    @property
+    def gzip_bytes(self):
+        if self.gzip_size is None:
+            with open(self.path, "rb") as f:
+                self.gzip_size = len(gzip.compress(f.read(), compresslevel=GZIP_LEVEL))
+        return self.gzip_size
 
     @property
     def sparsity(self):
         return 1.0 - self.nonzero_params / self.params if self.params else 0.0
 
-    def to_dict(self):
-        """Plain Python data: `json.dumps(report.to_dict())` works."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def to_dict(self, gzip_bytes=True):
+        """Plain Python data: `json.dumps(report.to_dict())` works.
+
+        Args:
+            gzip_bytes: compute the gzip figure if it is not known yet
+                (else `gzip_bytes` is None until it is). Defaults to True.
+        """
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "gzip_size"}
+        data["gzip_bytes"] = self.gzip_bytes if gzip_bytes else self.gzip_size
         data["layers"] = [tables.row_dict(r) for r in self.layers]
         data["notes"] = list(self.notes)
         data["verification"] = dict(self.verification) if self.verification else None
@@ -109,6 +123,7 @@ class ExportReport:
     def from_dict(cls, data):
         """The inverse of `to_dict`."""
         data = {k: v for k, v in data.items() if k != "sparsity"}
+        data["gzip_size"] = data.pop("gzip_bytes", None)
         rows = [{k: v for k, v in r.items() if k != "sparsity"} for r in data.get("layers", [])]
         data["layers"] = [tables.LayerStats(**r) for r in rows]
         return cls(**data)
@@ -302,9 +317,6 @@ def export_tflite(
         model.name, exported, candidates, sparse_encoding, checked, notes, timings,
         dict(quantize=quantize, calibration=calibration, int8_io=int8_io, verbose=verbose),
     )
-    gzipping = concurrent.futures.ThreadPoolExecutor(1)
-    gzip_bytes = gzipping.submit(lambda: len(gzip.compress(content, compresslevel=GZIP_LEVEL)))
-    gzipping.shutdown(wait=False)  # zlib releases the GIL: gzip runs beside verification
     checked_figures = verified = None
     if verify:
         with timed(timings, "verify"):
@@ -315,14 +327,12 @@ def export_tflite(
             warnings.warn(mismatch_message(checked_figures), RuntimeWarning, stacklevel=2)
     with timed(timings, "write"):
         write_bytes(path, content)
-    with timed(timings, "gzip"):  # what is left of it; before latency, which it would disturb
-        gzip_bytes = gzip_bytes.result()
     latency = None
     if measure_latency:
         with timed(timings, "latency"), quiet_native_logs(not verbose):
             latency = litert.latency_ms(path, litert.io_names(exported), samples[0], latency_runs)
     return ExportReport(
-        path=path, file_bytes=len(content), gzip_bytes=gzip_bytes,
+        path=path, file_bytes=len(content),
         params=int(params), nonzero_params=int(nonzero), macs=int(sum(r.macs for r in rows)),
         params_before=int(sum(r.params for r in before)),
         macs_before=int(sum(r.macs for r in before)), layers=rows,

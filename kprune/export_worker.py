@@ -27,7 +27,7 @@ def main(argv=None):
             # about by the caller.
             warnings.simplefilter("ignore", RuntimeWarning)
             report = export_tflite(request["model"], request["path"], **options)
-        result = {"report": report.to_dict()}
+        result = {"report": report.to_dict(gzip_bytes=False)}  # computed on demand
     except (ValueError, TypeError, RuntimeError, OSError, ImportError) as e:
         result = {"error": type(e).__name__, "message": str(e)}
     write_json(request["report"], result)

@@ -59,7 +59,7 @@ import keras
 from kprune import backends, handlers, kgraph
 from kprune import masks as mask_math
 from kprune.schedules import ConstantSparsity, PruningSchedule
-from kprune.wrapper import MagnitudeMasks, MaskedWrapper, apply_mask, host_array
+from kprune.wrapper import MagnitudeMasks, MaskedWrapper, host_array, mask_product
 
 # The attribute of a model that holds its `InPlacePruning` (set with
 # `object.__setattr__`, so Keras neither tracks nor saves it).
@@ -67,7 +67,7 @@ _ATTRIBUTE = "_kprune_in_place"
 
 
 class _InPlaceMaskConstraint(keras.constraints.Constraint):
-    """`w -> where(mask, inner(w), 0)`: the variable's own constraint, then the mask.
+    """`w -> mask_product(inner(w), mask)`: the variable's own constraint, then the mask.
 
     Unlike the wrappers' constraint it always applies the mask: on JAX the
     compiled optimizer step reads the mask (which the step's state does not
@@ -82,7 +82,7 @@ class _InPlaceMaskConstraint(keras.constraints.Constraint):
     def __call__(self, w):
         if self.inner is not None:
             w = self.inner(w)
-        return apply_mask(w, self.mask)
+        return mask_product(w, self.mask)
 
 
 class PrunedInPlace(MagnitudeMasks):

@@ -44,7 +44,12 @@ def _outputs(nb):
             yield from cell.get("outputs", [])
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+# The default run executes these; `pytest -m full_matrix` the others.
+REDUCED = {"sparsity_vs_accuracy", "search"}
+CASES = [p if p.stem in REDUCED else pytest.param(p, marks=pytest.mark.full_matrix) for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_fast_mode(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
