@@ -75,7 +75,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             w.apply_masks()
         self._tables = {}
         self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
-        self._channel_graph = None
+        self._channel_graph = self._mask_writer = None
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)
@@ -131,8 +131,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._channel_graph = ChannelGraph(
                     structured.graph_model(model, self._channel_wrappers)
                 )
+                self._mask_writer = structured.mask_writer(self._channel_wrappers)
             structured.update_channel_masks(
-                model, channel_sparsity, self._channel_wrappers, self._channel_graph
+                model, channel_sparsity, self._channel_wrappers, self._channel_graph,
+                self._mask_writer,
             )
         if not backends.optimizer_sees_masks():
             changed = [w for w, _ in updates]

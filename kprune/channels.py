@@ -232,9 +232,7 @@ def channel_masks(graph, layer, pruned):
     """`{id(variable): 0/1 array}` for `layer`'s variables that hold slices of
     `pruned` channels (1 where the entry survives)."""
     masks = {}
-    for usage in graph.usages:
-        if usage.layer is not layer:
-            continue
+    for usage in graph.usages_of(layer):
         keep = graph.keep_positions(usage, pruned)
         for variable, axis, repeat in usage.slices:
             shape = tuple(variable.shape)
@@ -254,9 +252,7 @@ def _sliced(graph, layer, pruned, zero_only):
         masks = channel_masks(graph, layer, pruned)
         return [value * masks[id(v)] if id(v) in masks else value for v, value in zip(layer.weights, values)]
     positions = {id(v): k for k, v in enumerate(layer.weights)}
-    for usage in graph.usages:
-        if usage.layer is not layer:
-            continue
+    for usage in graph.usages_of(layer):
         keep = graph.keep_positions(usage, pruned)
         for variable, axis, repeat in usage.slices:
             k = positions[id(variable)]

@@ -279,25 +279,40 @@ class ChannelGraph:
             ChannelGroup(k, sorted(units_of[space]), usages_of[space], blocked.get(space))
             for k, space in enumerate(sorted(units_of))
         ]
+        # The graph is complete: every channel's unit, and every layer's usages.
+        self.roots = np.array([self.find(i) for i in range(len(self._parent))], dtype=np.int64)
+        self._usages_by_layer = {}
+        for usage in self.usages:
+            self._usages_by_layer.setdefault(id(usage.layer), []).append(usage)
+
+    def usages_of(self, layer):
+        """The usages of `layer` (in graph order)."""
+        return self._usages_by_layer.get(id(layer), [])
 
     def unit_positions(self, group, usage):
         """For each unit of `group`: the positions in `usage.ids` that are that unit
         (`usage` may also be an array of channel ids)."""
         ids = usage if isinstance(usage, np.ndarray) else usage.ids
-        index = {u: k for k, u in enumerate(group.units)}
+        units = np.asarray(group.units, dtype=np.int64)  # sorted
+        roots = self.roots[ids]
+        k = np.minimum(np.searchsorted(units, roots), len(units) - 1)
+        found = np.flatnonzero(units[k] == roots)
         positions = [[] for _ in group.units]
-        for p, i in enumerate(ids.tolist()):
-            k = index.get(self.find(i))
-            if k is not None:
-                positions[k].append(p)
+        for p, unit in zip(found.tolist(), k[found].tolist()):
+            positions[unit].append(p)
         return positions
 
+    def pruned_flags(self, pruned_units):
+        """Per channel id, whether its unit is one of `pruned_units` (a set of
+        root ids): what `keep_positions` reads, computed once for many calls."""
+        units = np.fromiter(pruned_units, dtype=np.int64, count=len(pruned_units))
+        return np.isin(self.roots, units)
+
     def keep_positions(self, usage, pruned_units):
-        """Positions of `usage.ids` that survive when `pruned_units` are removed."""
-        return np.array(
-            [p for p, i in enumerate(usage.ids.tolist()) if self.find(i) not in pruned_units],
-            dtype=np.int64,
-        )
+        """Positions of `usage.ids` that survive when `pruned_units` (a set of
+        root ids, or their `pruned_flags`) are removed."""
+        flags = pruned_units if isinstance(pruned_units, np.ndarray) else self.pruned_flags(pruned_units)
+        return np.flatnonzero(~flags[usage.ids]).astype(np.int64)
 
     @property
     def prunable_groups(self):

@@ -32,23 +32,36 @@ import numpy as np
 from kprune import backends, handlers
 
 
+def _unit_rows(graph, group, usage, repeat):
+    """Per unit of `group`: the rows of the usage's slices that are that unit
+    (an index array), or None where the usage does not hold the unit."""
+    rows = []
+    for positions in graph.unit_positions(group, usage):
+        if not positions:
+            rows.append(None)
+        elif repeat == 1:
+            rows.append(np.asarray(positions))
+        else:
+            rows.append((np.asarray(positions)[:, None] * repeat + np.arange(repeat)).ravel())
+    return rows
+
+
+def _rows_2d(variable, axis):
+    """`variable` as a 2-D array `(size along axis, rest)`."""
+    value = keras.ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable)
+    value = np.moveaxis(value, axis, 0)
+    return value.reshape(value.shape[0], -1)
+
+
 def unit_values(graph, group, usage, variable, axis, repeat):
     """Per unit of `group`: the slice of `variable` (as a 2-D array
     `(unit_positions, rest)`), or None where the usage does not hold the unit."""
-    value = keras.ops.convert_to_numpy(variable.value if hasattr(variable, "value") else variable)
-    value = np.moveaxis(value, axis, 0)
-    result = []
-    for positions in graph.unit_positions(group, usage):
-        if not positions:
-            result.append(None)
-            continue
-        rows = np.concatenate([np.arange(p * repeat, p * repeat + repeat) for p in positions])
-        result.append(value[rows].reshape(len(rows), -1))
-    return result
+    value = _rows_2d(variable, axis)
+    return [None if rows is None else value[rows] for rows in _unit_rows(graph, group, usage, repeat)]
 
 
-def _filters(graph, group):
-    """For each producer/depthwise kernel in the group: per-unit filter arrays."""
+def _filter_sources(group):
+    """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in the group."""
     for usage in group.usages:
         if usage.role != "out" or usage.kind not in ("producer", "grouped", "depthwise"):
             continue
@@ -60,6 +73,12 @@ def _filters(graph, group):
                 (u for u in group.usages if u.layer is usage.layer and u.role == "in"), usage
             )
         variable, axis, repeat = source.slices[0]
+        yield source, variable, axis, repeat
+
+
+def _filters(graph, group):
+    """For each producer/depthwise kernel in the group: per-unit filter arrays."""
+    for source, variable, axis, repeat in _filter_sources(group):
         yield unit_values(graph, group, source, variable, axis, repeat)
 
 
@@ -67,11 +86,16 @@ def _norm(p):
     def importance(graph, group):
         scores = np.zeros(len(group.units))
         found = False
-        for per_unit in _filters(graph, group):
-            for k, rows in enumerate(per_unit):
+        for source, variable, axis, repeat in _filter_sources(group):
+            value = _rows_2d(variable, axis)
+            # Per row: sum |w| (L1) or sum w^2 (L2), in float64.
+            row = np.abs(value).sum(axis=1, dtype=np.float64) if p == 1 else np.einsum(
+                "ij,ij->i", value, value, dtype=np.float64)
+            for k, rows in enumerate(_unit_rows(graph, group, source, repeat)):
                 if rows is not None:
                     found = True
-                    scores[k] += np.abs(rows).sum() if p == 1 else np.sqrt((rows**2).sum())
+                    total = row[rows].sum()
+                    scores[k] += total if p == 1 else np.sqrt(total)
         return scores if found else None
 
     importance.__name__ = f"l{p}"

@@ -59,7 +59,8 @@ import keras
 from kprune import backends, handlers, kgraph
 from kprune import masks as mask_math
 from kprune.schedules import ConstantSparsity, PruningSchedule
-from kprune.wrapper import MagnitudeMasks, MaskedWrapper, host_array, mask_product
+from kprune.mask_ops import host_array, mask_product
+from kprune.wrapper import MagnitudeMasks, MaskedWrapper
 
 # The attribute of a model that holds its `InPlacePruning` (set with
 # `object.__setattr__`, so Keras neither tracks nor saves it).

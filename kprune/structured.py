@@ -33,6 +33,7 @@ from kprune import config_list as config_list_lib
 from kprune import importance as importance_lib
 from kprune import in_place, kgraph
 from kprune.graph import ChannelGraph
+from kprune.mask_ops import MaskWriter
 from kprune.pruning import check_model, clone_with, collect_wrappers, copy_layer
 from kprune.schedules import MAX_STEP, ConstantSparsity, check_sparsity
 from kprune.channel_wrapper import PruneChannels, check_round_to
@@ -180,7 +181,7 @@ def _final_sparsity(schedule):
     return float(keras.ops.convert_to_numpy(schedule(MAX_STEP)[1]))
 
 
-def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):
+def update_channel_masks(model, sparsity=None, wrappers=None, graph=None, writer=None):
     """Choose the pruned channels of a `prune_channels` model and set its masks.
 
     Args:
@@ -189,6 +190,8 @@ def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):
             schedule's value at the wrappers' `pruning_step`.
         wrappers: its `PruneChannels` layers (found if None).
         graph: its `ChannelGraph` (built if None; the callback caches it).
+        writer: a `mask_writer(wrappers)` that writes all masks at once (the
+            callback caches it), or None to write them one by one.
 
     Returns:
         The `ChannelPlan` applied.
@@ -217,10 +220,25 @@ def update_channel_masks(model, sparsity=None, wrappers=None, graph=None):
         graph, sparsity, importance_lib.get(first.importance), first.global_ranking,
         first.round_to, skip, ratios,
     )
-    pruned = plan.units(graph)
+    pruned = graph.pruned_flags(plan.units(graph))
+    if writer is None:
+        for w in wrappers:
+            w.set_channel_masks(channels_lib.channel_masks(graph, w.layer, pruned))
+        return plan
+    keeps = []
     for w in wrappers:
-        w.set_channel_masks(channels_lib.channel_masks(graph, w.layer, pruned))
+        masks = channels_lib.channel_masks(graph, w.layer, pruned)
+        for variable, mask in w.pruned_weights:
+            keep = masks.get(id(variable))
+            keeps.append(np.ones(tuple(mask.shape), bool) if keep is None else keep)
+    writer.write(keeps)
     return plan
+
+
+def mask_writer(wrappers):
+    """A `kprune.mask_ops.MaskWriter` for the masks of `wrappers`, in the
+    order `update_channel_masks` writes them."""
+    return MaskWriter([pair for w in wrappers for pair in w.pruned_weights])
 
 
 def channel_sparsity(model):

@@ -33,48 +33,9 @@ from keras import ops
 from kprune import backends, handlers
 from kprune import masks as mask_math
 from kprune import selection
+from kprune.mask_ops import COMPARE_UP_TO, apply_mask, host_array, mask_product
+from kprune.mask_ops import pruned_nonzero as pruned_nonzero_of
 from kprune.schedules import ConstantSparsity, PruningSchedule
-
-
-def apply_mask(value, mask):
-    """`value` where `mask` is True, 0 elsewhere (`mask` boolean, or 0/1)."""
-    # Variables as tensors: JAX's `where` no longer converts them itself.
-    value = value.value if isinstance(value, keras.Variable) else value
-    mask = mask.value if isinstance(mask, keras.Variable) else mask
-    if mask.dtype != "bool":
-        mask = ops.cast(mask, "bool")
-    return ops.where(mask, value, ops.zeros((), value.dtype))
-
-
-def mask_product(value, mask):
-    """`apply_mask` in the form that is fastest on the backend: the mask
-    constraint's and the mask update's.
-
-    On TensorFlow `value * cast(mask)`: TF's broadcasting select is about 1.4x
-    slower than a multiply on CPU (`benchmarks/bench_training.py` measures the
-    training step). On PyTorch, for a variable, the product in place
-    (`backends.zero_in_place`). The values are those of `apply_mask` for
-    finite weights (a pruned negative entry becomes `-0.0`, which equals 0).
-    On JAX `apply_mask` itself (XLA fuses either form).
-    """
-    backend = backends.name()
-    if backend == "torch" and isinstance(value, keras.Variable):
-        return backends.zero_in_place(value, mask)
-    if backend != "tensorflow":
-        return apply_mask(value, mask)
-    value = value.value if isinstance(value, keras.Variable) else value
-    mask = mask.value if isinstance(mask, keras.Variable) else mask
-    return ops.multiply(value, ops.cast(mask, value.dtype))
-
-
-def host_array(variable):
-    """A read-only NumPy view of `variable`'s current value, without a copy on
-    CPU: the read shares the variable's buffer, and a later `assign` gives the
-    variable a new buffer, so the view stays valid."""
-    value = variable.value
-    if hasattr(value, "read_value"):  # a tf.Variable: the cheapest eager read
-        return np.asarray(value.read_value())
-    return np.asarray(ops.stop_gradient(variable))
 
 
 class _MaskConstraint(keras.constraints.Constraint):
@@ -93,20 +54,6 @@ class _MaskConstraint(keras.constraints.Constraint):
             # applies it, and the callback zeroes the optimizer's state.
             return w
         return mask_product(w, self.mask)
-
-
-def _pruned_nonzero(value, keep):
-    """Whether an entry of `value` outside `keep` is not 0 (read in slices)."""
-    flat, kept = value.reshape(-1), keep.reshape(-1)
-    step = 1 << 16
-    scratch = np.empty(min(step, flat.size), bool)
-    for start in range(0, flat.size, step):
-        b = scratch[: min(step, flat.size - start)]
-        np.logical_not(kept[start : start + step], out=b)
-        np.logical_and(flat[start : start + step], b, out=b)
-        if b.any():
-            return True
-    return False
 
 
 class MaskedWeights:
@@ -133,9 +80,12 @@ class MaskedWeights:
         zero the pruned entries of `variable`. The variable is rewritten only
         if one of them is not 0 already (`pruned_nonzero`, found here if
         None)."""
-        mask.assign(keep)
+        # A small mask is compared first (cheaper than an assign, and most
+        # masks of a channel update do not change); a large one is assigned.
+        if keep.size > COMPARE_UP_TO or not np.array_equal(host_array(mask), keep):
+            mask.assign(keep)
         if pruned_nonzero is None:
-            pruned_nonzero = _pruned_nonzero(host_array(variable), keep)
+            pruned_nonzero = pruned_nonzero_of(host_array(variable), keep)
         if pruned_nonzero:
             variable.assign(mask_product(variable.value, mask.value))
 

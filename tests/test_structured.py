@@ -123,6 +123,22 @@ def test_one_shot_update_masks_and_pruned_weights_stay_zero():
     assert dead <= now and len(now) == 32
 
 
+def test_mask_writer_writes_what_the_wrappers_write_one_by_one():
+    # The callback writes all masks in one call (`mask_writer`); the result
+    # equals the one-by-one path's, masks and weights, at two sparsities.
+    from kprune.structured import mask_writer
+
+    models = [kprune.prune_channels(_residual(), round_to=1) for _ in range(2)]
+    wrappers = [[w for w in m.layers if isinstance(w, kprune.PruneChannels)] for m in models]
+    writer = mask_writer(wrappers[1])
+    for sparsity in (0.25, 0.5):
+        update_channel_masks(models[0], sparsity, wrappers[0])
+        update_channel_masks(models[1], sparsity, wrappers[1], writer=writer)
+        for a, b in zip(models[0].weights, models[1].weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert kprune.channel_sparsity(models[1])["c3"] == (32, 64)
+
+
 def test_plan_of_wrapped_model_matches_plan_of_plain_model():
     model = _residual()
     pruned = kprune.prune_channels(model, round_to=1)
