@@ -22,7 +22,7 @@ import keras
 from kprune import stats as summary_lib
 from kprune import tables
 from kprune import litert, tf_convert
-from kprune.convert import SPARSITY_FOR_ENCODING, convert_best, encodings_to_try
+from kprune.convert import convert_best, encodings_to_try
 from kprune.atomic import write_bytes
 from kprune.convert import quiet_native_logs, timed
 from kprune.export_prepare import prepare

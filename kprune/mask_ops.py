@@ -132,7 +132,21 @@ class MaskWriter:
             self._function(keeps)
             return
         for (variable, mask), keep in zip(self.pairs, keeps):
-            if keep.size > COMPARE_UP_TO or not np.array_equal(host_array(mask), keep):
-                mask.assign(keep)
-            if pruned_nonzero(host_array(variable), keep):
-                variable.assign(mask_product(variable.value, mask.value))
+            write_mask(variable, mask, keep)
+
+
+def write_mask(variable, mask, keep, nonzero=None):
+    """Assign `keep` (a boolean array of the variable's shape) to `mask` and
+    zero the pruned entries of `variable`.
+
+    A small mask is compared first (cheaper than an assign, and most masks of
+    a channel update do not change); a large one is assigned. The variable
+    is rewritten only if a pruned entry is not 0 already (`nonzero`, found
+    here if None).
+    """
+    if keep.size > COMPARE_UP_TO or not np.array_equal(host_array(mask), keep):
+        mask.assign(keep)
+    if nonzero is None:
+        nonzero = pruned_nonzero(host_array(variable), keep)
+    if nonzero:
+        variable.assign(mask_product(variable.value, mask.value))

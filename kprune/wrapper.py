@@ -28,13 +28,11 @@ How a wrapped layer trains:
 
 import keras
 import numpy as np
-from keras import ops
 
 from kprune import backends, handlers
 from kprune import masks as mask_math
 from kprune import selection
-from kprune.mask_ops import COMPARE_UP_TO, apply_mask, host_array, mask_product
-from kprune.mask_ops import pruned_nonzero as pruned_nonzero_of
+from kprune.mask_ops import apply_mask, host_array, mask_product, write_mask
 from kprune.schedules import ConstantSparsity, PruningSchedule
 
 
@@ -76,18 +74,9 @@ class MaskedWeights:
             variable.assign(apply_mask(variable.value, mask.value))
 
     def set_mask(self, variable, mask, keep, pruned_nonzero=None):
-        """Assign `keep` (a boolean array of the variable's shape) to `mask` and
-        zero the pruned entries of `variable`. The variable is rewritten only
-        if one of them is not 0 already (`pruned_nonzero`, found here if
-        None)."""
-        # A small mask is compared first (cheaper than an assign, and most
-        # masks of a channel update do not change); a large one is assigned.
-        if keep.size > COMPARE_UP_TO or not np.array_equal(host_array(mask), keep):
-            mask.assign(keep)
-        if pruned_nonzero is None:
-            pruned_nonzero = pruned_nonzero_of(host_array(variable), keep)
-        if pruned_nonzero:
-            variable.assign(mask_product(variable.value, mask.value))
+        """Assign `keep` to `mask` and zero the pruned entries of `variable`
+        (`kprune.mask_ops.write_mask`)."""
+        write_mask(variable, mask, keep, pruned_nonzero)
 
     def masked_layer_weights(self):
         """The inner layer's weights as NumPy arrays, pruned entries set to 0."""

@@ -1,7 +1,6 @@
 """NNI's config_list mapped onto kprune's channel arguments, and its errors."""
 
 import keras
-import numpy as np
 import pytest
 
 import kprune
