@@ -56,6 +56,20 @@ def mask_is_readable(mask, value):
     return not (kgraph.scope_hides(mask) or isinstance(value, jax.core.Tracer))
 
 
+def on_accelerator(variable):
+    """Whether `variable` lives on a GPU or TPU (not the host's CPU)."""
+    value = variable.value
+    backend = name()
+    if backend == "tensorflow":
+        device = getattr(value, "device", "") or ""
+        return "GPU" in device or "TPU" in device
+    if backend == "jax":
+        devices = getattr(value, "devices", None)
+        return devices is not None and any(d.platform != "cpu" for d in devices())
+    device = getattr(value, "device", None)
+    return device is not None and getattr(device, "type", "cpu") != "cpu"
+
+
 def zero_in_place(variable, mask):
     """PyTorch: zero the entries of `variable` where `mask` is False, in place
     (`value.mul_(mask)`: one pass and no new tensor, where `where` then

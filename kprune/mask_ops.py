@@ -136,16 +136,18 @@ class MaskWriter:
 
 
 def write_mask(variable, mask, keep, nonzero=None):
-    """Assign `keep` (a boolean array of the variable's shape) to `mask` and
-    zero the pruned entries of `variable`.
+    """Assign `keep` (a boolean array or tensor of the variable's shape) to
+    `mask` and zero the pruned entries of `variable`.
 
     A small mask is compared first (cheaper than an assign, and most masks of
     a channel update do not change); a large one is assigned. The variable
     is rewritten only if a pruned entry is not 0 already (`nonzero`, found
     here if None).
     """
-    if keep.size > COMPARE_UP_TO or not np.array_equal(host_array(mask), keep):
-        mask.assign(keep)
+    if not isinstance(keep, np.ndarray) or keep.size > COMPARE_UP_TO or not np.array_equal(
+        host_array(mask), keep
+    ):
+        mask.assign(keep)  # (a tensor `keep` is assigned where it lives)
     if nonzero is None:
         nonzero = pruned_nonzero(host_array(variable), keep)
     if nonzero:

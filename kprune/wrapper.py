@@ -19,9 +19,10 @@ How a wrapped layer trains:
   gradient, and the callback zeroes their optimizer state at each update;
 * masks are boolean variables (one byte per weight, not trainable), applied
   with `where(mask, w, 0)`, so no float copy of a mask is ever made;
-* masks are recomputed on the host (`kprune.masks`) by `UpdatePruningStep` or
-  `kprune.update_masks`, never inside the train step, so a step costs one
-  select per pruned weight and no selection. The host reads the weights
+* masks are recomputed on the host (`kprune.masks`), or for unstructured
+  masks of weights on a GPU or TPU there (`kprune.device_selection`), by
+  `UpdatePruningStep` or `kprune.update_masks`, never inside the train step,
+  so a step costs one select per pruned weight and no selection. The host reads the weights
   without copying them (`host_array`), and a weight is rewritten only when the
   new mask zeroes entries that are not already 0.
 """
@@ -29,7 +30,7 @@ How a wrapped layer trains:
 import keras
 import numpy as np
 
-from kprune import backends, handlers
+from kprune import backends, device_selection, handlers
 from kprune import masks as mask_math
 from kprune import selection
 from kprune.mask_ops import apply_mask, host_array, mask_product, write_mask
@@ -252,10 +253,26 @@ class MagnitudeMasks(MaskedWeights):
 
     def update_masks(self, sparsity):
         """Recompute the masks from the current weights at `sparsity` (ignored
-        for M:N) and zero the pruned entries of the weights."""
+        for M:N) and zero the pruned entries of the weights.
+
+        Unstructured masks of weights on a GPU or TPU are computed there
+        (`kprune.device_selection`); the others on the host (`kprune.masks`).
+        Both give the same masks."""
         for w, mask in zip(self._pruned, self.masks):
-            keep, pruned_nonzero = self._new_mask(host_array(w.variable), w.input_axis, sparsity)
-            self.set_mask(w.variable, mask, keep, pruned_nonzero)
+            variable = w.variable
+            if self._on_device(variable):
+                k = mask_math.target_zeros(int(np.prod(variable.shape)), sparsity)
+                keep, nonzero = device_selection.smallest_magnitudes(variable.value, k)
+                self.set_mask(variable, mask, keep, bool(keras.ops.convert_to_numpy(nonzero)))
+                continue
+            keep, pruned_nonzero = self._new_mask(host_array(variable), w.input_axis, sparsity)
+            self.set_mask(variable, mask, keep, pruned_nonzero)
+
+    def _on_device(self, variable):
+        return (
+            self.sparsity_m_by_n is None and self.block_size == (1, 1)
+            and device_selection.supports(variable.dtype) and backends.on_accelerator(variable)
+        )
 
 
 @keras.saving.register_keras_serializable(package="kprune")

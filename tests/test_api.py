@@ -88,7 +88,7 @@ def test_public_surface():
 
 
 MODULES = [
-    "schedules", "masks", "mask_ops", "handlers", "wrapper", "pruning", "callbacks",
+    "schedules", "masks", "mask_ops", "device_selection", "handlers", "wrapper", "pruning", "callbacks",
     "graph", "importance", "channels", "structured", "stats", "litert", "distill", "export",
     "rules", "registration", "op_rules", "kgraph", "einsum", "tables", "verify", "convert",
     "native_logs", "backends", "tf_convert",

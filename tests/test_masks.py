@@ -200,3 +200,62 @@ def test_magnitude_mask_nan_is_pruned_last():
     assert masks.magnitude_mask(w, 0.4).tolist() == [True, False, True, False, True]
     assert masks.magnitude_mask(w, 0.6).tolist() == [True, False, False, False, True]
     assert masks.magnitude_mask(w, 0.8).tolist() == [False, False, False, False, True]
+
+
+# ------------------------------------------- selection on the weights' device
+
+
+def _device_case(rng, n, kind, dtype):
+    w = rng.standard_normal(n).astype(np.float32)
+    if kind == "ties":
+        w = np.round(w, 1)
+    elif kind == "nan_inf":
+        w[rng.random(n) < 0.1] = np.nan
+        w[rng.random(n) < 0.05] = -np.nan
+        w[rng.random(n) < 0.1] = -np.inf
+    elif kind == "signed_zeros":
+        w[rng.random(n) < 0.5] = 0.0
+        w[rng.random(n) < 0.3] = -0.0
+    return w.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan_inf", "signed_zeros"])
+def test_device_selection_matches_the_numpy_selection(rng, dtype, kind):
+    # keras.ops on the current backend against kprune.selection (NumPy),
+    # whose contract the NumPy reference test in test_selection.py checks.
+    import keras
+    import ml_dtypes
+
+    from kprune import device_selection, selection
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+    for n in (1, 7, 1000, 70001):
+        w = _device_case(rng, n, kind, np_dtype)
+        for k in sorted({0, 1, n // 2, int(0.9 * n), n - 1, n}):
+            keep, nonzero = device_selection.smallest_magnitudes(w, k)
+            expected = selection.select_smallest(w, k)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(keep), expected.keep)
+            assert bool(keras.ops.convert_to_numpy(nonzero)) is expected.pruned_nonzero
+
+
+def test_weights_on_an_accelerator_get_the_same_masks(rng, monkeypatch):
+    # Masks of weights on a GPU/TPU are computed there; this machine has none,
+    # so the device path is chosen by hand and compared with the host path.
+    import keras
+
+    import kprune
+    from kprune import backends
+
+    layers = [kprune.PruneLowMagnitude(keras.layers.Dense(64)) for _ in range(2)]
+    w = rng.standard_normal((48, 64)).astype(np.float32)
+    w[:, 3] = w[0, 3]  # ties
+    for layer in layers:
+        layer.build((None, 48))
+        layer.layer.kernel.assign(w)
+    layers[0].update_masks(0.7)
+    monkeypatch.setattr(backends, "on_accelerator", lambda variable: True)
+    layers[1].update_masks(0.7)
+    for a, b in zip(layers[0].weights, layers[1].weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert int((keras.ops.convert_to_numpy(layers[1].layer.kernel) == 0).sum()) == round(0.7 * w.size)
