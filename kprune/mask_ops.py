@@ -28,8 +28,8 @@ def apply_mask(value, mask):
 
 
 def mask_product(value, mask):
-    """`apply_mask` in the form that is fastest on the backend: the mask
-    constraint's and the mask update's.
+    """`apply_mask` in the form that is fastest on the backend, for the mask
+    constraint in the training step.
 
     On TensorFlow `value * cast(mask)`: TF's broadcasting select is about 1.4x
     slower than a multiply on CPU (`benchmarks/bench_training.py` measures the
@@ -115,7 +115,7 @@ class MaskWriter:
                 def write(keeps):
                     for (variable, mask), keep in zip(variables, keeps):
                         mask.assign(keep)
-                        variable.assign(variable * tf.cast(keep, variable.dtype))
+                        variable.assign(tf.where(keep, variable, tf.zeros((), variable.dtype)))
 
                 self._function = write
 
@@ -151,4 +151,6 @@ def write_mask(variable, mask, keep, nonzero=None):
     if nonzero is None:
         nonzero = pruned_nonzero(host_array(variable), keep)
     if nonzero:
-        variable.assign(mask_product(variable.value, mask.value))
+        # `where`, not `mask_product`: no float copy of the mask (the
+        # update's memory peak stays one new value of the variable).
+        variable.assign(apply_mask(variable.value, mask.value))
