@@ -209,8 +209,9 @@ class Constraint:
         for kind in budget.kinds:
             if kind == "latency_ms":
                 latency = LatencyTable(space) if latency is None else latency
+                # The table may cover more widths than the search (a search's `max_ratio`).
                 if not isinstance(latency, LatencyTable) or latency.space.names != space.names or any(
-                        len(a) != len(b) for a, b in zip(latency.space.allowed, space.allowed)):
+                        not np.isin(b, a).all() for a, b in zip(latency.space.allowed, space.allowed)):
                     raise ValueError(
                         "Argument `latency` must be a kprune.latency.LatencyTable built for the same "
                         "model, round_to and excluded layers as the search. Received: "
