@@ -16,11 +16,16 @@ i, both as fractions of the dense model's for a relative budget, in ms for
 an absolute one), and re-fits the plan to `T_{i+1}`: the plan's per-group
 ratios are scaled by one factor until the corrected load is met
 (`kprune.rescale.scale_to_budget`, ratios clipped at each group's narrowest
-width), then the rounding is repaired (`kprune.rescale.fill_budget`). Every
+width), then the rounding is repaired (`kprune.rescale.fill_budget`). If a
+corrected target leaves the bracket of targets already measured below and
+above the budget, it is bisected instead. On small models the file's latency
+is a staircase in the widths (XNNPack adds a tile of output channels at a
+time), so when `max_iterations` re-fits do not land, up to `max_neighbours`
+one-group moves from the closest plan are measured (`neighbours`). Every
 check is recorded in `result.extra["latency_checks"]`; the plan is measured
 once more at the end, and the spread of the two measurements of that file is
-`result.extra["latency_noise"]`. If no plan lands within tolerance after
-`max_iterations` re-fits, the one that came closest is returned.
+`result.extra["latency_noise"]`. If no plan lands within tolerance, the one
+that came closest is returned (`result.extra["latency_within"]` False).
 
 Measurements are relative by default: `FileLatency` exports the pruned and
 the dense model (`LatencyTable.export`) and times them in interleaved
