@@ -36,7 +36,8 @@ split only):
 
 For the latency budget, every method's plan (uniform too) then goes through
 `kprune.match_latency`: the pruned file is exported and timed against the
-dense one and, while it misses 60% by more than 3%, the plan is re-fitted to
+dense one and, while it misses 60% by more than 2% (1 point inside the goal,
+for measurement noise), the plan is re-fitted to
 a target corrected by measured/predicted (then one-group moves); the file
 checks are logged per row. A re-fitted plan drops the search's trained
 weights (NetAdapt, AutoCompress, AMC+LS): the fine-tune then starts from the
@@ -52,8 +53,8 @@ Then every pruned model gets the same fine-tune (Adam 5e-4, `FINETUNE`
 epochs on the training split) and is exported with `kprune.export_tflite`
 (float32). Reported: test accuracy (one-shot and after the fine-tune),
 achieved MACs (fraction of dense), LiteRT latency of the exported file (1
-thread; median ratio over 9 interleaved rounds of 200 invokes against the
-dense file, `kprune.litert.interleaved_latency`; measured twice, the
+thread; median ratio over 9 interleaved rounds against the dense file, each
+round at least 200 invokes and 100 ms per file, `kprune.litert.interleaved_latency`; measured twice, the
 relative difference is the row's noise), the latency the table predicted,
 the file checks of `match_latency`, and search wall time including those
 checks (the sensitivity scan is run once per model and counted in both
@@ -111,7 +112,8 @@ LABELS = {"uniform": "uniform", "sensitivity": "sensitivity", "netadapt": "NetAd
 ROUND_TO = {"rescnn": 4, "mobilenetv2": 8}
 GOAL_BUDGET = 0.03
 GOAL_GAIN = 0.01
-ROUNDS, RUNS = 9, 200  # interleaved rounds x invokes per file measurement
+ROUNDS, RUNS, ROUND_MS = 9, 200, 100.0  # interleaved rounds x invokes (at least ROUND_MS per file and round)
+LOOP_TOLERANCE = 0.02  # match_latency aims 1 point inside the 3% goal: the final file is measured again
 
 
 def log(msg):
@@ -260,7 +262,7 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             check_s = 0.0
             if budget.latency_ms:
                 checking = time.perf_counter()
-                result = kprune.match_latency(result, tolerance=GOAL_BUDGET, rounds=ROUNDS, runs=RUNS)
+                result = kprune.match_latency(result, tolerance=LOOP_TOLERANCE, rounds=ROUNDS, runs=RUNS)
                 check_s = time.perf_counter() - checking
                 log(f"{name} {budget_name} {method}: file checks " + ", ".join(
                     f"{c['phase']} {c['measured']:.3f}" for c in result.extra["latency_checks"])
@@ -274,8 +276,9 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             tuned = accuracy(pruned, data["test"])
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
-            pruned_ms, dense_ms, ratio = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, RUNS)
-            again = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, RUNS)[2]
+            runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.latency_check.FileLatency
+            pruned_ms, dense_ms, ratio = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
+            again = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
             macs = kprune.count_macs(pruned)
             achieved = macs / dense_report.macs if budget.macs else ratio
             row = {
