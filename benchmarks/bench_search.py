@@ -27,7 +27,21 @@ split only):
   training split minus the search split, `rho=1e-2`; its weights, trained
   by ADMM, go into the common fine-tune);
 * AMC: `kprune.amc` (DDPG agent, reward = one-shot accuracy on the search
-  split; hidden 64/64 since the state is 10 numbers, AMC's other settings).
+  split; hidden 64/64 since the state is 10 numbers, AMC's other settings,
+  including its lower bound: at most 80% of a group's channels removed);
+* AMC+LS: the same with `reconstruct=` the search split's images (64 per
+  refit): every episode's pruned layers are refit by least squares before the
+  reward, as in the AMC paper; fewer episodes (each costs 2-8 s more), and
+  its reconstructed weights go into the common fine-tune.
+
+For the latency budget, every method's plan (uniform too) then goes through
+`kprune.match_latency`: the pruned file is exported and timed against the
+dense one and, while it misses 60% by more than 2% (1 point inside the goal,
+for measurement noise), the plan is re-fitted to
+a target corrected by measured/predicted (then one-group moves); the file
+checks are logged per row. A re-fitted plan drops the search's trained
+weights (NetAdapt, AutoCompress, AMC+LS): the fine-tune then starts from the
+dense model's.
 
 The residual CNN searches with `round_to=4` (its groups are 32 and 64 wide:
 with `round_to=8` a step of the residual group moved the MACs by up to 35%
@@ -39,13 +53,16 @@ Then every pruned model gets the same fine-tune (Adam 5e-4, `FINETUNE`
 epochs on the training split) and is exported with `kprune.export_tflite`
 (float32). Reported: test accuracy (one-shot and after the fine-tune),
 achieved MACs (fraction of dense), LiteRT latency of the exported file (1
-thread; median of interleaved rounds against the dense file, as a fraction of
-it), the latency the table predicted, and search wall time (the sensitivity
-scan is run once per model and counted in both budgets' rows).
+thread; median ratio over 9 interleaved rounds against the dense file, each
+round at least 200 invokes and 100 ms per file, `kprune.litert.interleaved_latency`; measured twice, the
+relative difference is the row's noise), the latency the table predicted,
+the file checks of `match_latency`, and search wall time including those
+checks (the sensitivity scan is run once per model and counted in both
+budgets' rows).
 
 Usage:
-    python benchmarks/bench_search.py [--quick | --full] [--out PATH] [--models rescnn,mobilenetv2]
-        [--methods uniform,sensitivity,netadapt,annealing,auto_compress,amc]
+    python benchmarks/bench_search.py [--quick | --full] [--out PATH] [--markdown PATH]
+        [--models rescnn,mobilenetv2] [--methods uniform,sensitivity,netadapt,annealing,auto_compress,amc,amc_ls]
 
 `--methods` runs a subset (uniform always runs: it is the baseline of the goals).
 
@@ -56,7 +73,8 @@ search each). `--quick` (~8 minutes with all methods): fewer training
 epochs and evaluations, for checking the script. `--full`: more
 training, NetAdapt's finer schedule, more annealing evaluations (about an
 hour). Prints progress to stderr, the table to stdout, and writes JSON to
-`benchmarks/results/search.json`.
+`benchmarks/results/search.json` (after each model, so an interrupted run
+keeps the finished models), and with `--markdown` the table as Markdown.
 """
 
 import argparse
@@ -68,7 +86,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_io import write_json  # noqa: E402
+from bench_io import write_atomic, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "search.json")
@@ -76,19 +94,26 @@ DEFAULT_OUT = os.path.join(HERE, "results", "search.json")
 SETTINGS = {
     "quick": {"epochs": {"rescnn": 4, "mobilenetv2": 6}, "finetune": 1, "sens_ratios": (0.25, 0.5, 0.75),
               "sa_evals": 15, "na_steps": 5, "na_reduction": 0.2, "na_decay": 0.9, "lut_points": 2,
-              "ac_rounds": 2, "ac_sa_evals": 4, "ac_admm": (2, 1), "amc_episodes": (12, 4)},
+              "ac_rounds": 2, "ac_sa_evals": 4, "ac_admm": (2, 1), "amc_episodes": (12, 4),
+              "amc_ls_episodes": (6, 3)},
     "default": {"epochs": {"rescnn": 8, "mobilenetv2": 20}, "finetune": 3, "sens_ratios": (0.2, 0.4, 0.6, 0.8),
                 "sa_evals": 40, "na_steps": 10, "na_reduction": 0.1, "na_decay": 0.9, "lut_points": 3,
-                "ac_rounds": 2, "ac_sa_evals": 12, "ac_admm": (3, 1), "amc_episodes": (60, 20)},
+                "ac_rounds": 2, "ac_sa_evals": 12, "ac_admm": (3, 1), "amc_episodes": (60, 20),
+                "amc_ls_episodes": (30, 10)},
     "full": {"epochs": {"rescnn": 15, "mobilenetv2": 40}, "finetune": 8,
              "sens_ratios": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
              "sa_evals": 150, "na_steps": 30, "na_reduction": 0.05, "na_decay": 0.96, "lut_points": 4,
-             "ac_rounds": 3, "ac_sa_evals": 40, "ac_admm": (5, 2), "amc_episodes": (300, 100)},
+             "ac_rounds": 3, "ac_sa_evals": 40, "ac_admm": (5, 2), "amc_episodes": (300, 100),
+             "amc_ls_episodes": (100, 30)},
 }
-METHODS = ("uniform", "sensitivity", "netadapt", "annealing", "auto_compress", "amc")
+METHODS = ("uniform", "sensitivity", "netadapt", "annealing", "auto_compress", "amc", "amc_ls")
+LABELS = {"uniform": "uniform", "sensitivity": "sensitivity", "netadapt": "NetAdapt", "annealing": "annealing",
+          "auto_compress": "AutoCompress", "amc": "AMC", "amc_ls": "AMC+LS"}
 ROUND_TO = {"rescnn": 4, "mobilenetv2": 8}
 GOAL_BUDGET = 0.03
 GOAL_GAIN = 0.01
+ROUNDS, RUNS, ROUND_MS = 9, 200, 100.0  # interleaved rounds x invokes (at least ROUND_MS per file and round)
+LOOP_TOLERANCE = 0.02  # match_latency aims 1 point inside the 3% goal: the final file is measured again
 
 
 def log(msg):
@@ -163,30 +188,8 @@ def accuracy(model, data):
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), -1) == y))
 
 
-def interleaved_latency(dense_path, path, io_names, sample, rounds=5, runs=60):
-    """Median ms of each file over interleaved rounds, and the median per-round ratio."""
-    import numpy as np
-
-    from kprune import litert
-
-    dense, pruned, ratios = [], [], []
-    for r in range(rounds):  # alternate the order so drifts in machine load hit both alike
-        if r % 2:
-            b = litert.latency_ms(path, io_names, sample, runs)
-            a = litert.latency_ms(dense_path, io_names, sample, runs)
-        else:
-            a = litert.latency_ms(dense_path, io_names, sample, runs)
-            b = litert.latency_ms(path, io_names, sample, runs)
-        pair = [a, b]
-        dense.append(pair[0])
-        pruned.append(pair[1])
-        ratios.append(pair[1] / pair[0])
-    return float(np.median(dense)), float(np.median(pruned)), float(np.median(ratios))
-
-
 def run_model(name, settings, data, workdir, methods=METHODS):
     import keras
-    import numpy as np
 
     import kprune
     from kprune import litert
@@ -241,10 +244,11 @@ def run_model(name, settings, data, workdir, methods=METHODS):
                                               sa_max_evaluations=settings["ac_sa_evals"], energy_scale=100.0,
                                               admm_num_iterations=rounds, admm_training_epochs=epochs, rho=1e-2,
                                               round_to=round_to, latency=table, verbose=0)
-            elif method == "amc":
-                episodes, warmup = settings["amc_episodes"]
+            elif method in ("amc", "amc_ls"):
+                episodes, warmup = settings[f"{method}_episodes"]
                 result = kprune.amc(model, budget, evaluate, episodes=episodes, warmup=warmup, hidden=(64, 64),
-                                    round_to=round_to, latency=table, verbose=0)
+                                    round_to=round_to, latency=table, verbose=0,
+                                    reconstruct=data["search"][0] if method == "amc_ls" else None)
             elif method == "sensitivity":
                 result = scan.allocate(budget, latency=table)
             elif method == "netadapt":
@@ -255,11 +259,16 @@ def run_model(name, settings, data, workdir, methods=METHODS):
                 result = kprune.simulated_annealing(model, budget, evaluate, energy_scale=100.0, latency=table,
                                                     round_to=round_to,
                                                     max_evaluations=settings["sa_evals"], verbose=0)
+            check_s = 0.0
+            if budget.latency_ms:
+                checking = time.perf_counter()
+                result = kprune.match_latency(result, tolerance=LOOP_TOLERANCE, rounds=ROUNDS, runs=RUNS)
+                check_s = time.perf_counter() - checking
+                log(f"{name} {budget_name} {method}: file checks " + ", ".join(
+                    f"{c['phase']} {c['measured']:.3f}" for c in result.extra["latency_checks"])
+                    + f" ({check_s:.0f} s, noise {result.extra['latency_noise']:.4f})")
             search_s = time.perf_counter() - started + (scan_s if method == "sensitivity" else 0.0)
-            if method in ("netadapt", "auto_compress"):
-                pruned = result.model
-            else:
-                pruned = kprune.remove_channels(model, result.plan)
+            pruned = result.model if result.model is not None else kprune.remove_channels(model, result.plan)
             one_shot = accuracy(pruned, data["test"])
             keras.utils.set_random_seed(1)
             compile_model(keras, fast_batchnorm(keras, pruned), 5e-4)
@@ -267,7 +276,9 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             tuned = accuracy(pruned, data["test"])
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
-            dense_ms, pruned_ms, ratio = interleaved_latency(dense_path, path, io_names, sample)
+            runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.latency_check.FileLatency
+            pruned_ms, dense_ms, ratio = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
+            again = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
             macs = kprune.count_macs(pruned)
             achieved = macs / dense_report.macs if budget.macs else ratio
             row = {
@@ -279,30 +290,65 @@ def run_model(name, settings, data, workdir, methods=METHODS):
                 "achieved_fraction": achieved, "target_fraction": 0.5 if budget.macs else 0.6,
                 "within_3pct": abs(achieved - (0.5 if budget.macs else 0.6)) <= GOAL_BUDGET * (0.5 if budget.macs else 0.6),
                 "search_seconds": search_s, "evaluations": result.evaluations, "widths": result.widths,
-                "verified": report.verified,
+                "verified": report.verified, "latency_fraction_again": again, "noise": abs(again - ratio) / ratio,
+                "check_seconds": check_s, "latency_checks": result.extra.get("latency_checks"),
+                "check_noise": result.extra.get("latency_noise"), "refitted": "search_widths" in result.extra,
             }
             rows.append(row)
             log(f"{name} {budget_name} {method}: acc {one_shot:.3f} -> {tuned:.3f}, MACs {row['macs_fraction']:.3f}, "
-                f"latency {ratio:.3f} (predicted {row['predicted_latency_fraction']:.3f}), {search_s:.0f} s")
+                f"latency {ratio:.3f} / {again:.3f} (predicted {row['predicted_latency_fraction']:.3f}), "
+                f"{search_s:.0f} s")
     return {"name": name, "dense_accuracy": dense_acc, "dense_macs": dense_report.macs,
             "dense_latency_ms": dense_report.latency_ms, "train_seconds": train_s, "lut_seconds": lut_s,
             "lut_layers": len(table.entries), "calibration": table.calibration, "scan_seconds": scan_s,
             "sensitivity": scan.to_dict() if scan else None, "round_to": round_to, "rows": rows}
 
 
+def checks_text(row):
+    """`match_latency`'s file checks of a latency row ("0.709>0.601"), or ""."""
+    checks = row.get("latency_checks")
+    return ">".join(f"{c['measured']:.3f}" for c in checks) if checks else ""
+
+
 def table_text(results):
     lines = [f"{'model':<12} {'budget':<12} {'method':<13} {'acc 1-shot':>10} {'acc tuned':>9} {'MACs':>6} "
-             f"{'latency':>8} {'pred.':>6} {'in 3%':>5} {'search s':>8}"]
+             f"{'latency':>8} {'pred.':>6} {'in 3%':>5} {'noise':>6} {'search s':>8}  file checks"]
     for res in results:
         lines.append(f"{res['name']:<12} {'dense':<12} {'-':<13} {'':>10} {res['dense_accuracy']:>9.3f} {1:>6.3f} "
-                     f"{1:>8.3f} {'':>6} {'':>5} {'':>8}")
+                     f"{1:>8.3f} {'':>6} {'':>5} {'':>6} {'':>8}")
         for r in res["rows"]:
             lines.append(
                 f"{r['model']:<12} {r['budget']:<12} {r['method']:<13} {r['one_shot_accuracy']:>10.3f} "
                 f"{r['accuracy']:>9.3f} {r['macs_fraction']:>6.3f} {r['latency_fraction']:>8.3f} "
                 f"{r['predicted_latency_fraction']:>6.3f} {'yes' if r['within_3pct'] else 'NO':>5} "
-                f"{r['search_seconds']:>8.0f}")
+                f"{r['noise']:>6.1%} {r['search_seconds']:>8.0f}  {checks_text(r)}")
     return "\n".join(lines)
+
+
+def markdown(results, summary, header):
+    """The table and the goals as Markdown (benchmarks/results_search.md)."""
+    lines = [header, "", "| model | budget | method | acc one-shot | acc fine-tuned | MACs | latency (file) | pred. | "
+             "within 3% | noise | file checks | search s |", "|" + "---|" * 12]
+    for res in results:
+        lines.append(f"| {res['name']} | dense | | | {res['dense_accuracy']:.3f} | 1.000 | 1.000 "
+                     f"({res['dense_latency_ms']:.2f} ms) | | | | | |")
+        for r in res["rows"]:
+            budget = "MACs 50%" if r["budget"].startswith("macs") else "latency 60%"
+            lines.append(
+                f"| {r['model']} | {budget} | {LABELS[r['method']]} | {r['one_shot_accuracy']:.3f} | "
+                f"{r['accuracy']:.3f} | {r['macs_fraction']:.3f} | {r['latency_fraction']:.3f} | "
+                f"{r['predicted_latency_fraction']:.3f} | {'yes' if r['within_3pct'] else 'no'} | "
+                f"{r['noise']:.1%} | {checks_text(r)} | {r['search_seconds']:.0f} |")
+    lines += ["", "Goals (every search within 3% of its budget, measured on the exported file for latency; "
+              "best search +1 point over uniform):", ""]
+    for g in summary:
+        lines.append(
+            f"* {g['model']} {g['budget']}: within 3%: "
+            + ", ".join(f"{LABELS[m]} {'yes' if v else 'no'}" for m, v in g["within_3pct"].items())
+            + "; vs uniform: " + ", ".join(f"{LABELS[m]} {v:+.3f}" for m, v in g["gain_by_method"].items())
+            + f"; best {LABELS[g['best_method']]} {g['gain_over_uniform']:+.3f} "
+            + f"({'met' if g['beats_uniform_by_1pt'] else 'missed'})")
+    return "\n".join(lines) + "\n"
 
 
 def goals(results):
@@ -325,10 +371,11 @@ def goals(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true")
-    mode.add_argument("--full", action="store_true")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true")
+    group.add_argument("--full", action="store_true")
     parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--markdown", default=None, help="also write the table as Markdown to this path")
     parser.add_argument("--models", default="rescnn,mobilenetv2")
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
@@ -336,29 +383,39 @@ def main():
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    settings = SETTINGS["quick" if args.quick else "full" if args.full else "default"]
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    settings = SETTINGS[mode]
     started = time.perf_counter()
+    import tensorflow as tf
+
+    def save(results):
+        text, summary = table_text(results), goals(results)
+        write_json({"mode": mode, "methods": methods, "round_to": ROUND_TO, "settings": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}, "results": results,
+            "goals": summary, "table": text, "seconds": time.perf_counter() - started,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__}},
+            args.out)
+        if args.markdown:
+            header = (f"# bench_search.py results\n\n`python benchmarks/bench_search.py` (mode {mode}, methods "
+                      f"{', '.join(methods)}; round_to {ROUND_TO}; {(time.perf_counter() - started) / 60:.0f} "
+                      f"minutes on {os.cpu_count()} shared cores, TensorFlow {tf.__version__}). JSON: "
+                      f"`{os.path.relpath(args.out, os.path.dirname(HERE))}`.")
+            write_atomic(args.markdown, markdown(results, summary, header))
+        return text, summary
+
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             data = load_data(28 if name == "rescnn" else 32)
             results.append(run_model(name, settings, data, workdir, methods))
-    text = table_text(results)
+            save(results)  # after each model: an interrupted run keeps the finished ones
+    text, summary = save(results)
     print(text)
-    summary = goals(results)
     for g in summary:
         print(f"{g['model']} {g['budget']}: all within 3% of budget: {g['all_within_3pct']}; best "
               f"{g['best_method']} {g['gain_over_uniform']:+.3f} vs uniform (goal +0.010): "
               f"{'met' if g['beats_uniform_by_1pt'] else 'missed'}; per method vs uniform: "
               + ", ".join(f"{m} {v:+.3f}" for m, v in g["gain_by_method"].items()))
-    import tensorflow as tf
-
-    write_json({"mode": "quick" if args.quick else "full" if args.full else "default", "methods": methods,
-                "round_to": ROUND_TO, "settings": {
-        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}, "results": results,
-        "goals": summary, "table": text, "seconds": time.perf_counter() - started,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__}},
-        args.out)
     log(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
 
 

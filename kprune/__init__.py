@@ -32,6 +32,7 @@ from kprune.importance import BNScaleRegularizer
 from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
 from kprune.latency import LatencyTable
+from kprune.latency_check import match_latency
 from kprune.layerwise import fine_tuner
 from kprune.layerwise import prune_layerwise
 from kprune.netadapt import netadapt
@@ -102,6 +103,7 @@ __all__ = [
     "export_tflite",
     "fine_tuner",
     "mask_channels",
+    "match_latency",
     "netadapt",
     "plan_channels",
     "prune_channels",

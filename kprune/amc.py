@@ -12,7 +12,8 @@ MACs of the group's producers); `reduced_t` is the budgeted resource already
 removed by the groups before t, and `rest_t` what groups t, t+1, ... could
 still remove (both as fractions of the dense model's), `a_{t-1}` the
 previous action. The action `a_t` in [0, 1] is the fraction of group t's
-channels to keep, snapped to an allowed width and then clipped
+channels to keep, at least `1 - max_ratio` (AMC's `lbound`, 0.2 by
+default), snapped to an allowed width and then clipped
 (resource-constrained search, AMC's `_action_wall` and NNI's
 `correct_action`) to
 
@@ -22,7 +23,9 @@ the upper bound keeps the budget reachable whatever the later groups do (they
 can still shrink to their narrowest widths), the lower bound forbids pruning
 more than the budget needs. After the last group the widths are widened
 where the budget allows (`kprune.rescale.fill_budget`, which repairs the
-`round_to` rounding), the pruned model is evaluated without fine-tuning, and
+`round_to` rounding), the pruned model is evaluated without fine-tuning
+(optionally after refitting the layers that read pruned channels by least
+squares on calibration data, `reconstruct=`, as AMC does), and
 its metric is the reward of every transition of the episode (AMC's code
 gives the final reward to all). Warm-up episodes take uniform random
 actions; after them, each stored transition triggers one DDPG update
@@ -31,8 +34,10 @@ actions; after them, each stored transition triggers one DDPG update
 
 import numpy as np
 
+from kprune.channels import remove_channels
 from kprune.ddpg import DDPG
 from kprune.evaluation import MaskedCopy, data_evaluator
+from kprune.reconstruction import reconstruct as reconstruct_layers
 from kprune.rescale import fill_budget, rounding_priority
 from kprune.search import SearchRun, make_result, space_and_constraint
 from kprune.stats import layer_stats
@@ -161,7 +166,9 @@ def amc(
     round_to=8,
     exclude=(),
     config_list=None,
-    max_ratio=None,
+    max_ratio=0.8,
+    reconstruct=None,
+    reconstruct_images=64,
     latency=None,
     seed=0,
     max_evaluations=None,
@@ -184,10 +191,24 @@ def amc(
             init_delta / delta_decay: the agent's settings (`kprune.ddpg.DDPG`;
             defaults are AMC's: (300, 300), 1e-4, 1e-3, 0.01, 1.0, 64, 0.5, 0.95).
         importance: the criterion choosing channels within a group. Defaults to "l2".
-        round_to / exclude / config_list / max_ratio / latency: as for
-            `kprune.simulated_annealing` (`max_ratio` is AMC's `1 - lbound`;
-            AMC's default lbound 0.2 is `max_ratio=0.8`. A `LatencyTable`
-            must be built on a `SearchSpace` with the same `max_ratio`).
+        round_to / exclude / config_list / latency: as for
+            `kprune.simulated_annealing` (a `LatencyTable` may be built on a
+            `SearchSpace` without `max_ratio`).
+        max_ratio: the largest fraction of any group's channels an action
+            removes, in (0, 1), or None for no bound (down to `round_to`
+            channels). Defaults to 0.8: AMC's code keeps at least
+            `lbound = 0.2` of every layer.
+        reconstruct: calibration inputs (an array, a tuple of arrays or
+            `(x, y)`) to refit the layers that read pruned channels by least
+            squares (`kprune.reconstruct`, He et al. ICCV 2017) before every
+            evaluation, as AMC does for channel pruning: the reward then
+            measures the widths rather than how much one-shot pruning
+            breaks the model, which on a small model is often near chance
+            for every plan. The result's `model` is the best plan
+            reconstructed (channels removed). Costs one least-squares refit
+            per pruned layer and episode. Defaults to None (no reconstruction).
+        reconstruct_images: images of `reconstruct` sampled per refit.
+            Defaults to 64.
         seed: seeds the agent and every draw. Defaults to 0.
         max_evaluations / max_time: limits (episodes, seconds).
         state_path: a JSON state file (the agent's arrays go beside it); an
@@ -215,6 +236,11 @@ def amc(
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "episodes" else 0):
             raise ValueError(f"Argument `{name}` must be an int >= {1 if name == 'episodes' else 0}. "
                              f"Received: {name}={value!r}")
+    if max_ratio is not None and (isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float))
+                                  or not 0.0 < max_ratio < 1.0):
+        raise ValueError("Argument `max_ratio` must be a number in (0, 1) (the largest fraction of a group's "
+                         "channels removed; AMC's lbound 0.2 is max_ratio=0.8) or None for no bound. "
+                         f"Received: max_ratio={max_ratio!r}")
     evaluate = data_evaluator(evaluate, data)
     space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
                                              importance=importance, max_ratio=max_ratio)
@@ -229,7 +255,8 @@ def amc(
                  init_delta=init_delta, delta_decay=delta_decay, warmup=warmup, seed=seed)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed, "episodes": episodes,
                 "warmup": warmup, "agent": [list(hidden), lr_actor, lr_critic, tau, discount, batch_size,
-                                            init_delta, delta_decay], "importance": space.importance}
+                                            init_delta, delta_decay], "importance": space.importance,
+                "reconstruct": None if reconstruct is None else int(reconstruct_images)}
     run = SearchRun("amc", settings, state_path, log_path, max_evaluations, max_time, verbose,
                     target=min(episodes, max_evaluations or episodes))
     state = run.state
@@ -252,7 +279,7 @@ def amc(
             previous = float(widths[t] / space.channels[t])
             transitions.append([s, previous])
         final = env.finish(widths, space.ratios(widths))
-        reward = float(evaluate(copy.apply(space.plan(final))))
+        reward = float(evaluate(pruned_model(copy, space, final, reconstruct, reconstruct_images)))
         for t, (s, a) in enumerate(transitions):
             last = t == len(space) - 1
             s2 = s if last else transitions[t + 1][0]
@@ -272,5 +299,19 @@ def amc(
     if state["best"] is None:
         raise ValueError("The search stopped before its first episode: raise `max_evaluations`/`max_time`.")
     best = space.from_description(state["best"]["widths"])
-    return make_result("amc", space, constraint, best, state["best"]["score"], run, stopped,
-                       extra={"episode": state["best"]["episode"], "episodes": state["episode"]})
+    model_out = None
+    if reconstruct is not None:
+        plan = space.plan(best)
+        model_out = remove_channels(pruned_model(copy, space, best, reconstruct, reconstruct_images), plan)
+    return make_result("amc", space, constraint, best, state["best"]["score"], run, stopped, model=model_out,
+                       extra={"episode": state["best"]["episode"], "episodes": state["episode"],
+                              "max_ratio": max_ratio, "reconstruct": reconstruct is not None})
+
+
+def pruned_model(copy, space, widths, data=None, images=64):
+    """The model masked to `widths` (`copy`, a `MaskedCopy`), its layers refit
+    to the unpruned model's outputs on `data` by least squares if given."""
+    masked = copy.apply(space.plan(widths))
+    if data is None or np.array_equal(widths, space.dense):
+        return masked
+    return reconstruct_layers(masked, space.model, data, max_images=images)

@@ -211,14 +211,19 @@ class LatencyTable:
     def __call__(self, widths):
         return self.calibration["a"] + self.calibration["b"] * self.table_ms(widths)
 
+    def export(self, widths, path, measure_latency=False, runs=100, space=None):
+        """Export the model pruned to `widths` (of `space`, default the table's)
+        to the float32 file `path`; returns the `kprune.export_tflite` report."""
+        space = space or self.space
+        model = space.model
+        if not np.array_equal(widths, space.dense):
+            model = mask_channels(model, space.plan(widths))
+        return export_tflite(model, path, verify=False, measure_latency=measure_latency, latency_runs=runs)
+
     def measure(self, widths, runs=None, directory=None):
         """Export the model pruned to `widths` and time the whole file (ms)."""
-        model = self.space.model
-        if not np.array_equal(widths, self.space.dense):
-            model = mask_channels(model, self.space.plan(widths))
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            report = export_tflite(model, os.path.join(tmp, "m.tflite"), verify=False,
-                                   latency_runs=runs or 100)
+            report = self.export(widths, os.path.join(tmp, "m.tflite"), measure_latency=True, runs=runs or 100)
         return report.latency_ms
 
     def _calibrate(self, runs):

@@ -244,6 +244,29 @@ def latency_ms(path, io_names, sample, runs):
     return float(np.median(times) * 1e3)
 
 
+def interleaved_latency(path, reference, io_names, sample, rounds=9, runs=200):
+    """Median ms of `path` and of `reference`, and the median per-round ratio.
+
+    Each of `rounds` rounds times both files (`latency_ms`, `runs` invokes),
+    alternating which goes first, so that drifts in machine load hit both
+    alike; the ratio `path / reference` of every round is kept and the
+    median returned, which is steadier than the ratio of two medians on a
+    shared machine. Returns `(ms, reference_ms, ratio)`.
+    """
+    ms, reference_ms, ratios = [], [], []
+    for r in range(rounds):
+        if r % 2:
+            b = latency_ms(path, io_names, sample, runs)
+            a = latency_ms(reference, io_names, sample, runs)
+        else:
+            a = latency_ms(reference, io_names, sample, runs)
+            b = latency_ms(path, io_names, sample, runs)
+        ms.append(b)
+        reference_ms.append(a)
+        ratios.append(b / a)
+    return float(np.median(ms)), float(np.median(reference_ms)), float(np.median(ratios))
+
+
 # ---------------------------------------------------------------- per-op figures
 
 # Compute ops: (weight input position, bias input position).

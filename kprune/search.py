@@ -67,6 +67,9 @@ class SearchResult:
             "max_evaluations", "max_time", "unreachable").
         model: a pruned Keras model with the search's weights, if it trained
             any (NetAdapt), else None.
+        space / constraint: the `SearchSpace` and `kprune.budget.Constraint`
+            the search ran on (not serialized; None after `from_json`), for
+            `kprune.match_latency`.
     """
 
     def __init__(self, method, plan, widths, ratios, score, resources, targets, dense, log,
@@ -79,6 +82,7 @@ class SearchResult:
         self.evaluations, self.seconds, self.stopped = int(evaluations), float(seconds), stopped
         self.model = model
         self.extra = dict(extra or {})
+        self.space = self.constraint = None
 
     @property
     def load(self):
@@ -119,7 +123,7 @@ class SearchResult:
 def make_result(method, space, constraint, widths, score, run, stopped, model=None, plan=None, extra=None):
     """A `SearchResult` for `widths` of `space` under `constraint`."""
     widths = np.asarray(widths)
-    return SearchResult(
+    result = SearchResult(
         method=method, plan=plan if plan is not None else space.plan(widths),
         widths=space.describe(widths),
         ratios={n: float(r) for n, r in zip(space.names, space.ratios(widths))},
@@ -127,6 +131,8 @@ def make_result(method, space, constraint, widths, score, run, stopped, model=No
         dense=constraint.dense, log=run.log if run else [], evaluations=run.evaluations if run else 0,
         seconds=run.seconds if run else 0.0, stopped=stopped, model=model, extra=extra,
     )
+    result.space, result.constraint = space, constraint
+    return result
 
 
 def check_limit(name, value, kind=int):

@@ -142,3 +142,53 @@ def test_amc_is_deterministic_and_resumes(tmp_path):
     assert resumed.widths == full.widths
     with pytest.raises(ValueError, match="belongs to another search"):
         kprune.amc(model, kprune.Budget(macs=0.6), kept_norm, state_path=str(state), **settings)
+
+
+def test_max_ratio_bounds_every_action():
+    model = _model()
+    result = kprune.amc(model, kprune.Budget(macs=0.5), kept_norm, episodes=8, warmup=4, hidden=(8, 8),
+                        batch_size=4, round_to=4, verbose=0)  # default max_ratio=0.8 (AMC's lbound 0.2)
+    channels = {"stem": 32, "r1": 32, "c3": 64}
+    assert result.extra["max_ratio"] == 0.8
+    for entry in result.log:
+        assert min(entry["actions"]) >= 0.2
+        assert all(width >= 0.2 * channels[name] for name, width in entry["widths"].items())
+    tight = kprune.amc(model, kprune.Budget(macs=0.5), kept_norm, episodes=8, warmup=4, hidden=(8, 8),
+                       batch_size=4, round_to=4, max_ratio=0.5, verbose=0)
+    for entry in tight.log:
+        assert min(entry["actions"]) >= 0.5
+    loose = kprune.amc(model, kprune.Budget(macs=0.5), kept_norm, episodes=8, warmup=4, hidden=(8, 8),
+                       batch_size=4, round_to=4, max_ratio=None, verbose=0)
+    assert min(min(entry["actions"]) for entry in loose.log) < 0.2  # without the bound, random actions go lower
+    for bad in (0.0, 1.0, 1.5, True, "0.8"):
+        with pytest.raises(ValueError, match=r"Argument `max_ratio` must be a number in \(0, 1\).*Received: "
+                                             f"max_ratio={bad!r}"):
+            kprune.amc(model, kprune.Budget(macs=0.5), kept_norm, max_ratio=bad, verbose=0)
+
+
+def test_reconstruction_makes_the_reward_informative():
+    """Same seed and warm-up (random) actions, so both searches try the same
+    widths; with least-squares reconstruction every pruned plan's reward
+    (fidelity to the unpruned model's outputs) is higher."""
+    model = _model()
+    x = np.random.default_rng(0).normal(size=(64, 10, 10, 3)).astype("float32")
+    reference = model.predict(x, verbose=0)
+
+    def fidelity(m):
+        return -float(np.mean((m.predict(x, verbose=0) - reference) ** 2))
+
+    settings = dict(episodes=4, warmup=4, hidden=(8, 8), batch_size=4, round_to=4, verbose=0)
+    plain = kprune.amc(model, kprune.Budget(macs=0.5), fidelity, **settings)
+    refit = kprune.amc(model, kprune.Budget(macs=0.5), fidelity, reconstruct=x, **settings)
+    assert [e["widths"] for e in refit.log] == [e["widths"] for e in plain.log]
+    for a, b in zip(plain.log, refit.log):
+        assert b["score"] > a["score"]
+    assert refit.score > plain.score and refit.extra["reconstruct"]
+    # the result carries the best plan reconstructed, with its channels removed
+    assert refit.model is not None and plain.model is None
+    assert kprune.count_macs(refit.model) == kprune.count_macs(kprune.remove_channels(model, refit.plan))
+    assert fidelity_of(refit.model, x, reference) == pytest.approx(refit.score, rel=1e-4, abs=1e-7)
+
+
+def fidelity_of(model, x, reference):
+    return -float(np.mean((model.predict(x, verbose=0) - reference) ** 2))

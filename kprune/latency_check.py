@@ -1,0 +1,295 @@
+"""Close the loop on latency budgets: measure the exported file, correct, re-fit.
+
+A search meets a `latency_ms` budget on the prediction of a
+`kprune.LatencyTable` (per-layer LiteRT times, calibrated on a few whole
+files). On models whose invoke takes a fraction of a millisecond the
+prediction of one width vector can miss the whole file's latency by 5-20%
+(the ops outside the table, XNNPack's kernel choice at each width).
+`match_latency` checks the search's plan on the exported file and, while the
+measurement misses the budget by more than `tolerance`, corrects the target
+the table is asked to meet by the measured error at the current plan,
+
+    T_{i+1} = B * p_i / m_i,
+
+(`B` the budget, `p_i` and `m_i` the predicted and measured latency of plan
+i, both as fractions of the dense model's for a relative budget, in ms for
+an absolute one), and re-fits the plan to `T_{i+1}`: the plan's per-group
+ratios are scaled by one factor until the corrected load is met
+(`kprune.rescale.scale_to_budget`, ratios clipped at each group's narrowest
+width), then the rounding is repaired (`kprune.rescale.fill_budget`). If a
+corrected target leaves the bracket of targets already measured below and
+above the budget, it is bisected instead. On small models the file's latency
+is a staircase in the widths (XNNPack adds a tile of output channels at a
+time), so when `max_iterations` re-fits do not land, up to `max_neighbours`
+one-group moves from the closest plan are measured (`neighbours`). Every
+check is recorded in `result.extra["latency_checks"]`; the plan is measured
+once more at the end, and the spread of the two measurements of that file is
+`result.extra["latency_noise"]`. If no plan lands within tolerance, the one
+that came closest is returned (`result.extra["latency_within"]` False).
+
+Measurements are relative by default: `FileLatency` exports the pruned and
+the dense model (`LatencyTable.export`) and times them in interleaved
+rounds (`kprune.litert.interleaved_latency`), so that load from other jobs
+on a shared machine hits both files alike.
+
+Example (`refit` moves a plan to a tighter load, here 80% of a MACs budget):
+
+>>> import keras, numpy as np, kprune
+>>> from kprune.budget import Constraint
+>>> from kprune.space import SearchSpace
+>>> model = keras.Sequential([keras.Input((8, 8, 3)),
+...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
+...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
+>>> space = SearchSpace(model, round_to=4)
+>>> constraint = Constraint(space, kprune.Budget(macs=0.5))
+>>> widths = refit(space, np.array([28, 16]), lambda w: constraint.load(w) / 0.8)
+>>> widths.tolist(), constraint.load(widths) <= 0.8
+([32, 8], True)
+"""
+
+import os
+import tempfile
+
+import numpy as np
+
+from kprune import litert
+from kprune.channels import mask_channels
+from kprune.rescale import fill_budget, rounding_priority, scale_to_budget
+from kprune.search import make_result
+
+
+class FileLatency:
+    """Measured latency of the model pruned to a width vector, on its exported file.
+
+    Exports the dense model once and each pruned one to float32 TFLite
+    (`LatencyTable.export`, into a temporary directory kept while this object
+    lives) and times them on one thread in `rounds` interleaved rounds of
+    invokes (`kprune.litert.interleaved_latency`): `runs`, or more for a fast
+    model, so that a round times each file for at least `round_ms` (on a
+    0.07 ms MobileNetV2, 200 invokes per round left two measurements of one
+    file up to 3% apart on a shared machine).
+
+    Args:
+        space: the `kprune.space.SearchSpace` the widths belong to.
+        table: a `kprune.LatencyTable` on the same model (it exports).
+        relative: return the latency as a fraction of the dense file's (the
+            median per-round ratio) rather than in ms. Defaults to True.
+        rounds / runs: interleaved rounds and (at least) invokes per round.
+            Defaults to 9 and 200.
+        round_ms: the least time per file and round, in ms. Defaults to 100.
+
+    Attributes:
+        last: `{"ms", "dense_ms", "ratio"}` of the last measurement.
+    """
+
+    def __init__(self, space, table, relative=True, rounds=9, runs=200, round_ms=100.0):
+        self.space, self.table, self.relative = space, table, bool(relative)
+        self.rounds = int(rounds)
+        self._tmp = tempfile.TemporaryDirectory(prefix="kprune-latency-")
+        self.dense_path = os.path.join(self._tmp.name, "dense.tflite")
+        table.export(space.dense, self.dense_path, space=space)
+        self.io_names = litert.io_names(space.model)
+        self.sample = litert.random_samples(litert.input_specs(space.model))[0]
+        dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
+        self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
+        self._files = {}
+        self.last = None
+
+    def path(self, widths):
+        """The exported file of `widths` (exported once)."""
+        key = tuple(int(w) for w in widths)
+        if key not in self._files:
+            path = os.path.join(self._tmp.name, f"pruned{len(self._files)}.tflite")
+            self.table.export(np.asarray(widths), path, space=self.space)
+            self._files[key] = path
+        return self._files[key]
+
+    def __call__(self, widths):
+        ms, dense_ms, ratio = litert.interleaved_latency(self.path(widths), self.dense_path, self.io_names,
+                                                         self.sample, self.rounds, self.runs)
+        self.last = {"ms": ms, "dense_ms": dense_ms, "ratio": ratio}
+        return ratio if self.relative else ms
+
+    def close(self):
+        self._tmp.cleanup()
+
+
+def refit(space, widths, load):
+    """`widths` rescaled to `load <= 1`, keeping the shape of the plan.
+
+    The plan's pruning ratios are multiplied by the smallest factor that meets
+    the load (ratios clipped at each group's narrowest width, so a group
+    already there does not block the others), then groups widen where the
+    budget allows (`fill_budget`). A dense plan scales uniform ratios.
+    Returns the narrowest widths if even they miss the load.
+    """
+    ratios = space.ratios(widths)
+    if not np.any(ratios > 0):
+        ratios = np.full(len(space), 0.5)
+    limits = space.ratios(space.min_widths)
+
+    def widths_of(r):
+        return space.widths_from_ratios(np.minimum(r, limits))
+
+    c, new = scale_to_budget(ratios, load, np.full(len(space), 1e6), widths_of)
+    if new is None:
+        return space.min_widths.copy()
+    return fill_budget(new, space.allowed, load, rounding_priority(space, np.minimum(c * ratios, limits)))
+
+
+def neighbours(space, widths, needed, wider, table, load, tried):
+    """One-group moves from `widths` towards a predicted latency `needed`, best first.
+
+    For each group, the allowed width (wider if `wider`, else narrower) whose
+    plan the table predicts closest to `needed` with the other groups kept
+    (and `load <= 1` for the budget's other resources); the moves are sorted
+    by that distance, plans already in `tried` left out. On small models
+    the file's latency jumps where XNNPack's kernels add a tile of output
+    channels, which the table's interpolation smooths over; a one-group move
+    crosses such a step where a rescaling of every group cannot land.
+    """
+    out = []
+    for k, allowed in enumerate(space.allowed):
+        options = allowed[allowed > widths[k]] if wider else allowed[allowed < widths[k]]
+        best = None
+        for w in options:
+            trial = widths.copy()
+            trial[k] = w
+            if tuple(int(v) for v in trial) in tried or load(trial) > 1.0 + 1e-12:
+                continue
+            distance = abs(table(trial) - needed)
+            if best is None or distance < best[0]:
+                best = (distance, trial)
+        if best is not None:
+            out.append(best)
+    return [trial for _, trial in sorted(out, key=lambda item: item[0])]
+
+
+def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, measure=None, rounds=9, runs=200,
+                  evaluate=None):
+    """Check a search's plan on the measured latency of its file and re-fit it until it lands.
+
+    Args:
+        result: a `kprune.search.SearchResult` of any search (uniform too)
+            with a `latency_ms` budget, as the search returned it (it keeps
+            the search's space and constraint).
+        tolerance: the largest relative miss `|m / B - 1|` accepted. Defaults to 0.03.
+        max_iterations: re-fits at most. Defaults to 3.
+        max_neighbours: if no re-fit lands, one-group moves from the closest
+            plan measured at most (see `neighbours`). Defaults to 4.
+        measure: `measure(widths) -> float`, the measured latency of the
+            model pruned to `widths` (a width per searched group) in the
+            budget's unit: a fraction of the dense model's when the budget's
+            `latency_ms` is below 1, else ms. Defaults to `FileLatency`.
+        rounds / runs: for the default `FileLatency`. Defaults to 9 and 200.
+        evaluate: `evaluate(model) -> float` to score a re-fitted plan (on
+            the search's model masked to it), or None to leave it unscored.
+
+    Returns:
+        The result (the same one if the first check passes, else a new
+        `SearchResult` for the re-fitted plan, with the search's log, `score`
+        None unless `evaluate` is given, and `model` None since the search's
+        trained weights belong to the old plan). `extra["latency_checks"]`
+        lists `{"iteration", "widths", "predicted", "measured", "error",
+        "target"}` per check and `extra["latency_noise"]` the relative
+        difference of two measurements of the returned plan's file.
+
+    Example (a synthetic measurement: the prediction, 10% higher):
+
+    >>> import keras, kprune
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)),
+    ...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
+    ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
+    >>> table = kprune.LatencyTable(kprune.SearchSpace(model, round_to=4), points=2, runs=3,
+    ...                             calibrate=False, cache_dir=False)  # doctest: +SKIP
+    >>> result = kprune.search.uniform(model, kprune.Budget(latency_ms=0.6), round_to=4,
+    ...                                latency=table)  # doctest: +SKIP
+    >>> dense = table(result.space.dense)  # doctest: +SKIP
+    >>> checked = kprune.match_latency(result, measure=lambda w: 1.1 * table(w) / dense)  # doctest: +SKIP
+    >>> [round(c["error"], 2) for c in checked.extra["latency_checks"]]  # doctest: +SKIP
+    [0.1, 0.0]
+    """
+    space, constraint = result.space, result.constraint
+    if space is None or constraint is None:
+        raise ValueError("Argument `result` must be a SearchResult as a search returned it (it keeps "
+                         "the search's space and constraint; a result read back with from_json does not). "
+                         f"Received: result={result.method!r} without a space.")
+    if "latency_ms" not in constraint.targets:
+        raise ValueError("Argument `result` must come from a search with a `latency_ms` budget. Received: "
+                         f"budget {constraint.budget!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise ValueError(f"Argument `tolerance` must be a number in (0, 1). Received: tolerance={tolerance!r}")
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 0:
+        raise ValueError(f"Argument `max_iterations` must be an int >= 0. Received: max_iterations={max_iterations!r}")
+    table = constraint.models["latency_ms"]
+    goal = constraint.budget.latency_ms
+    relative = goal < 1.0
+    scale = table(space.dense) if relative else 1.0  # predicted units per budget unit
+    own = measure is None
+    if own:
+        measure = FileLatency(space, table, relative=relative, rounds=rounds, runs=runs)
+    others = [k for k in constraint.targets if k != "latency_ms"]
+
+    def load_for(target_ms):
+        def load(widths):
+            values = [table(widths) / target_ms] + [constraint.models[k](widths) / constraint.targets[k]
+                                                     for k in others]
+            return max(values)
+        return load
+
+    widths = space.from_description(result.widths)
+    target = constraint.targets["latency_ms"]
+    checks, tried = [], set()
+
+    def check(widths, target, phase):
+        predicted = table(widths) / scale
+        measured = float(measure(widths))
+        checks.append({"iteration": len(checks), "phase": phase, "widths": space.describe(widths),
+                       "target": target / scale, "predicted": predicted, "measured": measured,
+                       "error": measured / goal - 1.0, **({"file": measure.last} if own else {})})
+        tried.add(tuple(int(w) for w in widths))
+        return abs(checks[-1]["error"]) <= tolerance
+
+    try:
+        landed = check(widths, target, "search")
+        while not landed and len(checks) <= max_iterations:
+            last = checks[-1]
+            target = goal * last["predicted"] / last["measured"] * scale
+            below = [c["target"] * scale for c in checks if c["error"] < 0]
+            above = [c["target"] * scale for c in checks if c["error"] > 0]
+            if below and above and not max(below) < target < min(above):
+                target = 0.5 * (max(below) + min(above))  # the correction left the bracket: bisect
+            new = refit(space, widths, load_for(target))
+            if tuple(int(w) for w in new) in tried:
+                break  # the rounding cannot move it further
+            widths = new
+            landed = check(widths, target, "refit")
+        for _ in range(max_neighbours):
+            if landed:
+                break
+            best = min(checks, key=lambda c: abs(c["error"]))
+            candidates = neighbours(space, space.from_description(best["widths"]),
+                                    goal * best["predicted"] / best["measured"] * scale, best["error"] < 0,
+                                    table, load_for(np.inf), tried)
+            if not candidates:
+                break
+            landed = check(candidates[0], table(candidates[0]), "neighbour")
+        best = min(checks, key=lambda c: abs(c["error"]))
+        widths = space.from_description(best["widths"])
+        repeat = float(measure(widths))
+        noise = abs(repeat - best["measured"]) / best["measured"]
+    finally:
+        if own:
+            measure.close()
+    extra = dict(result.extra, latency_checks=checks, latency_noise=noise, latency_repeat=repeat,
+                 latency_within=abs(best["error"]) <= tolerance)
+    if best["iteration"] == 0:
+        result.extra = extra
+        return result
+    score = None
+    if evaluate is not None:
+        score = float(evaluate(mask_channels(space.model, space.plan(widths))))
+    new_result = make_result(result.method, space, constraint, widths, score, None, result.stopped,
+                             extra=dict(extra, search_score=result.score, search_widths=result.widths))
+    new_result.log, new_result.evaluations, new_result.seconds = result.log, result.evaluations, result.seconds
+    return new_result
