@@ -7,7 +7,6 @@ import keras
 import numpy as np
 
 from kprune import backends, pruning, structured
-from kprune.graph import ChannelGraph
 from kprune.schedule_table import ScheduleTable
 from kprune.schedules import check_steps
 from kprune.channel_wrapper import PruneChannels
@@ -50,6 +49,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.step = None
+        self._quiet = (0, -1)  # steps known to hold no pruning turn
         self._wrappers = []
         self._tables = {}
         self._epoch_start = None
@@ -75,10 +75,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
             w.apply_masks()
         self._tables = {}
         self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
-        self._channel_graph = self._mask_writer = None
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)
+        self._quiet = (0, -1)  # steps known to hold no pruning turn
         self._epoch_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -100,6 +100,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         span = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
         # The batches about to run are steps `first..last` (1-based).
         first, last = self.step + 1, self.step + span
+        if self._quiet[0] <= first and last <= self._quiet[1]:  # no schedule has a turn here
+            self.step += 1
+            return
         check_steps(last)
         # One lookup per distinct schedule, not per layer.
         turns = {key: table.last_turn(first, last) for key, table in self._tables.items()}
@@ -122,19 +125,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
             channel_sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
         self.step += 1
         if not updates and channel_sparsity is None:
+            if not any(getattr(w, "sparsity_m_by_n", None) is not None for w in self._wrappers) or first > 1:
+                # Steps before the next turn of any schedule need no lookup.
+                self._quiet = (first, min(t.quiet_until(first) for t in self._tables.values()))
             return
         backends.sync(model)
         for w, sparsity in updates:
             w.update_masks(sparsity)
         if channel_sparsity is not None:
-            if self._channel_graph is None:
-                self._channel_graph = ChannelGraph(
-                    structured.graph_model(model, self._channel_wrappers)
-                )
-                self._mask_writer = structured.mask_writer(self._channel_wrappers)
+            graph, writer = structured.channel_state(model, self._channel_wrappers)
             structured.update_channel_masks(
-                model, channel_sparsity, self._channel_wrappers, self._channel_graph,
-                self._mask_writer,
+                model, channel_sparsity, self._channel_wrappers, graph, writer
             )
         if not backends.optimizer_sees_masks():
             changed = [w for w, _ in updates]

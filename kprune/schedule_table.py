@@ -104,6 +104,22 @@ class ScheduleTable:
             )
         self.start, self.should, self.sparsity = start, should, sparsity
 
+    def quiet_until(self, first):
+        """The last step before the first pruning turn at or after `first`, or
+        the last step of the looked-up window if it holds no turn (a turn may
+        come after it): no step in `[first, quiet_until(first)]` is a turn.
+
+        Example:
+
+        >>> import kprune
+        >>> ScheduleTable(kprune.ConstantSparsity(0.5, 0, frequency=100)).quiet_until(1)
+        99
+        """
+        if self.start is None or not self.start <= first < self.start + len(self.should):
+            self._fill(first)
+        hits = np.flatnonzero(self.should[first - self.start :])
+        return first + int(hits[0]) - 1 if hits.size else self.start + len(self.should) - 1
+
     def last_turn(self, first, last):
         """Sparsity of the last pruning turn in steps `[first, last]`, or None."""
         result = None

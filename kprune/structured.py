@@ -25,6 +25,8 @@ Example:
 8
 """
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -233,6 +235,24 @@ def update_channel_masks(model, sparsity=None, wrappers=None, graph=None, writer
             keeps.append(np.ones(tuple(mask.shape), bool) if keep is None else keep)
     writer.write(keeps)
     return plan
+
+
+# model -> (ids of its channel wrappers, ChannelGraph, MaskWriter), kept
+# across `fit` calls while the model lives.
+_CHANNEL_STATE = weakref.WeakKeyDictionary()
+
+
+def channel_state(model, wrappers):
+    """`(graph, writer)` for the channel wrappers of a `prune_channels` model:
+    its `ChannelGraph` and `mask_writer`, made once per model and kept across
+    `fit` calls (on MobileNetV2 they take about 0.5 s: the graph, and the
+    tracing of the writer on TensorFlow)."""
+    key = tuple(id(w) for w in wrappers)
+    cached = _CHANNEL_STATE.get(model)
+    if cached is None or cached[0] != key:
+        cached = (key, ChannelGraph(graph_model(model, wrappers)), mask_writer(wrappers))
+        _CHANNEL_STATE[model] = cached
+    return cached[1], cached[2]
 
 
 def mask_writer(wrappers):
