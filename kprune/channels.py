@@ -19,7 +19,7 @@ from kprune import config_list as config_list_lib
 from kprune import handlers, in_place
 from kprune import importance as importance_lib
 from kprune.channel_plan import ChannelPlan
-from kprune.graph import ChannelGraph
+from kprune.graph import ChannelGraph, rows_of
 from kprune.hessian import HessianCriterion
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.schedules import check_sparsity
@@ -220,12 +220,6 @@ def is_excluded(group, exclude):
             if isinstance(item, type) and isinstance(usage.layer, item):
                 return True
     return False
-
-
-def rows_of(keep, repeat):
-    """The rows of channel positions `keep` when each position spans `repeat` rows."""
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    return (keep[:, None] * repeat + np.arange(repeat, dtype=np.int64)).reshape(-1)
 
 
 def channel_masks(graph, layer, pruned):

@@ -319,6 +319,12 @@ class ChannelGraph:
         return [g for g in self.groups if g.blocked is None and len(g.units) > 1]
 
 
+def rows_of(keep, repeat):
+    """The rows of channel positions `keep` when each position spans `repeat` rows."""
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    return (keep[:, None] * repeat + np.arange(repeat, dtype=np.int64)).reshape(-1)
+
+
 def _positions(flat, ids):
     """Positions per channel of a channels-last Flatten output."""
     return int(flat.shape[-1]) // max(len(ids), 1)

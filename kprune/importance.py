@@ -30,20 +30,13 @@ import keras
 import numpy as np
 
 from kprune import backends, handlers
+from kprune.graph import rows_of
 
 
 def _unit_rows(graph, group, usage, repeat):
     """Per unit of `group`: the rows of the usage's slices that are that unit
     (an index array), or None where the usage does not hold the unit."""
-    rows = []
-    for positions in graph.unit_positions(group, usage):
-        if not positions:
-            rows.append(None)
-        elif repeat == 1:
-            rows.append(np.asarray(positions))
-        else:
-            rows.append((np.asarray(positions)[:, None] * repeat + np.arange(repeat)).ravel())
-    return rows
+    return [rows_of(p, repeat) if p else None for p in graph.unit_positions(group, usage)]
 
 
 def _rows_2d(variable, axis):
