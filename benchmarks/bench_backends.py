@@ -151,6 +151,34 @@ def ratios(result):
     }
 
 
+def measure(quick):
+    """Time every installed backend in its own subprocess.
+
+    Returns `(results, goals, errors)`: per-backend results (with `ratios`),
+    the issue-14 goals (pruned/plain at frequency 100, median and mean), and
+    error texts. `bench_training.py` calls this too, so that its one run
+    reports every backend."""
+    results, goals, errors = {}, [], []
+    for backend, module in BACKENDS:
+        if importlib.util.find_spec(module) is None:
+            log(f"{backend}: not installed, skipped")
+            continue
+        log(f"{backend}: running")
+        r = run_backend(backend, quick)
+        if "error" in r:
+            errors.append(f"{backend}: {r['error']}")
+            continue
+        r["ratios"] = ratios(r)
+        results[backend] = r
+        for stat in ("median", "mean"):
+            value = r["ratios"][f"f100_{stat}"]
+            goals.append({
+                "goal": f"{backend}: pruned/plain step time at frequency 100 ({stat}) <= {GOAL_RATIO}",
+                "value": value, "pass": value <= GOAL_RATIO, "display": f"{value:.3f}",
+            })
+    return results, goals, errors
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps: check the pipeline")
@@ -163,24 +191,7 @@ def main(argv=None):
         return 0
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     start = time.perf_counter()
-    results, goals, errors = {}, [], []
-    for backend, module in BACKENDS:
-        if importlib.util.find_spec(module) is None:
-            log(f"{backend}: not installed, skipped")
-            continue
-        log(f"{backend}: running")
-        r = run_backend(backend, args.quick)
-        if "error" in r:
-            errors.append(f"{backend}: {r['error']}")
-            continue
-        r["ratios"] = ratios(r)
-        results[backend] = r
-        for stat in ("median", "mean"):
-            value = r["ratios"][f"f100_{stat}"]
-            goals.append({
-                "goal": f"{backend}: pruned/plain step time at frequency 100 ({stat}) <= {GOAL_RATIO}",
-                "pass": value <= GOAL_RATIO, "display": f"{value:.3f}",
-            })
+    results, goals, errors = measure(args.quick)
     report = {
         "started": started, "elapsed_s": time.perf_counter() - start, "quick": args.quick,
         "config": cfg, "sparsity": SPARSITY, "frequencies": list(FREQUENCIES),

@@ -33,9 +33,13 @@ Measures, in one run:
    process holding a 96Mi-parameter MLP (6 Dense 4096x4096, 384 MiB of
    float32 weights), beyond the clone's own weights (a fresh subprocess, so
    nothing else is resident).
+5. Every Keras backend (issue 14): the MNIST CNN's pruned/plain step time on
+   TensorFlow, JAX and PyTorch (each that is installed), one subprocess per
+   backend with NumPy input (`bench_backends.measure`; `--no-backends` skips
+   it, about 5 minutes).
 
 Usage:
-    python benchmarks/bench_training.py [--quick] [--out PATH]
+    python benchmarks/bench_training.py [--quick] [--no-backends] [--out PATH]
 
 Prints progress to stderr, a table to stdout, and writes JSON to
 `benchmarks/results/training.json` (or `--out`).
@@ -50,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import bench_backends  # noqa: E402
 from bench_io import write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -688,6 +693,8 @@ def goals(result):
         tfmot = row.get("tfmot_vs_read")
         add(f"kprune 90% update_masks {label} <= {GOAL_MASK_VS_READ:.0f}x one np.abs(w).sum()", v,
             f"{v:.2f}x (tfmot {fmt(tfmot, '.1f')}x)", v <= GOAL_MASK_VS_READ)
+    for g in (result.get("backends") or {}).get("goals", []):
+        add(g["goal"], g["value"], g["display"], g["pass"])
     memory = result.get("memory")
     if memory:
         v = memory["added_over_clone"]
@@ -787,6 +794,11 @@ def render(result):
             f"after update_masks({SPARSITY}) resident +{(memory['rss_after_update'] - memory['rss_before']) / mib:.0f} MiB "
             f"({memory['update_masks_s']:.2f} s)"
         )
+    per_backend = result.get("backends")
+    if per_backend and per_backend.get("backends"):
+        lines.append("")
+        lines.append("Every Keras backend: the MNIST CNN, NumPy input, one subprocess per backend (bench_backends.py)")
+        lines.append(bench_backends.format_table(per_backend))
     lines.append("")
     lines.append("Goals")
     for g in result["goals"]:
@@ -802,6 +814,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps, 1M kernel only (smoke run, ~1 minute)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output path (default: {DEFAULT_OUT})")
+    parser.add_argument("--no-backends", action="store_true",
+                        help="skip the per-backend step times (JAX, PyTorch: about 5 minutes)")
     parser.add_argument("--_worker", choices=("tfmot", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--_config", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
@@ -858,6 +872,15 @@ def main(argv=None):
         log(f"ERROR: {err}")
         result["errors"]["memory"] = err
     result["memory"] = memory
+
+    if not args.no_backends:
+        log("training on every Keras backend (one subprocess each, bench_backends.py)")
+        backends, backend_goals, backend_errors = bench_backends.measure(args.quick)
+        result["backends"] = {"sparsity": SPARSITY, "frequencies": list(FREQUENCIES),
+                              "config": bench_backends.QUICK if args.quick else bench_backends.FULL,
+                              "backends": backends, "goals": backend_goals}
+        for e in backend_errors:
+            result["errors"][f"backend {e.split(':')[0]}"] = e
 
     result["goals"] = goals(result)
     result["environment"] = versions()

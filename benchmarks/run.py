@@ -42,8 +42,7 @@ BENCHMARKS = (  # name, script; the JSON is <results dir>/<name>.json
     ("training", "bench_training.py"),
     ("channels", "bench_channels.py"),
     ("export", "bench_export.py"),
-    ("backends", "bench_backends.py"),
-)
+)  # bench_training.py also runs bench_backends.py's per-backend measurement
 TIMEOUT_S = {"quick": 900, "full": 3600}
 
 
@@ -354,9 +353,10 @@ def all_goals(results):
 
 
 def section_backends(r):
-    """Pruned/plain step-time ratios per Keras backend (`bench_backends.py`)."""
+    """Pruned/plain step-time ratios per Keras backend (measured by
+    `bench_training.py` with `bench_backends.measure`)."""
     lines = ["## Training overhead on each Keras backend", "",
-             "`bench_backends.py`: the MNIST CNN of `bench_training.py`, plain vs kprune "
+             "`bench_training.py` (per-backend part, `bench_backends.py`): its MNIST CNN, plain vs kprune "
              f"ConstantSparsity({r.get('sparsity')}), one subprocess per installed backend, "
              "NumPy input; ratios of pruned to plain step time.", ""]
     rows = []
@@ -396,7 +396,7 @@ def render(results, runs, meta):
         ("export", lambda: section_export_sizes(results["export"])),
         (None, lambda: section_latency(results.get("export"), results.get("channels"))),
         ("export", lambda: section_accuracy(results["export"])),
-        ("backends", lambda: section_backends(results["backends"])),
+        ("training", lambda: section_backends(results["training"].get("backends") or {})),
     )
     for needs, build in sections:
         lines.append("")

@@ -74,12 +74,18 @@ def zero_in_place(variable, mask):
     """PyTorch: zero the entries of `variable` where `mask` is False, in place
     (`value.mul_(mask)`: one pass and no new tensor, where `where` then
     `assign` make a tensor and copy it: 2.3x the time on a 3.2M-entry
-    kernel). Returns the variable's value, whose `assign` to the same
-    variable PyTorch skips (a copy onto itself)."""
+    kernel). A boolean mask is read as `uint8` (the same bytes): PyTorch's
+    float-by-bool multiply takes 2x the time of float-by-uint8 on CPU
+    (1.27 vs 0.62 ms on a 3.2M-entry kernel here). Returns the variable's
+    value, whose `assign` to the same variable PyTorch skips (a copy onto
+    itself)."""
     import torch
 
+    factor = mask.value
+    if factor.dtype == torch.bool:
+        factor = factor.view(torch.uint8)
     with torch.no_grad():
-        return variable.value.mul_(mask.value)
+        return variable.value.mul_(factor)
 
 
 def model_of(callback):
