@@ -259,3 +259,23 @@ def test_weights_on_an_accelerator_get_the_same_masks(rng, monkeypatch):
     for a, b in zip(layers[0].weights, layers[1].weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     assert int((keras.ops.convert_to_numpy(layers[1].layer.kernel) == 0).sum()) == round(0.7 * w.size)
+
+
+@pytest.mark.parametrize("mask_dtype", ["bool", "float32"])
+def test_mask_product_equals_apply_mask_on_this_backend(rng, mask_dtype):
+    """The training step's form of the mask (a multiply on TensorFlow, in place
+    on PyTorch with a boolean mask read as uint8) gives `where(mask, w, 0)`."""
+    import keras
+
+    from kprune import mask_ops
+
+    w = rng.standard_normal((37, 29)).astype("float32")
+    keep = rng.random(w.shape) > 0.7
+    variable = keras.Variable(w)
+    mask = keras.Variable(keep.astype(mask_dtype), trainable=False)
+    expected = np.where(keep, w, 0)
+    got = keras.ops.convert_to_numpy(mask_ops.mask_product(variable, mask))
+    np.testing.assert_array_equal(got, expected)  # -0.0 == 0.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask_ops.apply_mask(variable, mask)), expected)
+    # The mask itself is untouched (the uint8 view is a view, not a cast in place).
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask).astype(bool), keep)
