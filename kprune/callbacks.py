@@ -75,6 +75,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             w.apply_masks()
         self._tables = {}
         self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
+        if self._channel_wrappers:  # built (and its writer traced) once per model
+            structured.channel_state(self.model, self._channel_wrappers)
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)

@@ -246,11 +246,15 @@ def channel_state(model, wrappers):
     """`(graph, writer)` for the channel wrappers of a `prune_channels` model:
     its `ChannelGraph` and `mask_writer`, made once per model and kept across
     `fit` calls (on MobileNetV2 they take about 0.5 s: the graph, and the
-    tracing of the writer on TensorFlow)."""
+    tracing of the writer on TensorFlow, done here with `MaskWriter.warm`;
+    `UpdatePruningStep` calls this when training begins, so the cost does not
+    land on a training step)."""
     key = tuple(id(w) for w in wrappers)
     cached = _CHANNEL_STATE.get(model)
     if cached is None or cached[0] != key:
-        cached = (key, ChannelGraph(graph_model(model, wrappers)), mask_writer(wrappers))
+        writer = mask_writer(wrappers)
+        writer.warm()
+        cached = (key, ChannelGraph(graph_model(model, wrappers)), writer)
         _CHANNEL_STATE[model] = cached
     return cached[1], cached[2]
 

@@ -139,6 +139,32 @@ def test_mask_writer_writes_what_the_wrappers_write_one_by_one():
     assert kprune.channel_sparsity(models[1])["c3"] == (32, 64)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the writer is a tf.function on TensorFlow only")
+def test_mask_writer_is_traced_when_training_begins_not_at_a_pruning_turn():
+    # UpdatePruningStep builds the channel state (graph, writer) in
+    # on_train_begin and runs the writer once there, so the first pruning
+    # turn does not trace; later fit calls reuse the same writer.
+    from kprune import structured
+
+    x, y = _data(32)
+    schedule = kprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2)
+    pruned = _compile(kprune.prune_channels(_residual(), schedule, round_to=1))
+    weights = [keras.ops.convert_to_numpy(w) for w in pruned.weights]
+    callback = kprune.UpdatePruningStep()
+    callback.set_model(pruned)
+    callback.on_train_begin()
+    writer = structured._CHANNEL_STATE[pruned][2]
+    assert writer._function.experimental_get_tracing_count() == 1
+    # Warming wrote the masks as they were: nothing changed.
+    for before, w in zip(weights, pruned.weights):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(w))
+    for _ in range(2):
+        pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
+    assert structured._CHANNEL_STATE[pruned][2] is writer
+    assert writer._function.experimental_get_tracing_count() == 1
+    assert kprune.channel_sparsity(pruned)["c3"] == (32, 64)
+
+
 def test_plan_of_wrapped_model_matches_plan_of_plain_model():
     model = _residual()
     pruned = kprune.prune_channels(model, round_to=1)
