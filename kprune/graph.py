@@ -289,16 +289,23 @@ class ChannelGraph:
         """The usages of `layer` (in graph order)."""
         return self._usages_by_layer.get(id(layer), [])
 
-    def unit_positions(self, group, usage):
-        """For each unit of `group`: the positions in `usage.ids` that are that unit
+    def unit_index(self, group, usage):
+        """`(positions, units)`: the positions in `usage.ids` that belong to
+        `group` (ascending) and the index of each one's unit in `group.units`
         (`usage` may also be an array of channel ids)."""
         ids = usage if isinstance(usage, np.ndarray) else usage.ids
         units = np.asarray(group.units, dtype=np.int64)  # sorted
         roots = self.roots[ids]
         k = np.minimum(np.searchsorted(units, roots), len(units) - 1)
         found = np.flatnonzero(units[k] == roots)
+        return found, k[found]
+
+    def unit_positions(self, group, usage):
+        """For each unit of `group`: the positions in `usage.ids` that are that unit
+        (`usage` may also be an array of channel ids)."""
+        found, unit_of = self.unit_index(group, usage)
         positions = [[] for _ in group.units]
-        for p, unit in zip(found.tolist(), k[found].tolist()):
+        for p, unit in zip(found.tolist(), unit_of.tolist()):
             positions[unit].append(p)
         return positions
 

@@ -84,11 +84,13 @@ def _norm(p):
             # Per row: sum |w| (L1) or sum w^2 (L2), in float64.
             row = np.abs(value).sum(axis=1, dtype=np.float64) if p == 1 else np.einsum(
                 "ij,ij->i", value, value, dtype=np.float64)
-            for k, rows in enumerate(_unit_rows(graph, group, source, repeat)):
-                if rows is not None:
-                    found = True
-                    total = row[rows].sum()
-                    scores[k] += total if p == 1 else np.sqrt(total)
+            # Per unit: the sum over its rows (a unit may span several positions).
+            positions, unit_of = graph.unit_index(group, source)
+            if positions.size:
+                found = True
+                total = np.bincount(np.repeat(unit_of, repeat), weights=row[rows_of(positions, repeat)],
+                                    minlength=len(group.units))
+                scores += total if p == 1 else np.sqrt(total)
         return scores if found else None
 
     importance.__name__ = f"l{p}"

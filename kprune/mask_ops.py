@@ -110,10 +110,14 @@ class MaskWriter:
             )
             if not distributed:
                 variables = [(v.value, m.value) for v, m in self.pairs]
+                sizes = [int(np.prod(m.shape)) for _, m in variables]
 
+                # One flat input: converting 158 arrays to tensors at each
+                # call cost about 10 ms (MobileNetV2), one array a copy.
                 @tf.function(autograph=False)
-                def write(keeps):
-                    for (variable, mask), keep in zip(variables, keeps):
+                def write(flat):
+                    for (variable, mask), keep in zip(variables, tf.split(flat, sizes)):
+                        keep = tf.reshape(keep, mask.shape)
                         mask.assign(keep)
                         variable.assign(tf.where(keep, variable, tf.zeros((), variable.dtype)))
 
@@ -125,7 +129,7 @@ class MaskWriter:
         the first real update does not pay the tracing (about 0.5 s for the
         158 masks of MobileNetV2). Nothing to do elsewhere."""
         if self._function is not None:
-            self._function([host_array(mask) for _, mask in self.pairs])
+            self._function(_flat([host_array(mask) for _, mask in self.pairs]))
 
     def write(self, keeps):
         """Assign `keeps` (one boolean array per pair, in order) to the masks
@@ -136,11 +140,22 @@ class MaskWriter:
                 f"MaskWriter.write needs one mask per pair ({len(self.pairs)}). "
                 f"Received: {len(keeps)} masks"
             )
+        for (variable, _), keep in zip(self.pairs, keeps):
+            if keep.shape != tuple(variable.shape):
+                raise ValueError(
+                    f"MaskWriter.write: the mask for variable '{variable.path}' must have its "
+                    f"shape {tuple(variable.shape)}. Received: a mask of shape {keep.shape}"
+                )
         if self._function is not None:
-            self._function(keeps)
+            self._function(_flat(keeps))
             return
         for (variable, mask), keep in zip(self.pairs, keeps):
             write_mask(variable, mask, keep)
+
+
+def _flat(keeps):
+    """The boolean arrays `keeps`, raveled and concatenated."""
+    return np.concatenate([np.ravel(k) for k in keeps]) if keeps else np.zeros(0, bool)
 
 
 def write_mask(variable, mask, keep, nonzero=None):

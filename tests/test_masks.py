@@ -279,3 +279,24 @@ def test_mask_product_equals_apply_mask_on_this_backend(rng, mask_dtype):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask_ops.apply_mask(variable, mask)), expected)
     # The mask itself is untouched (the uint8 view is a view, not a cast in place).
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask).astype(bool), keep)
+
+
+def test_mask_writer_refuses_a_mask_of_the_wrong_shape():
+    """Masks are written as one flat array on TensorFlow: a mask of the wrong
+    shape (even of the right size) is an error naming the variable, not a
+    shifted write."""
+    import keras
+
+    from kprune import mask_ops
+
+    a = keras.Variable(np.ones((2, 3), "float32"), name="a")
+    b = keras.Variable(np.ones((3, 2), "float32"), name="b")
+    masks = [keras.Variable(np.ones(v.shape, bool), trainable=False) for v in (a, b)]
+    writer = mask_ops.MaskWriter([(a, masks[0]), (b, masks[1])])
+    with pytest.raises(ValueError, match=r"variable 'a' must have its shape \(2, 3\)\. Received: a mask of shape \(3, 2\)"):
+        writer.write([np.ones((3, 2), bool), np.ones((2, 3), bool)])
+    keep = [np.array([[1, 0, 1], [0, 1, 0]], bool), np.array([[0, 1], [1, 0], [1, 1]], bool)]
+    writer.write(keep)
+    for v, m, k in zip((a, b), masks, keep):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(m), k)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), k.astype("float32"))
