@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import bench_backends  # noqa: E402
+from bench_backends import build_cnn  # noqa: E402,F401  (one definition of the CNN; bench_export imports it from here)
 from bench_io import write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -115,23 +116,6 @@ def summarize(times_s):
 
 
 # --------------------------------------------------------------------- models
-def build_cnn(keras):
-    """The tfmot tutorial MNIST CNN (3,274,634 parameters)."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(32, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, padding="same"),
-            layers.Conv2D(64, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, padding="same"),
-            layers.Flatten(),
-            layers.Dense(1024, activation="relu"),
-            layers.Dense(10),
-        ]
-    )
-
-
 def synthetic_dataset(cfg, shape=(28, 28, 1)):
     """One `fit` chunk of synthetic batches (MNIST-shaped by default), as a
     cached tf.data dataset (fit on NumPy arrays slices them on a background
