@@ -20,6 +20,11 @@ The table is cached as JSON in `cache_dir` (default `~/.cache/kprune`, or
 `$KPRUNE_CACHE`), keyed by a hash of the model's architecture, the searched
 groups, the grid settings, the LiteRT version and the machine.
 
+Times come from LiteRT by default. `timer=` replaces the clock with any
+`timer(tflite) -> ms` (a path or the file's bytes); `MacsTimer` is a
+deterministic one (milliseconds proportional to the file's MACs), for tests
+and for pipelines that must give the same plan on every machine.
+
 Example (not run: it measures for a minute):
 
     table = LatencyTable(SearchSpace(model))
@@ -35,7 +40,7 @@ import time
 
 import numpy as np
 
-from kprune import atomic, handlers, litert
+from kprune import atomic, convert, handlers, litert
 from kprune.channels import mask_channels
 from kprune.export import export_tflite
 from kprune.space import LayerFractions
@@ -70,19 +75,62 @@ def interpolate(xs, ys, table, x, y):
     return float(np.interp(y, ys, column))
 
 
+class MacsTimer:
+    """A deterministic latency: `overhead_ms + ms_per_mmac * MACs / 1e6` of a .tflite file.
+
+    The MACs are those `kprune.litert.tflite_stats` counts in the file
+    (convolutions, fully connected ops and activation-by-activation matmuls),
+    so the figure depends on the file alone, never on the machine or its
+    load. Pass it as `timer=` to `LatencyTable`, `FileLatency` or
+    `kprune.match_latency` where a test or a reproducible pipeline needs a
+    latency that every run agrees on.
+
+    Args:
+        ms_per_mmac: milliseconds per million MACs. Defaults to 1.0.
+        overhead_ms: a fixed cost per invoke. Defaults to 0.01.
+
+    Example:
+
+    >>> import os, tempfile, keras, kprune
+    >>> model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1000)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.tflite")
+    >>> _ = kprune.export_tflite(model, path, verify=False, measure_latency=False)
+    >>> MacsTimer(ms_per_mmac=2.0, overhead_ms=0.5)(path)  # 10,000 MACs
+    0.52
+    """
+
+    def __init__(self, ms_per_mmac=1.0, overhead_ms=0.01):
+        for name, value in (("ms_per_mmac", ms_per_mmac), ("overhead_ms", overhead_ms)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"Argument `{name}` must be a number >= 0. Received: {name}={value!r}")
+        self.ms_per_mmac, self.overhead_ms = float(ms_per_mmac), float(overhead_ms)
+
+    @property
+    def cache_key(self):
+        """What a cached `LatencyTable` measured with this timer is keyed by."""
+        return f"macs:{self.ms_per_mmac!r}:{self.overhead_ms!r}"
+
+    def __repr__(self):
+        return f"MacsTimer(ms_per_mmac={self.ms_per_mmac!r}, overhead_ms={self.overhead_ms!r})"
+
+    def __call__(self, tflite):
+        macs = sum(row.macs for row in litert.tflite_stats(tflite))
+        return self.overhead_ms + self.ms_per_mmac * macs / 1e6
+
+
 def _one_layer_tflite(layer, config, input_shape):
-    """Float32 TFLite bytes of `layer`'s class built from `config` on `input_shape`."""
-    import tensorflow as tf
+    """Float32 TFLite bytes of `layer`'s class built from `config` on `input_shape`.
+
+    Converted as a Keras model, so the weights are frozen into constants as
+    in an exported file (a concrete function of the bare layer keeps them as
+    resource variables: the file then reads and transposes them on every
+    invoke, which is not what a deployed model runs).
+    """
+    import keras
 
     new = type(layer).from_config(config)
-    new.build(input_shape)
-
-    @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)], autograph=False)
-    def forward(x):
-        return new(x)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], new)
-    return converter.convert()
+    model = keras.Sequential([keras.Input(tuple(input_shape[1:]), batch_size=int(input_shape[0])), new])
+    return convert.convert(model)
 
 
 class LatencyTable:
@@ -97,6 +145,10 @@ class LatencyTable:
         cache_dir: where the table is cached; None for the default, False to
             neither read nor write a cache.
         progress: a callable `progress(message)` for status lines, or None.
+        timer: `timer(tflite) -> ms` for a .tflite path or bytes, in place of
+            LiteRT's clock (`runs` then unused), e.g. a deterministic
+            `MacsTimer`. A timer without a `cache_key` attribute is never
+            cached. Defaults to None (LiteRT, one thread).
 
     Attributes:
         entries: per layer: name, widths grid and measured milliseconds.
@@ -108,19 +160,24 @@ class LatencyTable:
     kind = "latency_ms"
 
     def __init__(self, space, points=4, runs=30, calibrate=True, calibration_runs=100,
-                 cache_dir=None, progress=None):
+                 cache_dir=None, progress=None, timer=None):
         self.space = space
         self.fractions = LayerFractions(space)
         self.points, self.runs = int(points), int(runs)
         self._progress = progress or (lambda message: None)
+        if timer is not None and not callable(timer):
+            raise ValueError("Argument `timer` must be a callable `timer(tflite) -> ms` or None. "
+                             f"Received: timer={timer!r}")
+        self.timer = timer
+        timer_key = "litert" if timer is None else getattr(timer, "cache_key", None)
         key = json.dumps({
             "space": space.fingerprint(), "points": self.points, "runs": self.runs,
             "litert": _litert_version(), "machine": platform.machine(), "cpu": platform.processor(),
-            "calibrate": bool(calibrate),
+            "calibrate": bool(calibrate), "timer": timer_key,
         }, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.path = None
-        if cache_dir is not False:
+        if cache_dir is not False and timer_key is not None:
             directory = cache_dir or default_cache_dir()
             os.makedirs(directory, exist_ok=True)
             self.path = os.path.join(directory, f"latency-{digest}.json")
@@ -189,7 +246,8 @@ class LatencyTable:
                     if signature not in memo:
                         content = _one_layer_tflite(layer, config, shape)
                         sample = [np.random.default_rng(0).normal(size=shape).astype("float32")]
-                        memo[signature] = litert.latency_ms(content, ([], []), sample, self.runs)
+                        memo[signature] = (float(self.timer(content)) if self.timer is not None else
+                                           litert.latency_ms(content, ([], []), sample, self.runs))
                     table[a, b] = memo[signature]
             if tied:  # a diagonal: store it as a (n, 1) table read with the input width
                 table = np.diag(table)[:, None]
@@ -223,7 +281,11 @@ class LatencyTable:
     def measure(self, widths, runs=None, directory=None):
         """Export the model pruned to `widths` and time the whole file (ms)."""
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            report = self.export(widths, os.path.join(tmp, "m.tflite"), measure_latency=True, runs=runs or 100)
+            path = os.path.join(tmp, "m.tflite")
+            if self.timer is not None:
+                self.export(widths, path)
+                return float(self.timer(path))
+            report = self.export(widths, path, measure_latency=True, runs=runs or 100)
         return report.latency_ms
 
     def _calibrate(self, runs):

@@ -32,7 +32,8 @@ the dense model (`LatencyTable.export`) and times them in interleaved
 rounds (`kprune.litert.interleaved_latency`), so that load from other jobs
 on a shared machine hits both files alike.
 
-Example (`refit` moves a plan to a tighter load, here 80% of a MACs budget):
+Example (`refit` moves a plan to a tighter load, here 80% of a MACs budget;
+no group ends wider than the plan had it):
 
 >>> import keras, numpy as np, kprune
 >>> from kprune.budget import Constraint
@@ -44,7 +45,7 @@ Example (`refit` moves a plan to a tighter load, here 80% of a MACs budget):
 >>> constraint = Constraint(space, kprune.Budget(macs=0.5))
 >>> widths = refit(space, np.array([28, 16]), lambda w: constraint.load(w) / 0.8)
 >>> widths.tolist(), constraint.load(widths) <= 0.8
-([32, 8], True)
+([20, 16], True)
 """
 
 import os
@@ -77,21 +78,30 @@ class FileLatency:
         rounds / runs: interleaved rounds and (at least) invokes per round.
             Defaults to 9 and 200.
         round_ms: the least time per file and round, in ms. Defaults to 100.
+        timer: `timer(tflite) -> ms` in place of LiteRT's clock (one call
+            per file; `rounds`, `runs` and `round_ms` then unused), e.g. a
+            deterministic `kprune.latency.MacsTimer`. Defaults to None.
 
     Attributes:
         last: `{"ms", "dense_ms", "ratio"}` of the last measurement.
     """
 
-    def __init__(self, space, table, relative=True, rounds=9, runs=200, round_ms=100.0):
-        self.space, self.table, self.relative = space, table, bool(relative)
+    def __init__(self, space, table, relative=True, rounds=9, runs=200, round_ms=100.0, timer=None):
+        if timer is not None and not callable(timer):
+            raise ValueError("Argument `timer` must be a callable `timer(tflite) -> ms` or None. "
+                             f"Received: timer={timer!r}")
+        self.space, self.table, self.relative, self.timer = space, table, bool(relative), timer
         self.rounds = int(rounds)
         self._tmp = tempfile.TemporaryDirectory(prefix="kprune-latency-")
         self.dense_path = os.path.join(self._tmp.name, "dense.tflite")
         table.export(space.dense, self.dense_path, space=space)
         self.io_names = litert.io_names(space.model)
         self.sample = litert.random_samples(litert.input_specs(space.model))[0]
-        dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
-        self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
+        if timer is None:
+            dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
+            self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
+        else:
+            self.runs, self._dense_ms = 1, float(timer(self.dense_path))
         self._files = {}
         self.last = None
 
@@ -105,8 +115,12 @@ class FileLatency:
         return self._files[key]
 
     def __call__(self, widths):
-        ms, dense_ms, ratio = litert.interleaved_latency(self.path(widths), self.dense_path, self.io_names,
-                                                         self.sample, self.rounds, self.runs)
+        if self.timer is not None:
+            ms, dense_ms = float(self.timer(self.path(widths))), self._dense_ms
+            ratio = ms / dense_ms
+        else:
+            ms, dense_ms, ratio = litert.interleaved_latency(self.path(widths), self.dense_path, self.io_names,
+                                                             self.sample, self.rounds, self.runs)
         self.last = {"ms": ms, "dense_ms": dense_ms, "ratio": ratio}
         return ratio if self.relative else ms
 
@@ -122,19 +136,32 @@ def refit(space, widths, load):
     already there does not block the others), then groups widen where the
     budget allows (`fill_budget`). A dense plan scales uniform ratios.
     Returns the narrowest widths if even they miss the load.
+
+    The move is monotone: a plan that misses the load only narrows (no group
+    ends wider than the plan had it, so a group the search kept narrow is not
+    widened to pay for narrowing another), and a plan under the load only
+    widens. The search chose the plan's shape from accuracy; the rounding
+    repair must not undo it.
     """
+    widths = np.asarray(widths, dtype=np.int64)
     ratios = space.ratios(widths)
     if not np.any(ratios > 0):
         ratios = np.full(len(space), 0.5)
     limits = space.ratios(space.min_widths)
+    shrink = load(widths) > 1.0
+    if shrink:  # every group at most as wide as the plan had it
+        allowed = [a[a <= w] for a, w in zip(space.allowed, widths)]
+    else:  # every group at least as wide
+        allowed = [a[a >= w] for a, w in zip(space.allowed, widths)]
 
     def widths_of(r):
-        return space.widths_from_ratios(np.minimum(r, limits))
+        new = space.widths_from_ratios(np.minimum(r, limits))
+        return np.minimum(new, widths) if shrink else np.maximum(new, widths)
 
     c, new = scale_to_budget(ratios, load, np.full(len(space), 1e6), widths_of)
     if new is None:
         return space.min_widths.copy()
-    return fill_budget(new, space.allowed, load, rounding_priority(space, np.minimum(c * ratios, limits)))
+    return fill_budget(new, allowed, load, rounding_priority(space, np.minimum(c * ratios, limits)))
 
 
 def neighbours(space, widths, needed, wider, table, load, tried):
@@ -166,7 +193,7 @@ def neighbours(space, widths, needed, wider, table, load, tried):
 
 
 def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, measure=None, rounds=9, runs=200,
-                  evaluate=None):
+                  evaluate=None, timer=None):
     """Check a search's plan on the measured latency of its file and re-fit it until it lands.
 
     Args:
@@ -182,6 +209,8 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
             budget's unit: a fraction of the dense model's when the budget's
             `latency_ms` is below 1, else ms. Defaults to `FileLatency`.
         rounds / runs: for the default `FileLatency`. Defaults to 9 and 200.
+        timer: for the default `FileLatency`: `timer(tflite) -> ms` in place
+            of LiteRT's clock (e.g. `kprune.latency.MacsTimer`). Defaults to None.
         evaluate: `evaluate(model) -> float` to score a re-fitted plan (on
             the search's model masked to it), or None to leave it unscored.
 
@@ -227,7 +256,10 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
     scale = table(space.dense) if relative else 1.0  # predicted units per budget unit
     own = measure is None
     if own:
-        measure = FileLatency(space, table, relative=relative, rounds=rounds, runs=runs)
+        measure = FileLatency(space, table, relative=relative, rounds=rounds, runs=runs, timer=timer)
+    elif timer is not None:
+        raise ValueError("Arguments `measure` and `timer` cannot both be given: `timer` is for the default "
+                         f"FileLatency. Received: measure={measure!r}, timer={timer!r}")
     others = [k for k in constraint.targets if k != "latency_ms"]
 
     def load_for(target_ms):

@@ -8,7 +8,7 @@ import pytest
 
 import kprune
 from kprune.budget import Budget, Constraint, LayerCostModel, bilinear_features
-from kprune.latency import LatencyTable, grid, interpolate
+from kprune.latency import LatencyTable, MacsTimer, grid, interpolate
 from kprune.rescale import fill_budget, scale_to_budget
 from kprune.search import uniform
 from kprune.space import SearchSpace, allowed_widths
@@ -182,6 +182,8 @@ def test_latency_grid_and_interpolation():
 
 
 def test_latency_table_measures_and_caches(tmp_path):
+    """LiteRT's clock: the table's structure, positive times and the cache
+    (what holds on any machine; the figures themselves are the machine's)."""
     model = keras.Sequential([keras.Input((16, 16, 3)), L.Conv2D(32, 3, name="c1"),
                               L.Conv2D(32, 3, name="c2"), L.GlobalAveragePooling2D(), L.Dense(4, name="head")])
     space = SearchSpace(model, round_to=8)
@@ -192,13 +194,36 @@ def test_latency_table_measures_and_caches(tmp_path):
     assert all(v > 0 for e in table.entries for row in e["ms"] for v in row)
     full = sum(e["ms"][-1][-1] for e in table.entries)
     assert table(space.dense) == pytest.approx(full)
-    assert table(space.min_widths) < table(space.dense)
     again = LatencyTable(space, points=2, runs=5, calibrate=False, cache_dir=str(tmp_path))
     assert again.entries == table.entries and again.path == table.path
     constraint = Constraint(space, Budget(latency_ms=0.6), latency=table)
     assert constraint.targets["latency_ms"] == pytest.approx(0.6 * table(space.dense))
     with pytest.raises(ValueError, match="LatencyTable built for the same model"):
         Constraint(SearchSpace(model, round_to=4), Budget(latency_ms=0.6), latency=table)
+
+
+def test_latency_table_with_a_deterministic_timer(tmp_path):
+    """`MacsTimer` times each one-layer file by its MACs: the table's entries
+    are the layers' MACs (plus the overhead), interpolated exactly (a
+    convolution's MACs are bilinear in its widths), and calibrated on whole files."""
+    model = keras.Sequential([keras.Input((16, 16, 3)), L.Conv2D(32, 3, name="c1"),
+                              L.Conv2D(32, 3, name="c2"), L.GlobalAveragePooling2D(), L.Dense(4, name="head")])
+    space = SearchSpace(model, round_to=8)
+    timer = MacsTimer(ms_per_mmac=1.0, overhead_ms=0.0)
+    table = LatencyTable(space, points=2, calibrate=False, cache_dir=str(tmp_path), timer=timer)
+    c2 = table.entries[1]
+    assert np.allclose(c2["ms"], [[12 * 12 * 9 * cin * cout / 1e6 for cout in (8, 32)] for cin in (8, 32)])
+    widths = space.widths_from_ratios(0.5)  # 16 and 16 channels: between the grid points
+    assert table(widths) == pytest.approx(kprune.count_macs(kprune.remove_channels(model, space.plan(widths))) / 1e6)
+    assert table(space.min_widths) < table(widths) < table(space.dense)
+    assert LatencyTable(space, points=2, calibrate=False, cache_dir=str(tmp_path), timer=timer).path == table.path
+    assert LatencyTable(space, points=2, calibrate=False, cache_dir=str(tmp_path), timer=lambda t: 1.0).path is None
+    calibrated = LatencyTable(space, points=2, cache_dir=False, timer=MacsTimer(overhead_ms=0.25))
+    assert calibrated(space.dense) == pytest.approx(calibrated.measure(space.dense))  # a + b * sum fits exactly
+    with pytest.raises(ValueError, match="Argument `timer` must be a callable"):
+        LatencyTable(space, timer=3)
+    with pytest.raises(ValueError, match=r"Argument `overhead_ms` must be a number >= 0. Received: overhead_ms=-1"):
+        MacsTimer(overhead_ms=-1)
 
 
 def test_cost_model_is_exact_at_narrow_widths_of_mobilenetv2():
