@@ -98,7 +98,7 @@ MODULES = [
     "layerwise",
     "config_list", "space", "budget", "latency", "latency_check", "atomic", "search", "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
-    "channel_plan", "export_prepare", "in_place", "selection", "update",
+    "channel_plan", "export_prepare", "in_place", "selection", "update", "tflite_names",
 ]
 
 
