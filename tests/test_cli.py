@@ -23,6 +23,17 @@ def test_demo_runs_the_whole_pipeline(capsys, tmp_path):
         assert text in out.out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in out.err  # progress goes to stderr
+    # The README shows the same lines (its figures come from the default run).
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    block = readme[readme.index("```\nlayer        weight"):].split("```")[1]
+
+    def labels(text):
+        return [line.split()[0] for line in text.splitlines()
+                if line.strip() and " kernel " not in line and not line.startswith("  note:")]
+
+    assert labels(out.out) == labels(block)
+    assert "TFLite export: " in block and "  latency " in block
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(out_file))
@@ -96,6 +107,13 @@ def test_export_int8_with_calibration(capsys, tmp_path):
     report = capsys.readouterr().out
     assert "quantization    int8" in report and "passed" in report
     assert out.stat().st_size > 0
+    assert not any(line.split()[:2] == ["layer", "type"] for line in report.splitlines())  # --layers adds it
+    assert cli.main(["export", str(path), str(out), "--layers", "--no-verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.split()[:2] == ["layer", "type"]):]
+    assert [line.split()[:2] for line in table] == [
+        ["layer", "type"], [model.layers[0].name, "Conv2D"], [model.layers[2].name, "Dense"],
+        ["total", str(model.count_params())]]
 
 
 @pytest.mark.parametrize(
