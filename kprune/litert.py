@@ -165,8 +165,9 @@ def io_names(model):
     return [name for name, _, _ in input_specs(model)], output_names
 
 
-def _io_details(interp, input_names, output_names):
-    """Input and output details of `interp`, in the Keras model's order."""
+def io_details(interp, input_names, output_names):
+    """Input and output details of `interp`, in the Keras model's order
+    (matched by signature names; the file's order where they do not match)."""
     ins, outs = interp.get_input_details(), interp.get_output_details()
     signatures = interp._get_full_signature_list()
     if len(signatures) == 1:
@@ -187,7 +188,7 @@ def _open(path_or_bytes, io_names, argname):
     """An allocated one-thread interpreter and its I/O details in Keras order."""
     interp = tflite_interpreter(path_or_bytes, argname, num_threads=1)
     interp.allocate_tensors()
-    return (interp, *_io_details(interp, *io_names))
+    return (interp, *io_details(interp, *io_names))
 
 
 def _set_inputs(interp, details, sample):
@@ -215,8 +216,9 @@ def _outputs(interp, details):
     return values
 
 
-def run_samples(content, io_names, samples):
-    """LiteRT outputs for each sample; raises RuntimeError if LiteRT cannot run it."""
+def run_samples(content, io_names, samples, progress=None):
+    """LiteRT outputs for each sample (`progress(k)` told after the k-th);
+    raises RuntimeError if LiteRT cannot run it."""
     try:
         interp, ins, outs = _open(content, io_names, "model")
         results = []
@@ -224,6 +226,8 @@ def run_samples(content, io_names, samples):
             _set_inputs(interp, ins, sample)
             interp.invoke()
             results.append(_outputs(interp, outs))
+            if progress is not None:
+                progress(len(results))
     except (RuntimeError, ValueError) as e:
         # LiteRT runs its messages together ("...node #11Node number 16 ...").
         message = re.sub(r"(?<=[0-9a-z.)])(?=Node number)", "; ", str(e))
