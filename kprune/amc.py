@@ -34,7 +34,7 @@ actions; after them, each stored transition triggers one DDPG update
 
 import numpy as np
 
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.ddpg import DDPG
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.reconstruction import reconstruct as reconstruct_layers
@@ -302,7 +302,7 @@ def amc(
     model_out = None
     if reconstruct is not None:
         plan = space.plan(best)
-        model_out = remove_channels(pruned_model(copy, space, best, reconstruct, reconstruct_images), plan)
+        model_out = reduced_copy(pruned_model(copy, space, best, reconstruct, reconstruct_images), plan)
     return make_result("amc", space, constraint, best, state["best"]["score"], run, stopped, model=model_out,
                        extra={"episode": state["best"]["episode"], "episodes": state["episode"],
                               "max_ratio": max_ratio, "reconstruct": reconstruct is not None})

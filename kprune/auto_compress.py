@@ -30,7 +30,7 @@ import numpy as np
 
 from kprune.admm import ADMM
 from kprune.annealing import assign_by_size, metropolis, perturb
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
 from kprune.search import SearchRun, make_result, space_and_constraint
@@ -221,7 +221,7 @@ def auto_compress(
     widths = space.from_description(state["widths"])
     copy.apply(space.plan(space.dense), weights)
     plan = space.plan(widths, [space.scores_on(copy.graph, k) for k in range(len(space))])
-    pruned = remove_channels(copy.apply(plan, weights), plan)
+    pruned = reduced_copy(copy.apply(plan, weights), plan)
     return make_result("auto_compress", space, constraint, widths, state["score"], run, stopped or "done",
                        model=pruned, plan=plan, extra={"iterations": state["iteration"] - 1})
 

@@ -54,7 +54,7 @@ import tempfile
 import numpy as np
 
 from kprune import litert
-from kprune.channels import mask_channels
+from kprune.channels import masked_copy
 from kprune.rescale import fill_budget, rounding_priority, scale_to_budget
 from kprune.search import make_result
 
@@ -320,7 +320,7 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
         return result
     score = None
     if evaluate is not None:
-        score = float(evaluate(mask_channels(space.model, space.plan(widths))))
+        score = float(evaluate(masked_copy(space.model, space.plan(widths))))
     new_result = make_result(result.method, space, constraint, widths, score, None, result.stopped,
                              extra=dict(extra, search_score=result.score, search_widths=result.widths))
     new_result.log, new_result.evaluations, new_result.seconds = result.log, result.evaluations, result.seconds

@@ -25,7 +25,7 @@ Selection (`selection=`): "accuracy" keeps the proposal with the best score
 
 import numpy as np
 
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.search import SearchRun, make_result, space_and_constraint
 
@@ -252,7 +252,7 @@ def netadapt(
     widths = space.from_description(state["widths"])
     plan = space.plan(widths, [np.where(np.isin(np.arange(n), p), -np.inf, 0.0)
                                for n, p in zip(space.channels, state["pruned"])])
-    pruned_model = remove_channels(copy.apply(plan, base_weights), plan)
+    pruned_model = reduced_copy(copy.apply(plan, base_weights), plan)
     if final_fine_tune is not None:
         tuned = final_fine_tune(pruned_model)
         pruned_model = tuned if tuned is not None and hasattr(tuned, "predict") else pruned_model

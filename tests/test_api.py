@@ -31,6 +31,8 @@ PUBLIC = {
     "distiller",
     "export_tflite",
     "ExportReport",
+    "evaluate_tflite",
+    "TFLiteEvaluation",
     "summary",
     "ModelSummary",
     "register_layer",
@@ -98,7 +100,8 @@ MODULES = [
     "layerwise",
     "config_list", "space", "budget", "latency", "latency_check", "atomic", "search", "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
-    "channel_plan", "export_prepare", "in_place", "selection", "update",
+    "channel_plan", "export_prepare", "in_place", "selection", "update", "tflite_names",
+    "tflite_eval",
 ]
 
 
