@@ -57,6 +57,8 @@ from kprune.search_result import SearchResult, result_for, warn_if_missed
 from kprune.space import SearchSpace
 
 STATE_VERSION = 1
+LEGEND = ("'best' is the best score so far, 'of budget' the candidate's predicted resources over the budget (at "
+          "most 1 when it meets it)")
 
 
 class SearchRun:
@@ -78,6 +80,8 @@ class SearchRun:
             scan's candidates), or None: then `max_evaluations` if given,
             else the count alone.
         budget: the `kprune.Budget`, named in the bar's heading. Defaults to None.
+        legend: what the bar's figures mean, for its heading. Defaults to
+            the scored searches' "best" and "of budget".
 
     Attributes:
         state: the algorithm's own JSON data (empty at a fresh start).
@@ -86,7 +90,7 @@ class SearchRun:
     """
 
     def __init__(self, method, settings, state_path=None, log_path=None, max_evaluations=None,
-                 max_time=None, verbose=1, target=None, budget=None):
+                 max_time=None, verbose=1, target=None, budget=None, legend=LEGEND):
         self.method = method
         self.fingerprint = hashlib.sha256(
             json.dumps([method, settings], sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -114,9 +118,7 @@ class SearchRun:
         limits = ", ".join(f"{name}={value:g}" for name, value in (("max_evaluations", self.max_evaluations),
                                                                   ("max_time", self.max_time)) if value is not None)
         title = method + (f" under {budget!r}" if budget is not None else "") + (f" ({limits})" if limits else "")
-        self.progress = Progress(
-            f"{title}: 'best' is the best score so far, 'of budget' the candidate's predicted resources over "
-            "the budget (at most 1 when it meets it)", target=total, unit_name="evaluation", verbose=verbose)
+        self.progress = Progress(f"{title}: {legend}", target=total, unit_name="evaluation", verbose=verbose)
         if self.resumed and self.evaluations:
             self.progress.update(self.evaluations, best=self.best_score)
 

@@ -145,8 +145,8 @@ class SearchResult:
                          f"({self.resources[kind] / self.dense[kind]:.1%} of dense, predicted)")
         if check is not None:
             unit = " ms" if check["unit"] == "ms" else " of dense"
-            lines.append(f"  {'':<10} measured {check['measured']:.3f}{unit} for a budget of {check['goal']:.3f}"
-                         f"{unit} ({check['measured'] / check['goal'] - 1:+.1%}; "
+            lines.append(f"  {'':<10} measured {_figure(check['measured'], check)}{unit} for a budget of "
+                         f"{_figure(check['goal'], check)}{unit} ({check['measured'] / check['goal'] - 1:+.1%}; "
                          f"{'within' if check['within'] else 'NOT within'} {check['tolerance']:.0%}), "
                          f"{check['measurements']} measurements in {check['seconds']:.0f} s")
         elif "latency_ms" in self.targets:
@@ -157,6 +157,11 @@ class SearchResult:
         for name, width in self.widths.items():
             lines.append(f"  {name:<24} {width:>6} {self.ratios[name]:>6.2f}")
         return "\n".join(lines)
+
+
+def _figure(value, check):
+    """A fraction of dense to 3 decimals; milliseconds to 4 significant digits (0.0327 ms)."""
+    return f"{value:.4g}" if check["unit"] == "ms" else f"{value:.3f}"
 
 
 def describe_stop(result):
@@ -216,8 +221,8 @@ def missed_message(result):
                 "budget is NOT met (result.met is False).")
     if check and not check["within"]:
         ms = check["unit"] == "ms"
-        measured = f"{check['measured']:.3f} ms" if ms else f"{check['measured']:.3f} of the dense model's latency"
-        goal = f"{check['goal']:.3f}{' ms' if ms else ''}"
+        measured = _figure(check["measured"], check) + (" ms" if ms else " of the dense model's latency")
+        goal = _figure(check["goal"], check) + (" ms" if ms else "")
         figures = (f"the exported file measured {measured} for a budget of {goal} "
                    f"({check['measured'] / check['goal'] - 1:+.1%}, tolerance "
                    f"{check['tolerance']:.0%}) after {check['measurements']} measurements")

@@ -285,7 +285,8 @@ def sensitivity(
                      for r in ratios] for k in range(len(space))]
     candidates = 1 + sum(len(set(ws)) for ws in widths_table)
     run = SearchRun("sensitivity", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    target=min(candidates, max_evaluations or candidates), budget=budget)
+                    target=min(candidates, max_evaluations or candidates), budget=budget,
+                    legend=f"the dense model, then each of {len(space)} groups pruned alone at each ratio")
     copy = MaskedCopy(space)
     done = run.state.setdefault("scores", {})  # "k:width" -> metric
     stopped = None
