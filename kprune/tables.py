@@ -103,9 +103,14 @@ def fold_rows(rows):
 
     >>> rows = [LayerStats("c1", "Conv2D", 4, 4, 9), LayerStats("bn1", "BatchNormalization", 4, 4, 0),
     ...         LayerStats("c2", "Conv2D", 4, 2, 9), LayerStats("bn2", "BatchNormalization", 4, 4, 0)]
-    >>> [tuple(r) for r in fold_rows(rows)]  # doctest: +NORMALIZE_WHITESPACE
+    >>> [tuple(r)[:5] for r in fold_rows(rows)]  # doctest: +NORMALIZE_WHITESPACE
     [('c1', 'Conv2D', 4, 4, 9), ('c2', 'Conv2D', 4, 2, 9),
      ('(2 layers)', 'BatchNormalization', 8, 8, 0)]
+
+    A folded row is `pruned` "yes" or "no" when all its rows say so, "partly" when they differ:
+
+    >>> fold_rows([LayerStats("e1", "Embedding", 4, 1, 0, "yes"), LayerStats("e2", "Embedding", 4, 4, 0, "no")])[0].pruned
+    'partly'
     """
     folded = {}
     for r in rows:
@@ -116,8 +121,10 @@ def fold_rows(rows):
         if len(group) == 1:
             out.append(group[0])
         else:
+            marks = {r.pruned for r in group if r.pruned}
+            pruned = "" if not marks else marks.pop() if len(marks) == 1 else "partly"
             out.append(LayerStats(f"({len(group)} layers)", kind, sum(r.params for r in group),
-                                  sum(r.nonzero for r in group), 0))
+                                  sum(r.nonzero for r in group), 0, pruned))
     return out
 
 
