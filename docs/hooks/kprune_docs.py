@@ -81,6 +81,12 @@ def _title_of(name: str) -> str:
     return short.replace("_", " ").replace("-", " ").strip().capitalize() or name
 
 
+def _nav_title(name: str, heading: str | None) -> str:
+    """The file name says what a result is; a bare `results` says nothing, so its heading does."""
+    title = _title_of(name)
+    return heading.strip("`") if title.lower() == "results" and heading else title
+
+
 def _git_date(path: str) -> str | None:
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", os.path.basename(path)],
@@ -155,7 +161,7 @@ def _collect_results(config) -> list[dict]:
         results.append({
             "name": name, "md": md_path, "rel": os.path.relpath(md_path, repo).replace(os.sep, "/"),
             "body": body, "heading": heading.group(1).strip() if heading else None,
-            "title": _title_of(name), "date": date, "env": env, "problem": problem,
+            "title": _nav_title(name, heading.group(1).strip() if heading else None), "date": date, "env": env, "problem": problem,
             "committed": _git_date(md_path), "uri": f"{PAGES_DIR}/{name}.md",
         })
     return results
@@ -174,11 +180,10 @@ def _page(result: dict) -> str:
         facts.append(f"Last committed: {result['committed']}.")
     if result["problem"]:
         facts.append(f"No run date or environment: {result['problem']}.")
-    lines = [title_line, "", '!!! info "About these figures"', "", "    " + " ".join(facts)]
     if result["env"]:
-        lines += ["", "    | | |", "    |---|---|"]
-        lines += [f"    | {k} | `{v}` |" for k, v in result["env"]]
-    lines += ["", "    How the benchmarks are run and what they measure: [Benchmarks](../index.md).", ""]
+        facts.append("Environment: " + ", ".join(f"{k} `{v}`" for k, v in result["env"]) + ".")
+    lines = [title_line, "", '!!! info "About these figures"', "", "    " + " ".join(facts), "",
+             "    How the benchmarks are run and what they measure: [Benchmarks](../index.md).", ""]
     return "\n".join(lines) + "\n" + rest
 
 
