@@ -58,11 +58,11 @@ def one_repeat(index):
     model = small_cnn(keras)
     space = kprune.SearchSpace(model, round_to=4)
     started = time.perf_counter()
-    table = kprune.LatencyTable(space, points=2, runs=10, calibration_runs=30, cache_dir=False)
+    table = kprune.LatencyTable(space, points=2, runs=10, calibration_runs=30, cache_dir=False, verbose=0)
     table_s = time.perf_counter() - started
-    result = uniform(model, kprune.Budget(latency_ms=0.6), round_to=4, latency=table)
+    result = uniform(model, kprune.Budget(latency=0.6), round_to=4, latency=table, check_latency=False, verbose=0)
     started = time.perf_counter()
-    checked = kprune.match_latency(result, max_neighbours=6, rounds=5, runs=100)
+    checked = kprune.match_latency(result, max_neighbours=6, rounds=5, runs=100, verbose=0)
     loop_s = time.perf_counter() - started
     measure = FileLatency(space, table, rounds=5, runs=100)
     try:

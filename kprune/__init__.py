@@ -28,6 +28,8 @@ from kprune.registration import register_layer
 from kprune.distill import distiller
 from kprune.export import ExportReport
 from kprune.export import export_tflite
+from kprune.tflite_eval import TFLiteEvaluation
+from kprune.tflite_eval import evaluate_tflite
 from kprune.importance import BNScaleRegularizer
 from kprune.policy import PruneForLatencyOnXNNPack
 from kprune.policy import PruningPolicy
@@ -75,6 +77,7 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "SensitivityResult",
+    "TFLiteEvaluation",
     "ChannelPlan",
     "ChannelSpec",
     "ExportReport",
@@ -100,6 +103,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "distiller",
+    "evaluate_tflite",
     "export_tflite",
     "fine_tuner",
     "mask_channels",

@@ -34,7 +34,7 @@ actions; after them, each stored transition triggers one DDPG update
 
 import numpy as np
 
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.ddpg import DDPG
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.reconstruction import reconstruct as reconstruct_layers
@@ -176,6 +176,7 @@ def amc(
     state_path=None,
     log_path=None,
     verbose=1,
+    check_latency=True,
 ):
     """Search per-group widths under a budget with AMC's DDPG agent.
 
@@ -215,7 +216,10 @@ def amc(
             interrupted search given the same file resumes at the episode
             where it stopped. Defaults to None.
         log_path: a JSON file listing every episode. Defaults to None.
-        verbose: 1 for a progress bar with the best reward. Defaults to 1.
+        verbose: 1 for progress bars (the search's: the best reward, "of
+            budget" as for `kprune.simulated_annealing`). Defaults to 1.
+        check_latency: the latency check on the exported file, as for
+            `kprune.simulated_annealing`. Defaults to True.
 
     Returns:
         A `kprune.search.SearchResult` for the best episode.
@@ -243,7 +247,8 @@ def amc(
                          f"Received: max_ratio={max_ratio!r}")
     evaluate = data_evaluator(evaluate, data)
     space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio)
+                                             importance=importance, max_ratio=max_ratio,
+                                             check_latency=check_latency, verbose=verbose)
     if not constraint.met(space.min_widths):
         raise ValueError(
             f"No widths meet {constraint.budget} with this model's groups (round_to={round_to}): the "
@@ -258,7 +263,7 @@ def amc(
                                             init_delta, delta_decay], "importance": space.importance,
                 "reconstruct": None if reconstruct is None else int(reconstruct_images)}
     run = SearchRun("amc", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    target=min(episodes, max_evaluations or episodes))
+                    target=min(episodes, max_evaluations or episodes), budget=constraint.budget)
     state = run.state
     if run.resumed:
         agent.set_state(run.load_arrays(), state["agent"])
@@ -293,7 +298,7 @@ def amc(
         arrays, state["agent"] = agent.state()
         run.record({"episode": episode, "widths": space.describe(final), "actions": [t[1] for t in transitions],
                     "warmup": episode < warmup, "load": constraint.load(final)}, reward, arrays=arrays,
-                   load=constraint.load(final))
+                   of_budget=constraint.load(final))
     stopped = stopped or "done"
     run.finish()
     if state["best"] is None:
@@ -302,10 +307,11 @@ def amc(
     model_out = None
     if reconstruct is not None:
         plan = space.plan(best)
-        model_out = remove_channels(pruned_model(copy, space, best, reconstruct, reconstruct_images), plan)
+        model_out = reduced_copy(pruned_model(copy, space, best, reconstruct, reconstruct_images), plan)
     return make_result("amc", space, constraint, best, state["best"]["score"], run, stopped, model=model_out,
                        extra={"episode": state["best"]["episode"], "episodes": state["episode"],
-                              "max_ratio": max_ratio, "reconstruct": reconstruct is not None})
+                              "max_ratio": max_ratio, "reconstruct": reconstruct is not None},
+                       check_latency=check_latency, evaluate=evaluate if reconstruct is None else None)
 
 
 def pruned_model(copy, space, widths, data=None, images=64):

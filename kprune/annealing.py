@@ -116,6 +116,7 @@ def simulated_annealing(
     state_path=None,
     log_path=None,
     verbose=1,
+    check_latency=True,
 ):
     """Search per-group pruning ratios under a budget by simulated annealing.
 
@@ -143,11 +144,25 @@ def simulated_annealing(
         max_evaluations / max_time: limits (None: until cooled).
         state_path: a JSON state file; an interrupted search given the same
             file resumes where it stopped. Defaults to None.
-        log_path: a JSON file listing every candidate. Defaults to None.
-        verbose: 1 for a progress bar with the best score. Defaults to 1.
+        log_path: a JSON file listing every candidate, and at the end the
+            verdict (`"result"`: met, stopped, ...). Defaults to None.
+        verbose: 1 for progress bars: the latency table's (when it is
+            built), the search's (the best score, and "of budget": the
+            candidate's predicted resources over the budget, at most 1 when
+            met; the total is `max_evaluations` when given, else unknown:
+            rejections do not cool) and the latency check's. Defaults to 1.
+        check_latency: with a latency budget, check the chosen plan on its
+            exported file and re-fit it until it lands within 3% of the
+            budget (`kprune.match_latency`, run with the `LatencyTable`'s
+            clock) before returning. True (default), False to return the
+            table's prediction unchecked, or a dict of `kprune.match_latency`
+            keyword arguments (`{"tolerance": 0.02, "timer": ...}`). Every
+            search takes it.
 
     Returns:
-        A `kprune.search.SearchResult` for the best candidate.
+        A `kprune.search.SearchResult` for the best candidate (the re-fitted
+        plan if the latency check moved it). `result.met` says whether it
+        meets the budget; a plan that does not also warns (`UserWarning`).
 
     Example:
 
@@ -174,15 +189,15 @@ def simulated_annealing(
         raise ValueError(f"Argument `cool_down_rate` must be in (0, 1). Received: cool_down_rate={cool_down_rate!r}")
     evaluate = data_evaluator(evaluate, data)
     space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio)
+                                             importance=importance, max_ratio=max_ratio,
+                                             check_latency=check_latency, verbose=verbose)
     sizes = constraint.sizes()
     limits = max_ratios(space)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "T": [start_temperature, stop_temperature, cool_down_rate], "m": perturbation_magnitude,
                 "energy_scale": energy_scale, "importance": space.importance}
-    accepts_expected = int(np.ceil(np.log(stop_temperature / start_temperature) / np.log(cool_down_rate)))
     run = SearchRun("simulated_annealing", settings, state_path, log_path, max_evaluations, max_time,
-                    verbose, target=max_evaluations or accepts_expected)
+                    verbose, budget=constraint.budget)
     state = run.state
     copy = MaskedCopy(space)
 
@@ -211,8 +226,9 @@ def simulated_annealing(
         state["current"] = {"ratios": ratios.tolist(), "widths": space.describe(widths), "score": score}
         state["best"] = dict(state["current"])
         state["rng"] = rng.bit_generator.state
+        load = constraint.load(widths)
         run.record({"widths": space.describe(widths), "ratios": ratios.tolist(), "accepted": True,
-                    "temperature": state["temperature"], "load": constraint.load(widths)}, score)
+                    "temperature": state["temperature"], "load": load}, score, of_budget=load)
     while state["current"] is not None and state["temperature"] >= stop_temperature:
         stopped = run.stop_reason()
         if stopped:
@@ -234,13 +250,14 @@ def simulated_annealing(
         if score > state["best"]["score"]:
             state["best"] = candidate
         state["rng"] = rng.bit_generator.state
+        load = constraint.load(widths)
         run.record({"widths": candidate["widths"], "ratios": candidate["ratios"], "accepted": accepted,
-                    "probability": probability,
-                    "temperature": temperature, "load": constraint.load(widths)}, score)
+                    "probability": probability, "temperature": temperature, "load": load}, score,
+                   of_budget=load)
     stopped = stopped or run.stop_reason() or "done"
     run.finish()
     if state.get("best") is None:
         raise ValueError("The search stopped before evaluating any candidate: raise `max_evaluations`/`max_time`.")
     best = space.from_description(state["best"]["widths"])
     return make_result("simulated_annealing", space, constraint, best, state["best"]["score"], run, stopped,
-                       extra={"temperature": state["temperature"]})
+                       extra={"temperature": state["temperature"]}, check_latency=check_latency, evaluate=evaluate)

@@ -30,7 +30,7 @@ import numpy as np
 
 from kprune.admm import ADMM
 from kprune.annealing import assign_by_size, metropolis, perturb
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
 from kprune.search import SearchRun, make_result, space_and_constraint
@@ -100,6 +100,7 @@ def auto_compress(
     state_path=None,
     log_path=None,
     verbose=1,
+    check_latency=True,
 ):
     """AutoCompress: rounds of (annealing picks widths -> ADMM reaches them -> hard prune).
 
@@ -125,13 +126,17 @@ def auto_compress(
         seed: seeds the annealing. Defaults to 0 (`train` seeds its own training).
         max_evaluations / max_time: limits on all evaluations and on this
             session's seconds (checked between evaluations and before ADMM).
-        state_path / log_path / verbose: resumable state, JSON log, progress bar.
+        state_path / log_path / verbose / check_latency: resumable state,
+            JSON log, progress bars and the latency check on the exported
+            file, as for `kprune.simulated_annealing`.
 
     Returns:
         A `kprune.search.SearchResult`; `.model` is the pruned model (channels
-        removed) with the ADMM-trained weights. A search stopped by a limit
-        returns the last finished round (the dense model if none finished,
-        with `stopped` saying why); resume it with the same `state_path`.
+        removed) with the ADMM-trained weights (None if the latency check
+        re-fitted the plan). A search stopped by a limit returns the last
+        finished round (the dense model if none finished, with `stopped`
+        saying why, `met` False and a `UserWarning`); resume it with the
+        same `state_path`.
 
     Example:
 
@@ -164,7 +169,8 @@ def auto_compress(
             f"stop_temperature={stop_temperature!r}, start_temperature={start_temperature!r}")
     evaluate = data_evaluator(evaluate, data)
     space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio)
+                                             importance=importance, max_ratio=max_ratio,
+                                             check_latency=check_latency, verbose=verbose)
     if not constraint.met(space.min_widths):
         raise ValueError(f"No widths meet {constraint.budget} with this model's groups (round_to={round_to}).")
     sizes, limits = constraint.sizes(), max_ratios(space)
@@ -173,7 +179,8 @@ def auto_compress(
                 "m": perturbation_magnitude, "energy_scale": energy_scale, "sa_max": sa_max_evaluations,
                 "admm": [admm_num_iterations, admm_training_epochs, rho, fine_tune_epochs],
                 "importance": space.importance}
-    run = SearchRun("auto_compress", settings, state_path, log_path, max_evaluations, max_time, verbose)
+    run = SearchRun("auto_compress", settings, state_path, log_path, max_evaluations, max_time, verbose,
+                    budget=constraint.budget)
     state = run.state
     copy = MaskedCopy(space)
     weights = (run.load_arrays() if run.resumed else None) or list(copy.base)
@@ -214,16 +221,18 @@ def auto_compress(
         score = float(evaluate(copy.model))
         state.update(iteration=i + 1, phase="sa", widths=space.describe(widths), sa=None, score=score)
         run.record({"iteration": i, "phase": "admm", "widths": space.describe(widths), "load": load(widths),
-                    "residuals": [h["residual"] for h in callback.history]}, score, arrays=weights)
+                    "residuals": [h["residual"] for h in callback.history]}, score, arrays=weights,
+                   of_budget=constraint.load(widths))
     run.finish()
     if state["iteration"] <= num_iterations:  # interrupted: the last finished round (the dense model before any)
         stopped = stopped or "max_evaluations"
     widths = space.from_description(state["widths"])
     copy.apply(space.plan(space.dense), weights)
     plan = space.plan(widths, [space.scores_on(copy.graph, k) for k in range(len(space))])
-    pruned = remove_channels(copy.apply(plan, weights), plan)
+    pruned = reduced_copy(copy.apply(plan, weights), plan)
     return make_result("auto_compress", space, constraint, widths, state["score"], run, stopped or "done",
-                       model=pruned, plan=plan, extra={"iterations": state["iteration"] - 1})
+                       model=pruned, plan=plan, extra={"iterations": state["iteration"] - 1},
+                       check_latency=check_latency)
 
 
 def anneal(state, run, space, sizes, load, limits, cap, score_of, seed, start_temperature, stop_temperature,

@@ -1,9 +1,10 @@
 """Budgets on parameters, MACs or LiteRT latency, and the models that predict them.
 
-`Budget(params=None, macs=None, latency_ms=None)` states a target; a float
-below 1 is a fraction of the dense model's figure, a number >= 1 an absolute
-one. A search asks a `Constraint` (built from a `SearchSpace` and a budget)
-for the resources of a width vector and for its *load*
+A `Budget` states a target on each resource either as a fraction of the
+dense model's figure (`params=`, `macs=`, `latency=`, in (0, 1]) or as an
+absolute figure (`max_params=`, `max_macs=`: counts; `max_latency_ms=`:
+milliseconds). A search asks a `Constraint` (built from a `SearchSpace` and
+a budget) for the resources of a width vector and for its *load*
 
     load(w) = max_k R_k(w) / B_k,
 
@@ -38,6 +39,8 @@ Example:
 True
 """
 
+import warnings
+
 import numpy as np
 
 from kprune.channels import remove_channels
@@ -48,65 +51,136 @@ from kprune.stats import layer_stats
 RESOURCES = ("params", "macs", "latency_ms")
 
 
+# resource kind -> (fraction argument, absolute argument, what the absolute figure is)
+ARGUMENTS = {
+    "params": ("params", "max_params", "a parameter count"),
+    "macs": ("macs", "max_macs", "multiply-accumulates for one example"),
+    "latency_ms": ("latency", "max_latency_ms", "milliseconds"),
+}
+
+
+def _number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+
+
 class Budget:
-    """A target on parameters, MACs and/or LiteRT latency (all must be met).
+    """A target on parameters, MACs and/or LiteRT latency (all given targets must be met).
+
+    Each resource takes either a fraction of the dense model's figure or an
+    absolute figure, under two different names, so that no value is read
+    two ways:
+
+    | resource | fraction of dense, in (0, 1] | absolute |
+    |---|---|---|
+    | parameters | `params=0.5` | `max_params=120_000` (count) |
+    | MACs | `macs=0.5` | `max_macs=2e6` (one example) |
+    | latency | `latency=0.6` | `max_latency_ms=0.05` (ms) |
+
+    Parameters count conv/dense weights and biases, BatchNorm included;
+    latency is LiteRT's on the exported float32 file, one thread.
 
     Args:
-        params: parameter count (conv/dense weights and biases, BatchNorm
-            included), or a fraction (< 1) of the dense model's. Defaults to None.
-        macs: multiply-accumulates for one example, or a fraction (< 1).
-            Defaults to None.
-        latency_ms: LiteRT latency of the exported float32 file on one
-            thread, or a fraction (< 1) of the dense file's. Defaults to None.
+        params / macs / latency: a fraction of the dense model's figure, in
+            (0, 1]. Defaults to None.
+        max_params / max_macs: an absolute count, >= 1. Defaults to None.
+        max_latency_ms: an absolute latency in milliseconds, > 0 (below 1 ms
+            too). Defaults to None.
+        latency_ms: deprecated (it was a fraction below 1 and milliseconds
+            from 1). A value from 1 still means milliseconds, with a
+            `FutureWarning` naming `max_latency_ms`; a value below 1 raises,
+            since it was a fraction and reads as milliseconds: write
+            `latency=` or `max_latency_ms=`. Defaults to None.
 
-    At least one must be given. (An absolute target below 1, such as 0.5 ms,
-    cannot be written: give it as a fraction of the dense model's.)
+    At least one must be given, and at most one per resource. The former
+    spelling of an absolute count, `params=` or `macs=` above 1, still works
+    with a `FutureWarning` naming `max_params=` / `max_macs=`.
 
     Example:
 
-    >>> budget = Budget(macs=0.5)
+    >>> budget = Budget(macs=0.5, max_latency_ms=0.05)
     >>> budget
-    Budget(macs=0.5)
-    >>> budget.targets({"macs": 1000, "params": 40})
-    {'macs': 500.0}
+    Budget(macs=0.5, max_latency_ms=0.05)
+    >>> budget.targets({"macs": 1000, "params": 40, "latency_ms": 0.09})
+    {'macs': 500.0, 'latency_ms': 0.05}
+    >>> budget.relative("macs"), budget.relative("latency_ms")
+    (True, False)
     >>> Budget.from_config(budget.get_config()) == budget
     True
     """
 
-    def __init__(self, params=None, macs=None, latency_ms=None):
-        values = {"params": params, "macs": macs, "latency_ms": latency_ms}
-        for key, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
+    def __init__(self, params=None, macs=None, latency=None, max_params=None, max_macs=None, max_latency_ms=None,
+                 latency_ms=None):
+        given = {"params": params, "macs": macs, "latency": latency, "max_params": max_params,
+                 "max_macs": max_macs, "max_latency_ms": max_latency_ms, "latency_ms": latency_ms}
+        for key, value in given.items():
+            if value is not None and not (_number(value) and value > 0):
+                raise ValueError(f"Argument `{key}` must be a number > 0{_meaning(key)}. Received: {key}={value!r}")
+        if latency_ms is not None:
+            if latency_ms < 1:
                 raise ValueError(
-                    f"Argument `{key}` must be a number > 0 (below 1: a fraction of the dense "
-                    f"model's; from 1: an absolute figure). Received: {key}={value!r}"
+                    f"Argument `latency_ms` is ambiguous below 1: kprune read it as a fraction of the dense "
+                    f"model's latency, and it reads as milliseconds. Received: latency_ms={latency_ms!r}. "
+                    f"Write `latency={latency_ms!r}` for {latency_ms:.0%} of the dense model's latency, or "
+                    f"`max_latency_ms={latency_ms!r}` for {latency_ms!r} ms."
                 )
-        if all(v is None for v in values.values()):
+            warnings.warn(f"Argument `latency_ms` is deprecated. Received: latency_ms={latency_ms!r}, read as "
+                          f"milliseconds; write `max_latency_ms={latency_ms!r}`.", FutureWarning, stacklevel=2)
+            given["max_latency_ms"] = _one_of("latency_ms", latency_ms, "max_latency_ms", max_latency_ms)
+        for fraction, absolute in (("params", "max_params"), ("macs", "max_macs")):
+            value = given[fraction]
+            if value is not None and value > 1:
+                warnings.warn(
+                    f"Argument `{fraction}` is a fraction of the dense model's figure, in (0, 1]; an absolute "
+                    f"count above 1 is deprecated. Received: {fraction}={value!r}, read as a count; write "
+                    f"`{absolute}={value!r}`.", FutureWarning, stacklevel=2)
+                given[absolute] = _one_of(fraction, value, absolute, given[absolute])
+                given[fraction] = None
+        if given["latency"] is not None and given["latency"] > 1:
             raise ValueError(
-                "A Budget needs at least one of `params`, `macs`, `latency_ms`. "
-                "Received: params=None, macs=None, latency_ms=None"
+                "Argument `latency` must be a fraction of the dense model's latency, in (0, 1]. Received: "
+                f"latency={latency!r}. For milliseconds write `max_latency_ms={latency!r}`.")
+        for key in ("max_params", "max_macs"):
+            if given[key] is not None and given[key] < 1:
+                fraction = key[len("max_"):]
+                raise ValueError(
+                    f"Argument `{key}` must be an absolute count >= 1. Received: {key}={given[key]!r}. For a "
+                    f"fraction of the dense model's write `{fraction}={given[key]!r}`.")
+        for fraction, absolute, _ in ARGUMENTS.values():
+            if given[fraction] is not None and given[absolute] is not None:
+                raise ValueError(
+                    f"Pass either `{fraction}` (a fraction of the dense model's) or `{absolute}` (an absolute "
+                    f"figure), not both. Received: {fraction}={given[fraction]!r}, "
+                    f"{absolute}={given[absolute]!r}")
+        names = [a for kind in ARGUMENTS.values() for a in kind[:2]]
+        if all(given[n] is None for n in names):
+            raise ValueError(
+                "A Budget needs at least one of `params`, `macs`, `latency` (fractions of the dense model's) "
+                "or `max_params`, `max_macs`, `max_latency_ms` (absolute). Received: none of them."
             )
-        self.params = None if params is None else float(params)
-        self.macs = None if macs is None else float(macs)
-        self.latency_ms = None if latency_ms is None else float(latency_ms)
+        for name in names:
+            setattr(self, name, None if given[name] is None else float(given[name]))
 
     @property
     def kinds(self):
         """The budgeted resources, in the order `params`, `macs`, `latency_ms`."""
-        return [k for k in RESOURCES if getattr(self, k) is not None]
+        return [k for k, (f, a, _) in ARGUMENTS.items() if getattr(self, f) is not None or getattr(self, a) is not None]
+
+    def relative(self, kind):
+        """Whether the target on `kind` is a fraction of the dense model's."""
+        return getattr(self, ARGUMENTS[kind][0]) is not None
+
+    def value(self, kind):
+        """The target on `kind` as given: a fraction or an absolute figure."""
+        fraction, absolute, _ = ARGUMENTS[kind]
+        return getattr(self, fraction) if self.relative(kind) else getattr(self, absolute)
 
     def targets(self, dense):
         """Absolute targets given the dense model's figures `{kind: value}`."""
-        out = {}
-        for kind in self.kinds:
-            value = getattr(self, kind)
-            out[kind] = value * float(dense[kind]) if value < 1.0 else value
-        return out
+        return {kind: self.value(kind) * float(dense[kind]) if self.relative(kind) else self.value(kind)
+                for kind in self.kinds}
 
     def get_config(self):
-        return {"params": self.params, "macs": self.macs, "latency_ms": self.latency_ms}
+        return {name: getattr(self, name) for kind in ARGUMENTS.values() for name in kind[:2]}
 
     @classmethod
     def from_config(cls, config):
@@ -116,8 +190,24 @@ class Budget:
         return isinstance(other, Budget) and self.get_config() == other.get_config()
 
     def __repr__(self):
-        parts = [f"{k}={getattr(self, k):g}" for k in self.kinds]
+        parts = [f"{k}={v:g}" for k, v in self.get_config().items() if v is not None]
         return f"Budget({', '.join(parts)})"
+
+
+def _meaning(key):
+    for fraction, absolute, unit in ARGUMENTS.values():
+        if key == fraction:
+            return " (a fraction of the dense model's figure, in (0, 1])"
+        if key == absolute:
+            return f" ({unit})"
+    return ""
+
+
+def _one_of(old, old_value, new, new_value):
+    if new_value is not None:
+        raise ValueError(f"Pass either `{old}` (deprecated) or `{new}`, not both. Received: {old}={old_value!r}, "
+                         f"{new}={new_value!r}")
+    return old_value
 
 
 # ------------------------------------------------------------ resource models
@@ -229,15 +319,17 @@ class Constraint:
     Args:
         space: a `kprune.space.SearchSpace`.
         budget: a `Budget`.
-        latency: the `kprune.latency.LatencyTable` for `latency_ms` budgets
+        latency: the `kprune.latency.LatencyTable` for latency budgets
             (default: built for `space`, or read from its cache).
+        verbose: the progress bar of a table built here (1) or none (0).
+            Defaults to 0.
 
     Attributes:
         models: `{kind: callable(widths) -> value}`.
         dense / targets: `{kind: value}` of the dense model and the budget.
     """
 
-    def __init__(self, space, budget, latency=None):
+    def __init__(self, space, budget, latency=None, verbose=0):
         if not isinstance(budget, Budget):
             raise ValueError(f"Argument `budget` must be a kprune.Budget. Received: budget={budget!r}")
         self.space, self.budget = space, budget
@@ -245,7 +337,7 @@ class Constraint:
         self.models = {}
         for kind in budget.kinds:
             if kind == "latency_ms":
-                latency = LatencyTable(space) if latency is None else latency
+                latency = LatencyTable(space, verbose=verbose) if latency is None else latency
                 # The table may cover more widths than the search (a search's `max_ratio`).
                 if not isinstance(latency, LatencyTable) or latency.space.names != space.names or any(
                         not np.isin(b, a).all() for a, b in zip(latency.space.allowed, space.allowed)):

@@ -12,6 +12,8 @@
   equal the masked model's. Given a plan, it removes the plan's channels.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -254,13 +256,71 @@ def _sliced(graph, layer, pruned, zero_only):
     return values
 
 
-def mask_channels(model, plan):
-    """A copy of `model` in which the plan's channels are cut off (weights zeroed)."""
+def _base_graph(model, plan, required):
+    """The plain model to copy and its channel graph (`plan` checked)."""
+    if not isinstance(plan, ChannelPlan) and (required or plan is not None):
+        raise TypeError(
+            "Argument `plan` must be a kprune.ChannelPlan (from kprune.plan_channels). "
+            f"Received: plan={plan!r} (of type {type(plan).__name__})"
+        )
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    graph = ChannelGraph(base)
-    pruned = plan.units(graph)
+    return base, ChannelGraph(base)
 
+
+def _warn_nothing_pruned(base, plan, function):
+    """The `UserWarning` of a `mask_channels`/`remove_channels` call that changes nothing."""
+    if plan is not None:
+        what = f"The plan prunes no channel of model '{base.name}'"
+        fix = ("Make a plan that prunes channels first: kprune.plan_channels(model, sparsity) "
+               "with sparsity > 0 (with round_to=8, groups of 8 channels or fewer stay whole; "
+               "round_to=1 gives exact ratios).")
+    else:
+        what = (f"Model '{base.name}' has no pruned channel (every channel is still read by a "
+                "nonzero weight)")
+        fix = ("Cut channels off first: kprune.mask_channels(model, kprune.plan_channels(model, "
+               "sparsity)), or train under kprune.prune_channels; or pass the plan: "
+               "kprune.remove_channels(model, plan).")
+    result = "an unchanged copy" if function == "mask_channels" else "a copy of the same size"
+    warnings.warn(f"{what}, so {function} returns {result}. {fix}", UserWarning, stacklevel=3)
+
+
+def mask_channels(model, plan):
+    """A copy of `model` in which the plan's channels are cut off (weights zeroed).
+
+    Args:
+        model: a Sequential or Functional model, possibly wrapped for
+            unstructured pruning (it is stripped first).
+        plan: a `ChannelPlan` (`kprune.plan_channels`) made for this model.
+
+    Returns:
+        A new model of the same shapes. A plan that prunes no channel gives an
+        unchanged copy, with a `UserWarning` that says so.
+
+    Example:
+
+    >>> import keras, kprune
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...     keras.layers.Dense(8, name="hidden"), keras.layers.Dense(2)])
+    >>> masked = kprune.mask_channels(model, kprune.plan_channels(model, 0.5, round_to=1))
+    >>> int((abs(masked.get_layer("hidden").kernel.numpy()).sum(axis=0) == 0).sum())
+    4
+    """
+    base, graph = _base_graph(model, plan, required=True)
+    pruned = plan.units(graph)
+    if not pruned:
+        _warn_nothing_pruned(base, plan, "mask_channels")
+    return _masked(base, graph, pruned)
+
+
+def masked_copy(model, plan):
+    """`mask_channels` without its warning, for kprune's own callers (a search
+    applies candidate plans, some of which keep every channel)."""
+    base, graph = _base_graph(model, plan, required=True)
+    return _masked(base, graph, plan.units(graph))
+
+
+def _masked(base, graph, pruned):
     def clone_layer(old):
         copy = copy_layer(old)
         return copy, copy
@@ -298,18 +358,41 @@ def remove_channels(model, plan=None):
 
     Args:
         model: a Sequential or Functional model, possibly wrapped for
-            unstructured pruning (it is stripped first).
+            unstructured or channel pruning (it is stripped first).
         plan: a `ChannelPlan` to remove. By default, every channel that no
             layer reads any more (all weights reading it are 0, as after
-            `mask_channels`) is removed, which leaves the outputs unchanged.
+            `mask_channels` or training under `prune_channels`) is removed,
+            which leaves the outputs unchanged.
 
     Returns:
-        A new model with fewer filters/units.
+        A new model with fewer filters/units. When nothing is removed (a plan
+        that prunes no channel, or no plan and no channel cut off) it is a
+        copy of the same size, and a `UserWarning` says so.
+
+    Example:
+
+    >>> import keras, kprune
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...     keras.layers.Dense(8, name="hidden"), keras.layers.Dense(2)])
+    >>> plan = kprune.plan_channels(model, 0.5, round_to=1)
+    >>> kprune.remove_channels(kprune.mask_channels(model, plan)).get_layer("hidden").units
+    4
     """
-    in_place.check_channel_model(model)
-    base = strip_pruning(model) if collect_wrappers(model) else model
-    graph = ChannelGraph(base)
+    base, graph = _base_graph(model, plan, required=False)
     pruned = plan.units(graph) if plan is not None else unread_units(graph)
+    if not pruned:
+        _warn_nothing_pruned(base, plan, "remove_channels")
+    return _removed(base, graph, pruned)
+
+
+def reduced_copy(model, plan=None):
+    """`remove_channels` without its warning, for kprune's own callers (a
+    search's result may keep every channel)."""
+    base, graph = _base_graph(model, plan, required=False)
+    return _removed(base, graph, plan.units(graph) if plan is not None else unread_units(graph))
+
+
+def _removed(base, graph, pruned):
     def clone_layer(old):
         config = None
         if id(old) in graph.widths:

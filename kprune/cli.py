@@ -72,6 +72,8 @@ def _export(args):
         verify=not args.no_verify, verbose=args.verbose,
     )
     print(report)
+    if args.layers:
+        print(report.layers_table())
     if report.verified is False:
         print("kprune: error: the TFLite file's outputs differ from Keras (see above)", file=sys.stderr)
         return 1
@@ -127,6 +129,8 @@ def build_parser():
     export.add_argument("--sparse-encoding", choices=["auto", "on", "off"], default="auto",
                         help="TFLite sparse weight format (auto: when >= 50%% zeros and LiteRT runs it)")
     export.add_argument("--no-verify", action="store_true", help="skip the comparison with Keras")
+    export.add_argument("--layers", action="store_true",
+                        help="also print the exported model's per-layer parameters and MACs")
     export.set_defaults(func=_export)
     return parser
 

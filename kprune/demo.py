@@ -22,10 +22,10 @@ from kprune.callbacks import UpdatePruningStep
 from kprune.channels import plan_channels, remove_channels
 from kprune.convert import quiet_native_logs
 from kprune.export import export_tflite
-from kprune.litert import tflite_interpreter
 from kprune.pruning import collect_wrappers, prune_low_magnitude, strip_pruning
 from kprune.schedules import ConstantSparsity, PolynomialDecay
 from kprune.stats import count_macs, count_params
+from kprune.tflite_eval import evaluate_tflite
 
 
 def load_digits_data(seed=0):
@@ -189,7 +189,7 @@ def run_demo(
         report = export_tflite(final, output, quantize="int8", representative_data=x_train[:256],
                                verbose=verbose)
         with quiet_native_logs(not verbose):
-            tflite_accuracy = _tflite_accuracy(output, x_test, y_test)
+            tflite_accuracy = evaluate_tflite(output, x_test, y_test, batch_size=len(x_test)).accuracy
         say(f"      TFLite int8 test accuracy {tflite_accuracy:.4f}")
     return {
         "dense_accuracy": dense_accuracy,
@@ -203,14 +203,3 @@ def run_demo(
         "report": report,
     }
 
-
-def _tflite_accuracy(path, x, y):
-    """Test accuracy of a .tflite file run in LiteRT (float32 inputs/outputs)."""
-    interpreter = tflite_interpreter(str(path), "path", num_threads=1)
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], (len(x), *x.shape[1:]))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x.astype(np.float32))
-    interpreter.invoke()
-    return float(np.mean(np.argmax(interpreter.get_tensor(out["index"]), axis=-1) == y))

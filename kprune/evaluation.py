@@ -28,7 +28,7 @@ Example:
 import keras
 import numpy as np
 
-from kprune.channels import ChannelPlan, mask_channels, rows_of
+from kprune.channels import ChannelPlan, masked_copy, rows_of
 from kprune.graph import ChannelGraph
 
 
@@ -95,7 +95,7 @@ class MaskedCopy:
 
     def __init__(self, space):
         self.space = space
-        self.model = mask_channels(space.model, ChannelPlan([]))
+        self.model = masked_copy(space.model, ChannelPlan([]))
         self.graph = ChannelGraph(self.model)
         self.variables = list(self.model.weights)
         self.base = [keras.ops.convert_to_numpy(v.value) for v in self.variables]

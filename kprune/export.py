@@ -50,7 +50,8 @@ class ExportReport:
         params / nonzero_params / macs: of the exported Keras model (after
             stripping wrappers and removing channels).
         params_before / macs_before: of the model passed in (masks applied).
-        layers: per-layer `LayerStats` of the exported Keras model.
+        layers: per-layer `LayerStats` of the exported Keras model
+            (`layers_table()` prints them; `str(report)` is the summary).
         quantization: "float32", "dynamic", "float16" or "int8".
         int8_io: whether the file's inputs and outputs are int8.
         sparse_encoding: whether weights are stored in TFLite's sparse format.
@@ -151,7 +152,30 @@ class ExportReport:
                 else f"{self.latency_ms:.3f} ms (LiteRT, 1 thread)"),
         ]
         lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines) + "\n" + tables.format_rows(self.layers)
+        return "\n".join(lines)
+
+    def layers_table(self, every_layer=False):
+        """Per-layer parameters, nonzeros, sparsity and MACs of the exported
+        Keras model, as a text table that ends with the total.
+
+        Args:
+            every_layer: one row per layer with parameters or MACs. Defaults
+                to False: one row per layer with MACs, then one per type for
+                the layers without MACs (BatchNormalization, which the
+                converter folds into the convolution before it, ...).
+
+        Example:
+
+        >>> report = ExportReport("m.tflite", 10, 4, 2, 4, 4, 4, layers=[
+        ...     tables.LayerStats("d", "Dense", 4, 2, 4)])
+        >>> print(report.layers_table())  # doctest: +NORMALIZE_WHITESPACE
+        layer  type   params  nonzero  sparsity  MACs
+        d      Dense       4        2     50.0%     4
+        total              4        2     50.0%     4
+        """
+        rows = self.layers if every_layer else tables.fold_rows(self.layers)
+        total = tables.LayerStats("total", "", self.params, self.nonzero_params, self.macs)
+        return tables.format_rows(list(rows), total)
 
 
 def _check_arguments(

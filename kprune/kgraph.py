@@ -1,5 +1,6 @@
-"""The one place that reads Keras' internals: the functional graph, and the
-stateless scope and callback model that `kprune.backends` needs.
+"""The one place that reads Keras' internals: the functional graph, the
+stateless scope and callback model that `kprune.backends` needs, and the mark
+that keeps Keras from decorating kprune's errors raised inside a layer call.
 
 kprune walks the graph of Sequential and Functional models (nodes in
 dependency order, nested models, `keras.ops` operations between layers). The
@@ -113,6 +114,31 @@ def callback_model(callback):
     """A callback's model as set by `set_model`, without the JAX state sync
     that the `Callback.model` property runs."""
     return callback._model
+
+
+def undecorated(error):
+    """`error`, marked so that Keras passes it on from a layer's `call` as it is.
+
+    Keras re-raises an exception from inside `Layer.__call__` as "Exception
+    encountered when calling X.call()", with the message between ANSI bold
+    codes and the call's arguments, and leaves alone an exception that
+    already carries the attribute set here (it decorates the innermost
+    failing call only). kprune's own errors name the layer and the fix, so
+    they reach the user undecorated.
+
+    Example:
+
+    >>> class Fails(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         raise undecorated(ValueError("Layer 'fails' says why."))
+    >>> try:
+    ...     Fails(name="fails")(keras.ops.ones((1, 2)))
+    ... except ValueError as e:
+    ...     print(e)
+    Layer 'fails' says why.
+    """
+    error._keras_call_info_injected = True
+    return error
 
 
 def tuple_build_shape(model):

@@ -41,8 +41,10 @@ import time
 import numpy as np
 
 from kprune import atomic, convert, handlers, litert
-from kprune.channels import mask_channels
+from kprune.channels import masked_copy
 from kprune.export import export_tflite
+from kprune.native_logs import quiet_native_logs
+from kprune.progress import Progress, heading
 from kprune.space import LayerFractions
 from kprune.stats import layer_stats
 
@@ -149,6 +151,11 @@ class LatencyTable:
             LiteRT's clock (`runs` then unused), e.g. a deterministic
             `MacsTimer`. A timer without a `cache_key` attribute is never
             cached. Defaults to None (LiteRT, one thread).
+        verbose: 1 for a progress bar while the table is measured (one step
+            per layer, then one per whole file calibrated on; a table read
+            from the cache shows one line), 0 for none. LiteRT's and
+            TensorFlow's native log lines are kept off the terminal either
+            way. Defaults to 1.
 
     Attributes:
         entries: per layer: name, widths grid and measured milliseconds.
@@ -160,7 +167,7 @@ class LatencyTable:
     kind = "latency_ms"
 
     def __init__(self, space, points=4, runs=30, calibrate=True, calibration_runs=100,
-                 cache_dir=None, progress=None, timer=None):
+                 cache_dir=None, progress=None, timer=None, verbose=1):
         self.space = space
         self.fractions = LayerFractions(space)
         self.points, self.runs = int(points), int(runs)
@@ -184,13 +191,22 @@ class LatencyTable:
         cached = atomic.read_json(self.path) if self.path and os.path.isfile(self.path) else None
         if cached is not None:
             self.entries, self.calibration = cached["entries"], cached["calibration"]
+            if verbose:
+                heading(f"Latency table read from {self.path}")
         else:
             started = time.perf_counter()
-            self.entries = self._measure()
+            layers = self._layers()
+            files = 4 if calibrate else 0
+            clock = "LiteRT, one thread" if timer is None else f"timer {timer!r}"
+            bar = Progress(f"Latency table: timing {len(layers)} layers at up to {self.points}x{self.points} "
+                           f"widths{f', then {files} whole files to calibrate' if files else ''} ({clock})",
+                           target=len(layers) + files, unit_name="step", verbose=verbose)
+            self.entries = self._measure(layers, bar)
             self._index()
             self.calibration = {"a": 0.0, "b": 1.0, "points": []}
             if calibrate:
-                self.calibration = self._calibrate(calibration_runs)
+                self.calibration = self._calibrate(calibration_runs, bar)
+            bar.finish()
             self.calibration["seconds"] = time.perf_counter() - started
             if self.path:
                 atomic.write_json(self.path, {"key": json.loads(key), "entries": self.entries,
@@ -215,11 +231,10 @@ class LatencyTable:
                 out.append(layer)
         return out
 
-    def _measure(self):
+    def _measure(self, layers, bar):
         graph, fr = self.space.graph, self.fractions
         lo_in, lo_out = fr.kept(self.space.min_widths)
         index = {n: j for j, n in enumerate(fr.layers)}
-        layers = self._layers()
         memo, entries = {}, []
         for count, layer in enumerate(layers):
             j = index[layer.name]
@@ -246,14 +261,16 @@ class LatencyTable:
                     if signature not in memo:
                         content = _one_layer_tflite(layer, config, shape)
                         sample = [np.random.default_rng(0).normal(size=shape).astype("float32")]
-                        memo[signature] = (float(self.timer(content)) if self.timer is not None else
-                                           litert.latency_ms(content, ([], []), sample, self.runs))
+                        with quiet_native_logs():
+                            memo[signature] = (float(self.timer(content)) if self.timer is not None else
+                                               litert.latency_ms(content, ([], []), sample, self.runs))
                     table[a, b] = memo[signature]
             if tied:  # a diagonal: store it as a (n, 1) table read with the input width
                 table = np.diag(table)[:, None]
                 outs = [0]
             entries.append({"layer": layer.name, "tied": bool(tied), "in": [int(v) for v in ins],
                             "out": [int(v) for v in outs], "ms": table.tolist()})
+            bar.update(count + 1)
         return entries
 
     def table_ms(self, widths):
@@ -275,7 +292,7 @@ class LatencyTable:
         space = space or self.space
         model = space.model
         if not np.array_equal(widths, space.dense):
-            model = mask_channels(model, space.plan(widths))
+            model = masked_copy(model, space.plan(widths))
         return export_tflite(model, path, verify=False, measure_latency=measure_latency, latency_runs=runs)
 
     def measure(self, widths, runs=None, directory=None):
@@ -284,17 +301,20 @@ class LatencyTable:
             path = os.path.join(tmp, "m.tflite")
             if self.timer is not None:
                 self.export(widths, path)
-                return float(self.timer(path))
+                with quiet_native_logs():
+                    return float(self.timer(path))
             report = self.export(widths, path, measure_latency=True, runs=runs or 100)
         return report.latency_ms
 
-    def _calibrate(self, runs):
+    def _calibrate(self, runs, bar=None):
         points = []
         for ratio in (0.0, 0.25, 0.5, 0.7):
             widths = self.space.widths_from_ratios(ratio)
             self._progress(f"latency table: calibrating on the whole file at ratio {ratio}")
             points.append({"widths": self.space.describe(widths), "measured_ms": self.measure(widths, runs),
                            "table_ms": self.table_ms(widths)})
+            if bar is not None:
+                bar.update(bar.current + 1)
         x = np.array([p["table_ms"] for p in points])
         y = np.array([p["measured_ms"] for p in points])
         (b, a), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)

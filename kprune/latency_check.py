@@ -1,6 +1,7 @@
 """Close the loop on latency budgets: measure the exported file, correct, re-fit.
 
-A search meets a `latency_ms` budget on the prediction of a
+A search meets a latency budget (`Budget(latency=...)` or
+`Budget(max_latency_ms=...)`) on the prediction of a
 `kprune.LatencyTable` (per-layer LiteRT times, calibrated on a few whole
 files). On models whose invoke takes a fraction of a millisecond the
 prediction of one width vector can miss the whole file's latency by 5-20%
@@ -25,7 +26,13 @@ one-group moves from the closest plan are measured (`neighbours`). Every
 check is recorded in `result.extra["latency_checks"]`; the plan is measured
 once more at the end, and the spread of the two measurements of that file is
 `result.extra["latency_noise"]`. If no plan lands within tolerance, the one
-that came closest is returned (`result.extra["latency_within"]` False).
+that came closest is returned (`result.extra["latency_within"]` False), with
+a `UserWarning`; `result.met` is False when that plan's file is above the
+budget by more than the tolerance.
+
+Every search runs this loop before it returns when its budget has a latency
+target (`kprune.search.make_result`; `check_latency=False` skips it), so
+the plan a search returns is the checked one.
 
 Measurements are relative by default: `FileLatency` exports the pruned and
 the dense model (`LatencyTable.export`) and times them in interleaved
@@ -48,15 +55,19 @@ no group ends wider than the plan had it):
 ([20, 16], True)
 """
 
+import inspect
 import os
 import tempfile
+import time
 
 import numpy as np
 
 from kprune import litert
-from kprune.channels import mask_channels
+from kprune.channels import masked_copy
+from kprune.native_logs import quiet_native_logs
+from kprune.progress import Progress
 from kprune.rescale import fill_budget, rounding_priority, scale_to_budget
-from kprune.search import make_result
+from kprune.search_result import predicted_met, result_for, warn_if_missed
 
 
 class FileLatency:
@@ -97,11 +108,12 @@ class FileLatency:
         table.export(space.dense, self.dense_path, space=space)
         self.io_names = litert.io_names(space.model)
         self.sample = litert.random_samples(litert.input_specs(space.model))[0]
-        if timer is None:
-            dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
-            self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
-        else:
-            self.runs, self._dense_ms = 1, float(timer(self.dense_path))
+        with quiet_native_logs():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" and the like
+            if timer is None:
+                dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
+                self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
+            else:
+                self.runs, self._dense_ms = 1, float(timer(self.dense_path))
         self._files = {}
         self.last = None
 
@@ -115,12 +127,14 @@ class FileLatency:
         return self._files[key]
 
     def __call__(self, widths):
-        if self.timer is not None:
-            ms, dense_ms = float(self.timer(self.path(widths))), self._dense_ms
-            ratio = ms / dense_ms
-        else:
-            ms, dense_ms, ratio = litert.interleaved_latency(self.path(widths), self.dense_path, self.io_names,
-                                                             self.sample, self.rounds, self.runs)
+        path = self.path(widths)
+        with quiet_native_logs():
+            if self.timer is not None:
+                ms, dense_ms = float(self.timer(path)), self._dense_ms
+                ratio = ms / dense_ms
+            else:
+                ms, dense_ms, ratio = litert.interleaved_latency(path, self.dense_path, self.io_names,
+                                                                 self.sample, self.rounds, self.runs)
         self.last = {"ms": ms, "dense_ms": dense_ms, "ratio": ratio}
         return ratio if self.relative else ms
 
@@ -193,70 +207,114 @@ def neighbours(space, widths, needed, wider, table, load, tried):
 
 
 def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, measure=None, rounds=9, runs=200,
-                  evaluate=None, timer=None):
+                  evaluate=None, timer=None, verbose=1):
     """Check a search's plan on the measured latency of its file and re-fit it until it lands.
+
+    Every search with a latency budget runs this before it returns (unless
+    given `check_latency=False`; `check_latency={...}` passes these
+    arguments); call it yourself on a result searched without the check.
 
     Args:
         result: a `kprune.search.SearchResult` of any search (uniform too)
-            with a `latency_ms` budget, as the search returned it (it keeps
-            the search's space and constraint).
+            with a latency budget, as the search returned it (it keeps the
+            search's space and constraint).
         tolerance: the largest relative miss `|m / B - 1|` accepted. Defaults to 0.03.
         max_iterations: re-fits at most. Defaults to 3.
         max_neighbours: if no re-fit lands, one-group moves from the closest
             plan measured at most (see `neighbours`). Defaults to 4.
         measure: `measure(widths) -> float`, the measured latency of the
             model pruned to `widths` (a width per searched group) in the
-            budget's unit: a fraction of the dense model's when the budget's
-            `latency_ms` is below 1, else ms. Defaults to `FileLatency`.
+            budget's unit: a fraction of the dense model's for
+            `Budget(latency=...)`, ms for `Budget(max_latency_ms=...)`.
+            Defaults to `FileLatency`.
         rounds / runs: for the default `FileLatency`. Defaults to 9 and 200.
         timer: for the default `FileLatency`: `timer(tflite) -> ms` in place
-            of LiteRT's clock (e.g. `kprune.latency.MacsTimer`). Defaults to None.
+            of LiteRT's clock (e.g. `kprune.latency.MacsTimer`). Defaults to
+            None: the `LatencyTable`'s own timer if it was built with one
+            (the same clock as the prediction), else LiteRT.
         evaluate: `evaluate(model) -> float` to score a re-fitted plan (on
             the search's model masked to it), or None to leave it unscored.
+        verbose: 1 for a progress bar (one step per measurement; "of budget"
+            is the measured latency over the budget), 0 for none. Defaults to 1.
 
     Returns:
         The result (the same one if the first check passes, else a new
         `SearchResult` for the re-fitted plan, with the search's log, `score`
         None unless `evaluate` is given, and `model` None since the search's
-        trained weights belong to the old plan). `extra["latency_checks"]`
-        lists `{"iteration", "widths", "predicted", "measured", "error",
-        "target"}` per check and `extra["latency_noise"]` the relative
-        difference of two measurements of the returned plan's file.
+        trained weights belong to the old plan). `met` says whether the
+        returned plan's file meets the budget (`m <= B (1 + tolerance)`);
+        when no plan lands within `tolerance`, a `UserWarning` says by how
+        much it missed. `extra["latency_check"]` sums the check up (`goal`,
+        `unit`, `measured`, `tolerance`, `within`, `measurements`,
+        `seconds`), `extra["latency_checks"]` lists `{"iteration", "widths",
+        "predicted", "measured", "error", "target"}` per check and
+        `extra["latency_noise"]` the relative difference of two measurements
+        of the returned plan's file.
 
-    Example (a synthetic measurement: the prediction, 10% higher):
+    Example (a synthetic measurement: the prediction, 25% higher; the loop
+    corrects the target to `0.6 / 1.25` of the table's and re-fits):
 
     >>> import keras, kprune
     >>> model = keras.Sequential([keras.Input((8, 8, 3)),
     ...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
     ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
-    >>> table = kprune.LatencyTable(kprune.SearchSpace(model, round_to=4), points=2, runs=3,
-    ...                             calibrate=False, cache_dir=False)  # doctest: +SKIP
-    >>> result = kprune.search.uniform(model, kprune.Budget(latency_ms=0.6), round_to=4,
-    ...                                latency=table)  # doctest: +SKIP
-    >>> dense = table(result.space.dense)  # doctest: +SKIP
-    >>> checked = kprune.match_latency(result, measure=lambda w: 1.1 * table(w) / dense)  # doctest: +SKIP
-    >>> [round(c["error"], 2) for c in checked.extra["latency_checks"]]  # doctest: +SKIP
-    [0.1, 0.0]
+    >>> table = kprune.LatencyTable(kprune.SearchSpace(model, round_to=4), points=2, cache_dir=False,
+    ...                             timer=kprune.latency.MacsTimer(), verbose=0)
+    >>> result = kprune.search.uniform(model, kprune.Budget(latency=0.6), round_to=4, latency=table,
+    ...                                check_latency=False, verbose=0)
+    >>> dense = table(result.space.dense)
+    >>> checked = kprune.match_latency(result, measure=lambda w: 1.25 * table(w) / dense, verbose=0)
+    >>> [round(c["measured"], 3) for c in checked.extra["latency_checks"]], checked.met
+    ([0.679, 0.588], True)
     """
+    checked = closed_loop(result, tolerance=tolerance, max_iterations=max_iterations,
+                          max_neighbours=max_neighbours, measure=measure, rounds=rounds, runs=runs,
+                          evaluate=evaluate, timer=timer, verbose=verbose)
+    warn_if_missed(checked)
+    return checked
+
+
+OPTIONS = tuple(name for name in inspect.signature(match_latency).parameters if name not in ("result", "verbose"))
+
+
+def check_options(check_latency):
+    """The `kprune.match_latency` keyword arguments a search's
+    `check_latency` asks for (`{}` for True), or None for False."""
+    if check_latency is True:
+        return {}
+    if check_latency is False:
+        return None
+    if isinstance(check_latency, dict) and set(check_latency) <= set(OPTIONS):
+        return dict(check_latency)
+    raise ValueError(
+        "Argument `check_latency` must be True, False, or a dict of kprune.match_latency's keyword arguments "
+        f"({', '.join(OPTIONS)}). Received: check_latency={check_latency!r}")
+
+
+def closed_loop(result, tolerance=0.03, max_iterations=3, max_neighbours=4, measure=None, rounds=9, runs=200,
+                evaluate=None, timer=None, verbose=1):
+    """`match_latency` without its warning (a search warns once, at its end)."""
+    started = time.perf_counter()
     space, constraint = result.space, result.constraint
     if space is None or constraint is None:
         raise ValueError("Argument `result` must be a SearchResult as a search returned it (it keeps "
                          "the search's space and constraint; a result read back with from_json does not). "
                          f"Received: result={result.method!r} without a space.")
     if "latency_ms" not in constraint.targets:
-        raise ValueError("Argument `result` must come from a search with a `latency_ms` budget. Received: "
-                         f"budget {constraint.budget!r}")
+        raise ValueError("Argument `result` must come from a search with a latency budget (`latency=` or "
+                         f"`max_latency_ms=`). Received: budget {constraint.budget!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
         raise ValueError(f"Argument `tolerance` must be a number in (0, 1). Received: tolerance={tolerance!r}")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 0:
         raise ValueError(f"Argument `max_iterations` must be an int >= 0. Received: max_iterations={max_iterations!r}")
     table = constraint.models["latency_ms"]
-    goal = constraint.budget.latency_ms
-    relative = goal < 1.0
+    goal = constraint.budget.value("latency_ms")
+    relative = constraint.budget.relative("latency_ms")
     scale = table(space.dense) if relative else 1.0  # predicted units per budget unit
     own = measure is None
     if own:
-        measure = FileLatency(space, table, relative=relative, rounds=rounds, runs=runs, timer=timer)
+        measure = FileLatency(space, table, relative=relative, rounds=rounds, runs=runs,
+                              timer=table.timer if timer is None else timer)
     elif timer is not None:
         raise ValueError("Arguments `measure` and `timer` cannot both be given: `timer` is for the default "
                          f"FileLatency. Received: measure={measure!r}, timer={timer!r}")
@@ -272,6 +330,11 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
     widths = space.from_description(result.widths)
     target = constraint.targets["latency_ms"]
     checks, tried = [], set()
+    unit = "of dense" if relative else "ms"
+    at_most = 2 + max_iterations + max_neighbours
+    bar = Progress(f"Latency check on exported files: budget {goal:g} {unit}, tolerance {tolerance:.0%}, at most "
+                   f"{at_most} measurements ('of budget': the file's latency over the budget)",
+                   target=at_most, unit_name="measurement", verbose=verbose)
 
     def check(widths, target, phase):
         predicted = table(widths) / scale
@@ -280,6 +343,7 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
                        "target": target / scale, "predicted": predicted, "measured": measured,
                        "error": measured / goal - 1.0, **({"file": measure.last} if own else {})})
         tried.add(tuple(int(w) for w in widths))
+        bar.update(len(checks), **{"of budget": measured / goal})
         return abs(checks[-1]["error"]) <= tolerance
 
     try:
@@ -310,18 +374,27 @@ def match_latency(result, tolerance=0.03, max_iterations=3, max_neighbours=4, me
         widths = space.from_description(best["widths"])
         repeat = float(measure(widths))
         noise = abs(repeat - best["measured"]) / best["measured"]
+        bar.update(len(checks) + 1, **{"of budget": repeat / goal})
+        bar.finish()
     finally:
         if own:
             measure.close()
+    within = abs(best["error"]) <= tolerance
+    summary = {"goal": goal, "unit": unit, "measured": best["measured"], "tolerance": tolerance, "within": within,
+               "measurements": len(checks) + 1, "seconds": time.perf_counter() - started}
     extra = dict(result.extra, latency_checks=checks, latency_noise=noise, latency_repeat=repeat,
-                 latency_within=abs(best["error"]) <= tolerance)
+                 latency_within=within, latency_check=summary)
     if best["iteration"] == 0:
-        result.extra = extra
-        return result
-    score = None
-    if evaluate is not None:
-        score = float(evaluate(mask_channels(space.model, space.plan(widths))))
-    new_result = make_result(result.method, space, constraint, widths, score, None, result.stopped,
-                             extra=dict(extra, search_score=result.score, search_widths=result.widths))
-    new_result.log, new_result.evaluations, new_result.seconds = result.log, result.evaluations, result.seconds
+        new_result = result
+        new_result.extra = extra
+    else:
+        score = None
+        if evaluate is not None:
+            score = float(evaluate(masked_copy(space.model, space.plan(widths))))
+        new_result = result_for(result.method, space, constraint, widths, score, None, result.stopped,
+                                extra=dict(extra, search_score=result.score, search_widths=result.widths))
+        new_result.log, new_result.evaluations, new_result.seconds = result.log, result.evaluations, result.seconds
+    new_result.met = predicted_met({k: new_result.resources[k] for k in others},
+                                   {k: constraint.targets[k] for k in others}) and (
+        best["measured"] <= goal * (1.0 + tolerance))
     return new_result

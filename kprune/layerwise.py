@@ -51,7 +51,7 @@ import numpy as np
 from kprune import importance as importance_lib
 from kprune import kgraph, sampling
 from kprune.channels import DATA_CRITERIA, ChannelPlan, channel_masks, check_names, is_excluded
-from kprune.channels import make_plan, remove_channels
+from kprune.channels import make_plan, reduced_copy
 from kprune.channel_wrapper import check_round_to
 from kprune.graph import ChannelGraph
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
@@ -237,7 +237,7 @@ def prune_layerwise(model, sparsity, importance="l2", data=None, loss=None, reco
             keras.utils.set_random_seed(seed + calls)
         calls += 1
         plan = _plan(graph, entries)
-        small = remove_channels(work, plan)
+        small = reduced_copy(work, plan)
         fn(small)
         _copy_back(graph, pruned, small)
 
@@ -264,7 +264,7 @@ def prune_layerwise(model, sparsity, importance="l2", data=None, loss=None, reco
     if final_fine_tune is not None:
         tune(final_fine_tune)
     result = clone_with(work, lambda old: (copy_layer(old),) * 2, lambda old: old.get_weights())
-    return (remove_channels(result, plan) if remove else result), plan
+    return (reduced_copy(result, plan) if remove else result), plan
 
 
 def _entry(group):

@@ -29,6 +29,7 @@ import numpy as np
 
 from kprune.kgraph import is_graph
 from kprune.tables import LayerStats
+from kprune.tflite_names import has_scope_suffixes, op_label
 
 RANDOM_SAMPLES = 16
 _WARMUP_RUNS = 5
@@ -164,8 +165,9 @@ def io_names(model):
     return [name for name, _, _ in input_specs(model)], output_names
 
 
-def _io_details(interp, input_names, output_names):
-    """Input and output details of `interp`, in the Keras model's order."""
+def io_details(interp, input_names, output_names):
+    """Input and output details of `interp`, in the Keras model's order
+    (matched by signature names; the file's order where they do not match)."""
     ins, outs = interp.get_input_details(), interp.get_output_details()
     signatures = interp._get_full_signature_list()
     if len(signatures) == 1:
@@ -186,7 +188,7 @@ def _open(path_or_bytes, io_names, argname):
     """An allocated one-thread interpreter and its I/O details in Keras order."""
     interp = tflite_interpreter(path_or_bytes, argname, num_threads=1)
     interp.allocate_tensors()
-    return (interp, *_io_details(interp, *io_names))
+    return (interp, *io_details(interp, *io_names))
 
 
 def _set_inputs(interp, details, sample):
@@ -214,8 +216,9 @@ def _outputs(interp, details):
     return values
 
 
-def run_samples(content, io_names, samples):
-    """LiteRT outputs for each sample; raises RuntimeError if LiteRT cannot run it."""
+def run_samples(content, io_names, samples, progress=None):
+    """LiteRT outputs for each sample (`progress(k)` told after the k-th);
+    raises RuntimeError if LiteRT cannot run it."""
     try:
         interp, ins, outs = _open(content, io_names, "model")
         results = []
@@ -223,6 +226,8 @@ def run_samples(content, io_names, samples):
             _set_inputs(interp, ins, sample)
             interp.invoke()
             results.append(_outputs(interp, outs))
+            if progress is not None:
+                progress(len(results))
     except (RuntimeError, ValueError) as e:
         # LiteRT runs its messages together ("...node #11Node number 16 ...").
         message = re.sub(r"(?<=[0-9a-z.)])(?=Node number)", "; ", str(e))
@@ -348,10 +353,17 @@ def tflite_stats(path):
 
     Returns:
         One `LayerStats` per op that reads weights, in execution order; its
-        name is the op's output tensor, its type the op name.
+        name is the Keras layer the op came from, read from its tensors' names
+        (`kprune.tflite_names`; `OPNAME_#index` when they name none), its type
+        the op name.
     """
     interp, ops = decoded_interpreter(path, "model_or_path")
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
+    suffixed = has_scope_suffixes(d["name"] for d in tensors.values())
+
+    def label(op, weights):
+        outputs = [tensors[int(t)]["name"] for t in op["outputs"]]
+        return op_label(op["op_name"], op["index"], [tensors[t]["name"] for t in weights], outputs, suffixed)
     producer = {int(t): op for op in ops for t in op["outputs"]}
     inputs = {d["index"] for d in interp.get_input_details()}
 
@@ -376,8 +388,7 @@ def tflite_stats(path):
             if name == "BATCH_MATMUL":  # activations times activations (attention)
                 shapes = [tuple(int(d) for d in tensors[t]["shape"]) for t in ins[:2]]
                 out = tuple(int(d) for d in tensors[int(op["outputs"][0])]["shape"])
-                label = tensors[int(op["outputs"][0])]["name"].split(";")[0]
-                rows.append(LayerStats(label, name, 0, 0, _matmul_macs(shapes[0], out)))
+                rows.append(LayerStats(label(op, []), name, 0, 0, _matmul_macs(shapes[0], out)))
             continue
         values = [interp.get_tensor(t) for t in weights if t not in seen]
         seen.update(weights)
@@ -386,7 +397,6 @@ def tflite_stats(path):
             data_in = ins[2] if name == "TRANSPOSE_CONV" else ins[0]
             macs = _tflite_macs(name, tensors[ins[_COMPUTE_OPS[name][0]]]["shape"],
                                 tensors[data_in]["shape"], tensors[int(op["outputs"][0])]["shape"])
-        label = tensors[int(op["outputs"][0])]["name"].split(";")[0]
-        rows.append(LayerStats(label, name, int(sum(v.size for v in values)),
+        rows.append(LayerStats(label(op, weights), name, int(sum(v.size for v in values)),
                                int(sum(np.count_nonzero(v) for v in values)), int(macs)))
     return rows

@@ -25,7 +25,7 @@ Selection (`selection=`): "accuracy" keeps the proposal with the best score
 
 import numpy as np
 
-from kprune.channels import remove_channels
+from kprune.channels import reduced_copy
 from kprune.evaluation import MaskedCopy, data_evaluator
 from kprune.search import SearchRun, make_result, space_and_constraint
 
@@ -107,6 +107,7 @@ def netadapt(
     state_path=None,
     log_path=None,
     verbose=1,
+    check_latency=True,
 ):
     """NetAdapt: iteratively shrink the group whose proposal scores best.
 
@@ -126,7 +127,8 @@ def netadapt(
         initial_reduction: the first iteration's step as a fraction of the
             dense model's load. Defaults to 0.025 (NetAdapt's code).
         decay: the step's decay per iteration. Defaults to 0.96.
-        max_iterations: stop after this many iterations. Defaults to None.
+        max_iterations: stop after this many iterations (a limit: the plan
+            may then miss the budget, see `result.met`). Defaults to None.
         selection: "accuracy" (default) or "ratio" (see the module docstring).
         tolerance: in the last iteration (target = the budget), only
             proposals that land within this fraction below the budget compete,
@@ -138,12 +140,20 @@ def netadapt(
             pruned (smaller) model at the end (NetAdapt's long-term
             fine-tune); its return value, if a model, replaces it.
         seed: seeds the fine-tuning data order. Defaults to 0.
-        max_evaluations / max_time / state_path / log_path / verbose: the
-            driver's limits, resumable state, log and progress bar.
+        max_evaluations / max_time / state_path / log_path / verbose /
+            check_latency: the driver's limits, resumable state, log,
+            progress bars and latency check, as for
+            `kprune.simulated_annealing`. NetAdapt starts from the dense
+            model and narrows it until the budget is met, so a limit that
+            stops it early returns a plan above the budget: `result.met` is
+            then False and a `UserWarning` says so. The bar's "of budget" is
+            each proposal's predicted resources over the budget (it falls
+            towards 1); its total is `max_evaluations` when given.
 
     Returns:
         A `kprune.search.SearchResult`; `.model` is the pruned model (channels
-        removed) with the fine-tuned weights.
+        removed) with the fine-tuned weights (None if the latency check
+        re-fitted the plan: the weights belong to the search's widths).
     """
     if selection not in ("accuracy", "ratio"):
         raise ValueError(f"Argument `selection` must be 'accuracy' or 'ratio'. Received: selection={selection!r}")
@@ -161,12 +171,14 @@ def netadapt(
             f"Built-in fine-tuning ({fine_tune} steps) needs `fine_tune_data=(x, y)`; or pass fine_tune=0.")
     evaluate = data_evaluator(evaluate, data)
     space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance)
+                                             importance=importance, check_latency=check_latency,
+                                             verbose=verbose)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "schedule": [initial_reduction, decay, max_iterations], "selection": selection,
                 "fine_tune": fine_tune if isinstance(fine_tune, int) else "callable",
                 "importance": space.importance}
-    run = SearchRun("netadapt", settings, state_path, log_path, max_evaluations, max_time, verbose)
+    run = SearchRun("netadapt", settings, state_path, log_path, max_evaluations, max_time, verbose,
+                    budget=constraint.budget)
     copy = MaskedCopy(space)
     state = run.state
     dense_load = constraint.load(space.dense)
@@ -186,7 +198,8 @@ def netadapt(
         base_weights, best_weights = list(copy.base), None
         state.update(iteration=1, widths=space.describe(space.dense), pruned=[[] for _ in space.groups],
                      score=float(evaluate(copy.apply(space.plan(space.dense)))), proposals=[], best=None)
-        run.record({"iteration": 0, "group": None, "width": None, "load": dense_load}, state["score"])
+        run.record({"iteration": 0, "group": None, "width": None, "load": dense_load}, state["score"],
+                   of_budget=dense_load)
     stopped = None
     while True:
         widths = space.from_description(state["widths"])
@@ -236,7 +249,7 @@ def netadapt(
                 state["best"] = dict(entry, key=key)
                 best_weights = copy.weights()
             run.record({"iteration": i, "group": space.names[k], "width": int(width), "load": load}, score,
-                       arrays=base_weights + best_weights, load=load)
+                       arrays=base_weights + best_weights, of_budget=load)
         if stopped:
             break
         if state["best"] is None:
@@ -252,12 +265,13 @@ def netadapt(
     widths = space.from_description(state["widths"])
     plan = space.plan(widths, [np.where(np.isin(np.arange(n), p), -np.inf, 0.0)
                                for n, p in zip(space.channels, state["pruned"])])
-    pruned_model = remove_channels(copy.apply(plan, base_weights), plan)
+    pruned_model = reduced_copy(copy.apply(plan, base_weights), plan)
     if final_fine_tune is not None:
         tuned = final_fine_tune(pruned_model)
         pruned_model = tuned if tuned is not None and hasattr(tuned, "predict") else pruned_model
     return make_result("netadapt", space, constraint, widths, state["score"], run, stopped,
-                       model=pruned_model, plan=plan, extra={"iterations": state["iteration"] - 1})
+                       model=pruned_model, plan=plan, extra={"iterations": state["iteration"] - 1},
+                       check_latency=check_latency)
 
 
 def plan_positions(plan, space):

@@ -42,7 +42,7 @@ import numpy as np
 
 from kprune import channel_selection as selection
 from kprune import kgraph, sampling
-from kprune.channels import mask_channels, plan_channels, remove_channels
+from kprune.channels import masked_copy, plan_channels, reduced_copy
 from kprune.pruning import clone_with, collect_wrappers, copy_layer, strip_pruning
 
 
@@ -221,5 +221,5 @@ def prune_and_reconstruct(model, sparsity, data, importance="thinet", loss=None,
     4
     """
     plan = plan_channels(model, sparsity, importance=importance, round_to=round_to, data=data, loss=loss)
-    refit = reconstruct(mask_channels(model, plan), model, data, **kwargs)
-    return (remove_channels(refit, plan) if remove else refit), plan
+    refit = reconstruct(masked_copy(model, plan), model, data, **kwargs)
+    return (reduced_copy(refit, plan) if remove else refit), plan

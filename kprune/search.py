@@ -1,15 +1,24 @@
-"""What every per-layer ratio search shares: its result, its run and its state file.
+"""What every per-layer ratio search shares: its run, its state file and its verdict.
 
-* `SearchResult` -- the outcome: a `kprune.ChannelPlan` (`.plan`), the
-  widths and ratios per group, the score, predicted resources against the
-  budget, the log of every candidate, and `.to_json()`.
 * `SearchRun` -- the driver around a search algorithm: a progress bar
-  (`keras.utils.Progbar`) with the current best score, an evaluation and a
-  time limit, a JSON log of every candidate (`log_path`), and a state file
+  (`keras.utils.Progbar`, below a heading that names the search and its
+  budget) with the best score so far ("best") and the candidate's predicted
+  resources over the budget ("of budget": `max_k R_k / B_k`, at most 1 when
+  the candidate meets the budget), an evaluation and a time limit, a JSON
+  log of every candidate (`log_path`) and of the verdict, and a state file
   (`state_path`, written atomically after every evaluation) from which an
   interrupted search resumes where it stopped. The algorithm keeps its own
   state in `run.state` (plain JSON data) and calls `run.record(...)` after
-  each evaluation.
+  each evaluation. The bar's total is the number of evaluations when it is
+  known in advance (`max_evaluations`, AMC's episodes, the sensitivity
+  scan's candidates); a search that stops on a condition (annealing cooled,
+  NetAdapt at the budget) shows the count alone.
+* `make_result(...)` -- how every search ends: the `SearchResult`
+  (`kprune.search_result`), its latency budget checked on the exported file
+  (`kprune.match_latency`, unless `check_latency=False`), its verdict
+  `result.met` written to the log, and a `UserWarning` when the plan misses
+  the budget (a search stopped by `max_evaluations`/`max_time` above it, a
+  latency check that did not land).
 * `uniform(...)` -- the baseline: one ratio for every group, the smallest
   that meets the budget.
 
@@ -27,7 +36,7 @@ Example:
 ...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
 ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
 >>> result = uniform(model, kprune.Budget(macs=0.5))
->>> result.widths, result.resources["macs"] <= result.targets["macs"]
+>>> result.widths, result.met
 ({'c1': 24, 'c2': 16}, True)
 """
 
@@ -37,112 +46,19 @@ import json
 import os
 import time
 
-import keras
 import numpy as np
 
 from kprune import atomic
 from kprune.budget import Budget, Constraint
-from kprune.channels import ChannelPlan
+from kprune.latency_check import check_options, closed_loop
+from kprune.progress import Progress
 from kprune.rescale import fill_budget, rounding_priority, scale_to_budget
+from kprune.search_result import SearchResult, result_for, warn_if_missed
 from kprune.space import SearchSpace
 
 STATE_VERSION = 1
-
-
-class SearchResult:
-    """The outcome of a per-layer ratio search.
-
-    Attributes:
-        method: "uniform", "sensitivity", "netadapt" or "simulated_annealing".
-        plan: the `kprune.ChannelPlan` (apply it with `kprune.mask_channels`
-            / `kprune.remove_channels`).
-        widths / ratios: `{group name: kept channels}` and `{group name:
-            pruned fraction}` (a group is named by its first producer).
-        score: the evaluation of the chosen candidate (None if not evaluated).
-        resources / targets / dense: predicted `{kind: value}` of the chosen
-            widths, of the budget and of the dense model.
-        log: one dict per evaluated candidate.
-        evaluations, seconds: evaluations made and wall time (all sessions).
-        stopped: why the search ended ("done", "budget met",
-            "max_evaluations", "max_time", "unreachable").
-        model: a pruned Keras model with the search's weights, if it trained
-            any (NetAdapt), else None.
-        space / constraint: the `SearchSpace` and `kprune.budget.Constraint`
-            the search ran on (not serialized; None after `from_json`), for
-            `kprune.match_latency`.
-    """
-
-    def __init__(self, method, plan, widths, ratios, score, resources, targets, dense, log,
-                 evaluations, seconds, stopped, model=None, extra=None):
-        self.method, self.plan = method, plan
-        self.widths, self.ratios = dict(widths), dict(ratios)
-        self.score = None if score is None else float(score)
-        self.resources, self.targets, self.dense = dict(resources), dict(targets), dict(dense)
-        self.log = list(log)
-        self.evaluations, self.seconds, self.stopped = int(evaluations), float(seconds), stopped
-        self.model = model
-        self.extra = dict(extra or {})
-        self.space = self.constraint = None
-
-    @property
-    def load(self):
-        """`max_k resource_k / target_k` (at most 1 when the budget is met)."""
-        return max(self.resources[k] / self.targets[k] for k in self.targets)
-
-    def to_dict(self):
-        return {
-            "method": self.method, "plan": self.plan.to_dict(), "widths": self.widths,
-            "ratios": self.ratios, "score": self.score, "resources": self.resources,
-            "targets": self.targets, "dense": self.dense, "log": self.log,
-            "evaluations": self.evaluations, "seconds": self.seconds, "stopped": self.stopped,
-            "extra": self.extra,
-        }
-
-    def to_json(self, **kwargs):
-        return json.dumps(self.to_dict(), **kwargs)
-
-    @classmethod
-    def from_json(cls, text):
-        data = json.loads(text)
-        data["plan"] = ChannelPlan(data["plan"]["groups"])
-        return cls(**data)
-
-    def __str__(self):
-        score = "not evaluated" if self.score is None else f"{self.score:.4f}"
-        lines = [f"{self.method}: score {score}, {self.evaluations} evaluations, "
-                 f"{self.seconds:.1f} s, stopped: {self.stopped}"]
-        for kind, target in self.targets.items():
-            lines.append(f"  {kind:<10} {self.resources[kind]:,.4g} of budget {target:,.4g} "
-                         f"({self.resources[kind] / self.dense[kind]:.1%} of dense)")
-        lines.append(f"  {'group':<24} {'width':>6} {'ratio':>6}")
-        for name, width in self.widths.items():
-            lines.append(f"  {name:<24} {width:>6} {self.ratios[name]:>6.2f}")
-        return "\n".join(lines)
-
-
-def make_result(method, space, constraint, widths, score, run, stopped, model=None, plan=None, extra=None):
-    """A `SearchResult` for `widths` of `space` under `constraint`."""
-    widths = np.asarray(widths)
-    result = SearchResult(
-        method=method, plan=plan if plan is not None else space.plan(widths),
-        widths=space.describe(widths),
-        ratios={n: float(r) for n, r in zip(space.names, space.ratios(widths))},
-        score=score, resources=constraint.resources(widths), targets=constraint.targets,
-        dense=constraint.dense, log=run.log if run else [], evaluations=run.evaluations if run else 0,
-        seconds=run.seconds if run else 0.0, stopped=stopped, model=model, extra=extra,
-    )
-    result.space, result.constraint = space, constraint
-    return result
-
-
-def check_limit(name, value, kind=int):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
-        kind is int and int(value) != value
-    ):
-        raise ValueError(f"Argument `{name}` must be a positive {kind.__name__} or None. Received: {name}={value!r}")
-    return kind(value)
+LEGEND = ("'best' is the best score so far, 'of budget' the candidate's predicted resources over the budget (at "
+          "most 1 when it meets it)")
 
 
 class SearchRun:
@@ -154,13 +70,18 @@ class SearchRun:
             budget, hyper-parameters); a state file saved with other settings
             is refused.
         state_path: the state file (JSON; resumed from if it exists), or None.
-        log_path: a JSON file rewritten with every candidate, or None.
+        log_path: a JSON file rewritten with every candidate (and, at the end,
+            the verdict: `"result": SearchResult.summary()`), or None.
         max_evaluations: stop after this many evaluations in total (all
             sessions), or None.
         max_time: stop this session after this many seconds, or None.
         verbose: 1 for a progress bar (to stdout), 0 for none.
-        target: the progress bar's length (e.g. the number of evaluations
-            expected), or None.
+        target: the progress bar's total when the search knows it (e.g. the
+            scan's candidates), or None: then `max_evaluations` if given,
+            else the count alone.
+        budget: the `kprune.Budget`, named in the bar's heading. Defaults to None.
+        legend: what the bar's figures mean, for its heading. Defaults to
+            the scored searches' "best" and "of budget".
 
     Attributes:
         state: the algorithm's own JSON data (empty at a fresh start).
@@ -169,13 +90,14 @@ class SearchRun:
     """
 
     def __init__(self, method, settings, state_path=None, log_path=None, max_evaluations=None,
-                 max_time=None, verbose=1, target=None):
+                 max_time=None, verbose=1, target=None, budget=None, legend=LEGEND):
         self.method = method
         self.fingerprint = hashlib.sha256(
             json.dumps([method, settings], sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.state_path, self.log_path = state_path, log_path
         self.max_evaluations = check_limit("max_evaluations", max_evaluations)
         self.max_time = check_limit("max_time", max_time, float)
+        self.verbose = int(bool(verbose))
         self.started = time.perf_counter()
         self.state, self.log, self.evaluations = {}, [], 0
         self.previous_seconds, self.best_score, self.resumed = 0.0, None, False
@@ -192,10 +114,13 @@ class SearchRun:
             self.evaluations, self.best_score = saved["evaluations"], saved["best_score"]
             self.previous_seconds, self.arrays_file = saved["seconds"], saved.get("arrays")
             self.resumed = True
-        self.progbar = None
-        if verbose:
-            self.progbar = keras.utils.Progbar(target or self.max_evaluations, stateful_metrics=["best", "load"],
-                                               unit_name="evaluation")
+        total = target if target is not None else self.max_evaluations
+        limits = ", ".join(f"{name}={value:g}" for name, value in (("max_evaluations", self.max_evaluations),
+                                                                  ("max_time", self.max_time)) if value is not None)
+        title = method + (f" under {budget!r}" if budget is not None else "") + (f" ({limits})" if limits else "")
+        self.progress = Progress(f"{title}: {legend}", target=total, unit_name="evaluation", verbose=verbose)
+        if self.resumed and self.evaluations:
+            self.progress.update(self.evaluations, best=self.best_score)
 
     @property
     def seconds(self):
@@ -209,10 +134,11 @@ class SearchRun:
             return "max_time"
         return None
 
-    def record(self, candidate, score=None, arrays=None, **progress):
+    def record(self, candidate, score=None, arrays=None, of_budget=None):
         """Log one evaluated candidate (a JSON-ready dict), update the best
-        (highest) score, show progress (`progress`: more figures for the bar)
-        and save the state (with `arrays`, if given, beside it)."""
+        (highest) score, show progress (`of_budget`: the candidate's load,
+        `kprune.budget.Constraint.load`) and save the state (with `arrays`,
+        if given, beside it)."""
         self.evaluations += 1
         entry = {"evaluation": self.evaluations, "seconds": round(self.seconds, 3), **candidate}
         if score is not None:
@@ -220,14 +146,12 @@ class SearchRun:
             if self.best_score is None or score > self.best_score:
                 self.best_score = float(score)
         self.log.append(entry)
-        if self.progbar is not None:
-            values = [("best", self.best_score)] if self.best_score is not None else []
-            values += [(k, float(v)) for k, v in progress.items()]
-            self.progbar.update(self.evaluations, values=values)
+        self.progress.update(self.evaluations, best=self.best_score, **{"of budget": of_budget})
         self.save(arrays)
 
-    def save(self, arrays=None):
-        """Write the state file (and, if given, a list of arrays beside it)."""
+    def save(self, arrays=None, result=None):
+        """Write the state file (and, if given, a list of arrays beside it),
+        and the log (with the verdict `result`, a dict, if given)."""
         if arrays is not None and self.state_path:
             name = f"{os.path.basename(self.state_path)}.{self.evaluations}.npz"
             atomic.write_arrays(os.path.join(os.path.dirname(os.path.abspath(self.state_path)), name), arrays)
@@ -240,7 +164,8 @@ class SearchRun:
             })
             self._remove_stale_arrays()
         if self.log_path:
-            atomic.write_json(self.log_path, {"method": self.method, "candidates": self.log})
+            atomic.write_json(self.log_path, {"method": self.method, "candidates": self.log,
+                                              **({"result": result} if result is not None else {})})
 
     def load_arrays(self):
         """The arrays saved with the state (None if there are none)."""
@@ -256,19 +181,68 @@ class SearchRun:
                 os.remove(path)
 
     def finish(self):
-        if self.progbar is not None and self.progbar.target is None:
-            self.progbar.update(self.evaluations, finalize=True)
+        """End the progress bar's line (the search stopped, at its total or not)."""
+        self.progress.finish()
+
+
+def make_result(method, space, constraint, widths, score, run, stopped, model=None, plan=None, extra=None,
+                check_latency=True, evaluate=None, verbose=None):
+    """How every search ends: the `SearchResult` for `widths`, checked and judged.
+
+    1. `kprune.search_result.result_for` builds the result (predicted
+       resources, `met` from the prediction).
+    2. A latency budget is checked on the exported file by
+       `kprune.match_latency`'s loop (`check_latency`: True, or a dict of its
+       keyword arguments; False to skip), which may re-fit the plan; a plan
+       that misses the budget on the prediction already (a search stopped
+       by a limit) is not checked. `evaluate` scores a re-fitted plan.
+    3. The verdict (`result.summary()`) goes to the run's log file, and a
+       result that misses its budget warns (`UserWarning`, see
+       `kprune.search_result.missed_message`).
+
+    `verbose` defaults to the run's (0 without a run).
+    """
+    result = result_for(method, space, constraint, widths, score, run, stopped, model=model, plan=plan, extra=extra)
+    options = check_options(check_latency)
+    if verbose is None:
+        verbose = run.verbose if run is not None else 0
+    if "latency_ms" in constraint.targets:
+        if options is None:
+            result.extra["latency_check_skipped"] = "check_latency=False"
+        elif not result.met:
+            result.extra["latency_check_skipped"] = "the plan misses the budget on the table's prediction"
+        else:
+            options.setdefault("evaluate", evaluate)
+            result = closed_loop(result, verbose=verbose, **options)
+            result.seconds += result.extra["latency_check"]["seconds"]
+    if run is not None:
+        run.save(result=result.summary())
+    warn_if_missed(result)
+    return result
+
+
+def check_limit(name, value, kind=int):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+        kind is int and int(value) != value
+    ):
+        raise ValueError(f"Argument `{name}` must be a positive {kind.__name__} or None. Received: {name}={value!r}")
+    return kind(value)
 
 
 def space_and_constraint(model, budget, round_to, exclude, config_list, latency, importance="l2",
-                         data=None, max_ratio=None):
-    """The `SearchSpace` and `Constraint` a search runs on."""
+                         data=None, max_ratio=None, check_latency=True, verbose=0):
+    """The `SearchSpace` and `Constraint` a search runs on (`check_latency`
+    is validated here, before the search runs; `verbose` shows the progress
+    of a `LatencyTable` built for a latency budget)."""
+    check_options(check_latency)
     space = SearchSpace(model, round_to=round_to, exclude=exclude, config_list=config_list,
                         max_ratio=max_ratio, importance=importance, data=data)
-    return space, constraint_for(space, budget, latency)
+    return space, constraint_for(space, budget, latency, verbose=verbose)
 
 
-def constraint_for(space, budget, latency):
+def constraint_for(space, budget, latency, verbose=0):
     """The `Constraint` of `budget` on `space` (a config_list's 'total_sparsity'
     becomes `Budget(params=1 - total_sparsity)` when no budget is given)."""
     if budget is None:
@@ -280,10 +254,11 @@ def constraint_for(space, budget, latency):
             "Pass either `budget` or a config_list with 'total_sparsity', not both. Received: "
             f"budget={budget!r} and total_sparsity={space.total_sparsity}"
         )
-    return Constraint(space, budget, latency=latency)
+    return Constraint(space, budget, latency=latency, verbose=verbose)
 
 
-def uniform(model, budget, round_to=8, exclude=(), config_list=None, latency=None, fill=True):
+def uniform(model, budget, round_to=8, exclude=(), config_list=None, latency=None, fill=True, check_latency=True,
+            verbose=1):
     """The same pruning ratio for every group: the smallest that meets `budget`.
 
     Args:
@@ -295,12 +270,17 @@ def uniform(model, budget, round_to=8, exclude=(), config_list=None, latency=Non
             (the groups that lost most to rounding widen one step while the
             budget allows), so the result sits at the budget rather than up
             to a step of every group below it. Defaults to True.
+        check_latency: check a latency budget on the exported file, as for
+            `kprune.simulated_annealing`. Defaults to True.
+        verbose: progress of the latency table and check (1) or none (0).
+            Defaults to 1.
 
     Returns:
         A `SearchResult` (not evaluated: `score` is None).
     """
     started = time.perf_counter()
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency)
+    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
+                                             check_latency=check_latency, verbose=verbose)
     # Ratios beyond a group's narrowest width snap to it.
     c, widths = scale_to_budget(np.ones(len(space)), constraint.load, np.full(len(space), 0.999999),
                                 space.widths_from_ratios)
@@ -309,7 +289,9 @@ def uniform(model, budget, round_to=8, exclude=(), config_list=None, latency=Non
         widths, stopped = space.min_widths, "unreachable"
     elif fill:
         widths = fill_budget(widths, space.allowed, constraint.load, rounding_priority(space, np.full(len(space), c)))
+    seconds = time.perf_counter() - started
     result = make_result("uniform", space, constraint, widths, None, None, stopped,
-                         extra={"ratio": None if c is None else float(c)})
-    result.seconds = time.perf_counter() - started
+                         extra={"ratio": None if c is None else float(c)}, check_latency=check_latency,
+                         verbose=verbose)
+    result.seconds += seconds
     return result

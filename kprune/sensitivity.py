@@ -20,10 +20,12 @@ allocation never goes where the scan did not look.
 """
 
 import json
+import warnings
 
 import numpy as np
 
 from kprune.evaluation import MaskedCopy, data_evaluator
+from kprune.latency_check import check_options
 from kprune.rescale import fill_budget
 from kprune.search import SearchRun, constraint_for, make_result
 from kprune.space import SearchSpace
@@ -120,16 +122,25 @@ class SensitivityResult:
         ratios: the requested ratios; `widths[k][j]` the width group k got
             at `ratios[j]`, `metrics[k][j]` the metric there.
         log: every evaluation.
+        scanned / candidates: the candidates evaluated (the dense model
+            included) and those the complete scan evaluates.
+        stopped: "scanned" when the scan is complete, else the limit that
+            stopped it ("max_evaluations", "max_time").
         allocation: a `kprune.search.SearchResult` when a budget was given
-            (`plan`, `widths`, `to_json()` ...), else None.
+            and the scan completed (`plan`, `widths`, `met`, `to_json()`
+            ...), else None.
         plan: `allocation.plan` (None without a budget).
     """
 
-    def __init__(self, baseline, names, channels, ratios, widths, metrics, log, allocation=None, space=None):
+    def __init__(self, baseline, names, channels, ratios, widths, metrics, log, allocation=None, space=None,
+                 candidates=None, stopped="scanned"):
         self.baseline, self.names, self.channels = float(baseline), list(names), [int(c) for c in channels]
         self.ratios, self.widths = [float(r) for r in ratios], [[int(w) for w in ws] for ws in widths]
         self.metrics = [[float(m) for m in ms] for ms in metrics]
         self.log, self.allocation, self.space = list(log), allocation, space
+        self.scanned = len(self.log)
+        self.candidates = self.scanned if candidates is None else int(candidates)
+        self.stopped = stopped
 
     @property
     def plan(self):
@@ -138,6 +149,7 @@ class SensitivityResult:
     def to_dict(self):
         return {"baseline": self.baseline, "names": self.names, "channels": self.channels,
                 "ratios": self.ratios, "widths": self.widths, "metrics": self.metrics,
+                "scanned": self.scanned, "candidates": self.candidates, "stopped": self.stopped,
                 "allocation": None if self.allocation is None else self.allocation.to_dict()}
 
     def to_json(self, **kwargs):
@@ -145,7 +157,13 @@ class SensitivityResult:
 
     def __str__(self):
         head = f"{'group':<24} {'ch':>4} " + " ".join(f"{r:>6.2f}" for r in self.ratios)
-        lines = [f"sensitivity (baseline {self.baseline:.4f}; metric after pruning one group by each ratio)", head]
+        if self.stopped == "scanned":
+            scan = f"scanned {self.scanned} candidates"
+        else:
+            scan = (f"INCOMPLETE: scanned {self.scanned} of {self.candidates} candidates, stopped at its limit "
+                    f"`{self.stopped}`")
+        lines = [f"sensitivity ({scan}; baseline {self.baseline:.4f}; metric after pruning one group by each "
+                 "ratio)", head]
         for name, n, ms in zip(self.names, self.channels, self.metrics):
             lines.append(f"{name:<24} {n:>4} " + " ".join(f"{m:>6.3f}" for m in ms))
         if self.allocation is not None:
@@ -164,16 +182,23 @@ class SensitivityResult:
         ax.set_ylabel("metric (one-shot)")
         return ax
 
-    def allocate(self, budget, latency=None):
-        """The widths meeting `budget` with the least predicted loss (a `SearchResult`)."""
-        return _allocate(self, self.space, budget, latency, None)
+    def allocate(self, budget, latency=None, check_latency=True, verbose=1):
+        """The widths meeting `budget` with the least predicted loss (a
+        `SearchResult`; `latency`, `check_latency` and `verbose` as for
+        `kprune.simulated_annealing`)."""
+        if self.stopped != "scanned":
+            raise ValueError(f"The scan is incomplete ({self.scanned} of {self.candidates} candidates, stopped at "
+                             f"`{self.stopped}`): resume it with the same `state_path` before allocating.")
+        check_options(check_latency)
+        return allocate_scan(self, self.space, budget, latency, None, check_latency, verbose)
 
 
-def _allocate(result, space, budget, latency, run):
-    constraint = constraint_for(space, budget, latency)
+def allocate_scan(result, space, budget, latency, run, check_latency=True, verbose=0):
+    """The allocation of a complete scan under `budget` (a `SearchResult`)."""
+    constraint = constraint_for(space, budget, latency, verbose=verbose)
     curves = loss_curves(space.channels, space.allowed, result.widths, result.metrics, result.baseline)
     widths = allocate(curves, space.allowed, constraint.load)
-    stopped = "budget met"
+    stopped = "scanned"
     if widths is None:
         widths, stopped = space.min_widths, "unreachable"
     else:  # the last greedy step may overshoot: widen the groups that gain most, while the budget allows
@@ -183,8 +208,12 @@ def _allocate(result, space, budget, latency, run):
 
         widths = fill_budget(widths, space.allowed, constraint.load, gain)
     predicted = result.baseline - sum(c[int(np.searchsorted(a, w))] for c, a, w in zip(curves, space.allowed, widths))
-    return make_result("sensitivity", space, constraint, widths, None, run, stopped,
-                       extra={"predicted_score": float(predicted)})
+    allocation = make_result("sensitivity", space, constraint, widths, None, run, stopped,
+                             extra={"predicted_score": float(predicted)}, check_latency=check_latency,
+                             verbose=verbose)
+    if run is None:  # allocated again from a finished scan
+        allocation.log, allocation.evaluations = list(result.log), len(result.log)
+    return allocation
 
 
 def sensitivity(
@@ -203,6 +232,7 @@ def sensitivity(
     state_path=None,
     log_path=None,
     verbose=1,
+    check_latency=True,
 ):
     """Evaluate the model with each channel group pruned alone at each ratio.
 
@@ -218,8 +248,14 @@ def sensitivity(
             widths that meet it with the smallest predicted loss.
         round_to / exclude / config_list / latency: as for
             `kprune.simulated_annealing`.
-        max_evaluations / max_time / state_path / log_path / verbose: the
-            search driver's limits, resumable state, log and progress bar.
+        max_evaluations / max_time / state_path / log_path / verbose /
+            check_latency: the search driver's limits, resumable state, log,
+            progress bars and latency check (of the allocation), as for
+            `kprune.simulated_annealing`. The bar's total is the number of
+            candidates the scan evaluates (the dense model, and every group
+            at every distinct width the ratios give). A scan stopped by a
+            limit warns (`UserWarning`) and makes no allocation; resume it
+            with the same `state_path`.
 
     Returns:
         A `SensitivityResult` (print it, `.to_json()`, `.plot()`, `.allocate(budget)`).
@@ -240,12 +276,17 @@ def sensitivity(
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ValueError(f"Argument `ratios` must be a non-empty list of numbers in (0, 1). Received: ratios={ratios!r}")
     evaluate = data_evaluator(evaluate, data)
+    check_options(check_latency)
     space = SearchSpace(model, round_to=round_to, exclude=exclude, config_list=config_list, importance=importance)
-    if budget is not None:  # validate before scanning
-        constraint_for(space, budget, latency)
+    if budget is not None:  # validate (and build a latency table) before scanning
+        latency = constraint_for(space, budget, latency, verbose=verbose).models.get("latency_ms", latency)
     settings = {"space": space.fingerprint(), "ratios": ratios, "importance": space.importance}
+    widths_table = [[int(space.widths_from_ratios(np.where(np.arange(len(space)) == k, r, 0.0))[k])
+                     for r in ratios] for k in range(len(space))]
+    candidates = 1 + sum(len(set(ws)) for ws in widths_table)
     run = SearchRun("sensitivity", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    target=len(space) * len(ratios) + 1)
+                    target=min(candidates, max_evaluations or candidates), budget=budget,
+                    legend=f"the dense model, then each of {len(space)} groups pruned alone at each ratio")
     copy = MaskedCopy(space)
     done = run.state.setdefault("scores", {})  # "k:width" -> metric
     stopped = None
@@ -253,8 +294,6 @@ def sensitivity(
         run.state["baseline"] = float(evaluate(copy.apply(space.plan(space.dense))))
         run.record({"group": None, "width": None, "metric": run.state["baseline"]})
     baseline = run.state["baseline"]
-    widths_table = [[int(space.widths_from_ratios(np.where(np.arange(len(space)) == k, r, 0.0))[k])
-                     for r in ratios] for k in range(len(space))]
     for k, name in enumerate(space.names):
         for width in widths_table[k]:
             key = f"{k}:{width}"
@@ -272,9 +311,15 @@ def sensitivity(
     run.finish()
     metrics = [[done.get(f"{k}:{w}", np.nan) for w in widths_table[k]] for k in range(len(space))]
     result = SensitivityResult(baseline, space.names, space.channels, ratios, widths_table, metrics, run.log,
-                               space=space)
-    if stopped:
-        return result  # incomplete: resume with the same state_path
+                               space=space, candidates=candidates, stopped=stopped or "scanned")
+    if stopped:  # incomplete: resume with the same state_path
+        run.save(result={"method": "sensitivity", "met": False, "stopped": stopped, "scanned": result.scanned,
+                         "candidates": candidates})
+        warnings.warn(
+            f"sensitivity stopped at its limit `{stopped}` after {result.scanned} of {candidates} candidates: "
+            f"the scan is incomplete{' and no plan was allocated (result.plan is None)' if budget else ''}. "
+            f"Raise `{stopped}` and run again with the same `state_path` to resume.", UserWarning, stacklevel=2)
+        return result
     if budget is not None:
-        result.allocation = _allocate(result, space, budget, latency, run)
+        result.allocation = allocate_scan(result, space, budget, latency, run, check_latency, verbose)
     return result

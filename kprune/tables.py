@@ -87,6 +87,33 @@ def row_dict(row):
     return {**row._asdict(), "sparsity": float(row.sparsity)}
 
 
+def fold_rows(rows):
+    """Rows with MACs as they are, then the rows without (BatchNormalization,
+    biases and scales, embeddings, ...) summed up, one per layer type, named
+    `(<n> layers)` when there are several.
+
+    Example:
+
+    >>> rows = [LayerStats("c1", "Conv2D", 4, 4, 9), LayerStats("bn1", "BatchNormalization", 4, 4, 0),
+    ...         LayerStats("c2", "Conv2D", 4, 2, 9), LayerStats("bn2", "BatchNormalization", 4, 4, 0)]
+    >>> [tuple(r) for r in fold_rows(rows)]  # doctest: +NORMALIZE_WHITESPACE
+    [('c1', 'Conv2D', 4, 4, 9), ('c2', 'Conv2D', 4, 2, 9),
+     ('(2 layers)', 'BatchNormalization', 8, 8, 0)]
+    """
+    folded = {}
+    for r in rows:
+        if not r.macs:
+            folded.setdefault(r.type, []).append(r)
+    out = [r for r in rows if r.macs]
+    for kind, group in folded.items():
+        if len(group) == 1:
+            out.append(group[0])
+        else:
+            out.append(LayerStats(f"({len(group)} layers)", kind, sum(r.params for r in group),
+                                  sum(r.nonzero for r in group), 0))
+    return out
+
+
 def format_rows(rows, total=None):
     """`LayerStats` rows (and an optional `total` row) as a text table.
 

@@ -30,7 +30,7 @@ How a wrapped layer trains:
 import keras
 import numpy as np
 
-from kprune import backends, device_selection, handlers
+from kprune import backends, device_selection, handlers, kgraph
 from kprune import masks as mask_math
 from kprune import selection
 from kprune.mask_ops import apply_mask, host_array, mask_product, write_mask
@@ -152,13 +152,15 @@ class MaskedWrapper(MaskedWeights, keras.layers.Wrapper):
     # ------------------------------------------------------------------- call
     def call(self, inputs, *args, training=None, **kwargs):
         if training and not self._driven:
-            raise ValueError(
+            # Raised as it is: not as Keras' "Exception encountered when
+            # calling PruneLowMagnitude.call()" with ANSI codes around it.
+            raise kgraph.undecorated(ValueError(
                 f"Layer '{self.name}' is being trained without the "
                 "kprune.UpdatePruningStep callback, so its masks would never update. "
                 "Add it: model.fit(..., callbacks=[kprune.UpdatePruningStep()]). In a "
                 "custom training loop call the callback's set_model(model), "
                 "on_train_begin() and on_train_batch_begin(step) yourself."
-            )
+            ))
         if training is not None and self.layer._call_has_training_arg:
             kwargs["training"] = training
         if training and backends.optimizer_sees_masks():

@@ -31,6 +31,8 @@ PUBLIC = {
     "distiller",
     "export_tflite",
     "ExportReport",
+    "evaluate_tflite",
+    "TFLiteEvaluation",
     "summary",
     "ModelSummary",
     "register_layer",
@@ -96,9 +98,11 @@ MODULES = [
     "policy", "sparsity_check", "channel_wrapper", "schedule_table",
     "channel_selection", "sampling", "selection_criteria", "hessian", "reconstruction", "branches",
     "layerwise",
-    "config_list", "space", "budget", "latency", "latency_check", "atomic", "search", "evaluation", "sensitivity",
+    "config_list", "space", "budget", "latency", "latency_check", "atomic", "search", "search_result", "progress",
+    "evaluation", "sensitivity",
     "netadapt", "annealing", "rescale", "admm", "admm_sets", "ddpg", "amc", "auto_compress",
-    "channel_plan", "export_prepare", "in_place", "selection", "update",
+    "channel_plan", "export_prepare", "in_place", "selection", "update", "tflite_names",
+    "tflite_eval",
 ]
 
 

@@ -79,9 +79,11 @@ def test_auto_compress_is_deterministic_and_resumes(tmp_path):
     model = _model()
     full = kprune.auto_compress(model, kprune.Budget(macs=0.4), score, train, **SETTINGS)
     state = tmp_path / "ac.json"
-    part = kprune.auto_compress(model, kprune.Budget(macs=0.4), score, train, state_path=str(state),
-                                max_evaluations=2, **SETTINGS)
-    assert part.stopped == "max_evaluations"
+    with pytest.warns(UserWarning, match=r"auto_compress stopped at its limit `max_evaluations` \(2 evaluations, "
+                                         r".*macs 100.0% of dense for a budget of 40.0%\): the budget is NOT met"):
+        part = kprune.auto_compress(model, kprune.Budget(macs=0.4), score, train, state_path=str(state),
+                                    max_evaluations=2, **SETTINGS)
+    assert part.stopped == "max_evaluations" and not part.met and full.met
     resumed = kprune.auto_compress(model, kprune.Budget(macs=0.4), score, train, state_path=str(state), **SETTINGS)
     assert [e["widths"] for e in resumed.log] == [e["widths"] for e in full.log]
     assert resumed.widths == full.widths

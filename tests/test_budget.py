@@ -1,6 +1,7 @@
 """Budgets, the search space and the resource models, against NumPy and kprune.stats."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -51,24 +52,73 @@ TOPOLOGIES = {"residual": _residual, "inverted_residual": _inverted, "concatenat
 
 
 def test_budget_fractions_and_absolute_targets():
-    budget = Budget(params=0.5, macs=2000, latency_ms=0.6)
+    budget = Budget(params=0.5, max_macs=2000, latency=0.6)
     assert budget.kinds == ["params", "macs", "latency_ms"]
     assert budget.targets({"params": 300, "macs": 9000, "latency_ms": 2.0}) == {
         "params": 150.0, "macs": 2000.0, "latency_ms": 1.2}
+    assert [budget.relative(k) for k in budget.kinds] == [True, False, True]
     assert Budget.from_config(json.loads(json.dumps(budget.get_config()))) == budget
-    assert repr(Budget(macs=0.5)) == "Budget(macs=0.5)"
+    assert repr(budget) == "Budget(params=0.5, max_macs=2000, latency=0.6)"
+    # an absolute latency below 1 ms (issue 23: 0.05 ms on a 0.09 ms model was read as 5%)
+    assert Budget(max_latency_ms=0.05).targets({"latency_ms": 0.09}) == {"latency_ms": 0.05}
+    # a fraction of 1 is the dense model's figure, not an absolute count of 1
+    assert Budget(params=1).targets({"params": 300}) == {"params": 300.0}
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "needs at least one of `params`, `macs`, `latency_ms`"),
-    ({"macs": 0}, "Argument `macs` must be a number > 0 .* Received: macs=0"),
-    ({"params": -0.5}, "Received: params=-0.5"),
-    ({"latency_ms": "fast"}, "Received: latency_ms='fast'"),
+    ({}, "A Budget needs at least one of `params`, `macs`, `latency` (fractions of the dense model's) or "
+         "`max_params`, `max_macs`, `max_latency_ms` (absolute). Received: none of them."),
+    ({"macs": 0}, "Argument `macs` must be a number > 0 (a fraction of the dense model's figure, in (0, 1]). "
+                  "Received: macs=0"),
+    ({"params": -0.5}, "Argument `params` must be a number > 0 (a fraction of the dense model's figure, in "
+                       "(0, 1]). Received: params=-0.5"),
+    ({"latency": "fast"}, "Received: latency='fast'"),
     ({"macs": True}, "Received: macs=True"),
+    ({"max_latency_ms": -1}, "Argument `max_latency_ms` must be a number > 0 (milliseconds). Received: "
+                             "max_latency_ms=-1"),
+    ({"latency": 5}, "Argument `latency` must be a fraction of the dense model's latency, in (0, 1]. Received: "
+                     "latency=5. For milliseconds write `max_latency_ms=5`."),
+    ({"max_params": 0.5}, "Argument `max_params` must be an absolute count >= 1. Received: max_params=0.5. For a "
+                          "fraction of the dense model's write `params=0.5`."),
+    ({"macs": 0.5, "max_macs": 1000}, "Pass either `macs` (a fraction of the dense model's) or `max_macs` (an "
+                                      "absolute figure), not both. Received: macs=0.5, max_macs=1000"),
+    ({"latency_ms": 0.05}, "Argument `latency_ms` is ambiguous below 1: kprune read it as a fraction of the dense "
+                           "model's latency, and it reads as milliseconds. Received: latency_ms=0.05. Write "
+                           "`latency=0.05` for 5% of the dense model's latency, or `max_latency_ms=0.05` for "
+                           "0.05 ms."),
 ])
 def test_budget_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as info:
         Budget(**kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, message, same", [
+    ({"latency_ms": 2}, "Argument `latency_ms` is deprecated. Received: latency_ms=2, read as milliseconds; "
+                        "write `max_latency_ms=2`.", {"max_latency_ms": 2}),
+    ({"params": 120_000}, "Argument `params` is a fraction of the dense model's figure, in (0, 1]; an absolute "
+                          "count above 1 is deprecated. Received: params=120000, read as a count; write "
+                          "`max_params=120000`.", {"max_params": 120_000}),
+    ({"macs": 2e6, "latency": 0.5}, "Received: macs=2000000.0, read as a count; write `max_macs=2000000.0`.",
+     {"max_macs": 2e6, "latency": 0.5}),
+])
+def test_budget_former_spellings_warn_and_keep_their_meaning(kwargs, message, same):
+    with pytest.warns(FutureWarning) as record:
+        budget = Budget(**kwargs)
+    assert [str(w.message) for w in record if message in str(w.message)], [str(w.message) for w in record]
+    assert budget == Budget(**same)
+
+
+def test_budget_new_spellings_do_not_warn():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        Budget(params=1.0, max_macs=5, max_latency_ms=0.05)
+        Budget(macs=0.5, latency=0.6, max_params=100)
+    assert record == []
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match=(
+            "Pass either `latency_ms` \\(deprecated\\) or `max_latency_ms`, not both. Received: latency_ms=2, "
+            "max_latency_ms=3")):
+        Budget(latency_ms=2, max_latency_ms=3)
 
 
 def test_allowed_widths_match_plan_channels_rounding():
@@ -196,10 +246,10 @@ def test_latency_table_measures_and_caches(tmp_path):
     assert table(space.dense) == pytest.approx(full)
     again = LatencyTable(space, points=2, runs=5, calibrate=False, cache_dir=str(tmp_path))
     assert again.entries == table.entries and again.path == table.path
-    constraint = Constraint(space, Budget(latency_ms=0.6), latency=table)
+    constraint = Constraint(space, Budget(latency=0.6), latency=table)
     assert constraint.targets["latency_ms"] == pytest.approx(0.6 * table(space.dense))
     with pytest.raises(ValueError, match="LatencyTable built for the same model"):
-        Constraint(SearchSpace(model, round_to=4), Budget(latency_ms=0.6), latency=table)
+        Constraint(SearchSpace(model, round_to=4), Budget(latency=0.6), latency=table)
 
 
 def test_latency_table_with_a_deterministic_timer(tmp_path):

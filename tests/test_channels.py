@@ -2,6 +2,7 @@
 removed model's outputs equal the masked model's."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -399,3 +400,65 @@ def test_ratio_for_a_layer_that_cannot_be_pruned_names_it_and_says_why():
         channels.plan_channels(model, 0.5, ratios={"conv": 0.5})
     with pytest.raises(ValueError, match="Layer 'head' .* cannot be channel-pruned: .*model output"):
         channels.plan_channels(model, 0.5, ratios={"head": 0.5})
+
+
+def _weights_equal(a, b):
+    return len(a.weights) == len(b.weights) and all(
+        np.array_equal(keras.ops.convert_to_numpy(u), keras.ops.convert_to_numpy(v))
+        for u, v in zip(a.weights, b.weights)
+    )
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: channels.remove_channels(m),
+         "Model '{name}' has no pruned channel (every channel is still read by a nonzero weight), "
+         "so remove_channels returns a copy of the same size. Cut channels off first"),
+        (lambda m: channels.remove_channels(kprune.prune_channels(m)),  # masks never updated
+         "Model '{name}' has no pruned channel"),
+        (lambda m: channels.remove_channels(m, channels.plan_channels(m, 0.0)),
+         "The plan prunes no channel of model '{name}', so remove_channels returns a copy of the "
+         "same size. Make a plan that prunes channels first: kprune.plan_channels(model, sparsity)"),
+        (lambda m: channels.remove_channels(m, channels.plan_channels(m, 0.1)),  # widths round to 8
+         "groups of 8 channels or fewer stay whole"),
+        (lambda m: channels.mask_channels(m, channels.plan_channels(m, 0.0)),
+         "The plan prunes no channel of model '{name}', so mask_channels returns an unchanged copy."),
+    ],
+)
+def test_a_call_that_removes_nothing_warns(call, message):
+    model = _chain()
+    with pytest.warns(UserWarning) as record:
+        result = call(model)
+    texts = [str(w.message) for w in record if "no pruned channel" in str(w.message)
+             or "prunes no channel" in str(w.message)]
+    assert len(texts) == 1 and message.format(name=model.name) in texts[0]
+    # Attributed to the caller's line, not to kprune.
+    assert next(w for w in record if str(w.message) == texts[0]).filename == __file__
+    assert _weights_equal(result, model)
+
+
+def test_calls_that_remove_channels_and_kprunes_own_callers_do_not_warn():
+    from kprune.evaluation import MaskedCopy
+    from kprune.space import SearchSpace
+
+    model = _chain()
+    plan = channels.plan_channels(model, 0.5, round_to=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        masked = channels.mask_channels(model, plan)
+        assert channels.remove_channels(masked).count_params() < model.count_params()
+        assert channels.remove_channels(model, plan).count_params() < model.count_params()
+        # A search's working copy and a result that keeps every channel.
+        MaskedCopy(SearchSpace(model))
+        empty = channels.plan_channels(model, 0.0)
+        assert _weights_equal(channels.reduced_copy(model, empty), model)
+        assert _weights_equal(channels.masked_copy(model, empty), model)
+    assert [str(w.message) for w in record if "channel" in str(w.message)] == []
+
+
+def test_mask_channels_needs_a_plan():
+    with pytest.raises(TypeError, match=r"Argument `plan` must be a kprune.ChannelPlan .*Received: plan=None"):
+        channels.mask_channels(_chain(), None)
+    with pytest.raises(TypeError, match=r"Received: plan=\{'groups': \[\]\} \(of type dict\)"):
+        channels.remove_channels(_chain(), {"groups": []})

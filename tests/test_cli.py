@@ -23,6 +23,17 @@ def test_demo_runs_the_whole_pipeline(capsys, tmp_path):
         assert text in out.out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in out.err  # progress goes to stderr
+    # The README shows the same lines (its figures come from the default run).
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        readme = f.read()
+    block = readme[readme.index("```\nlayer        weight"):].split("```")[1]
+
+    def labels(text):
+        return [line.split()[0] for line in text.splitlines()
+                if line.strip() and " kernel " not in line and not line.startswith("  note:")]
+
+    assert labels(out.out) == labels(block)
+    assert "TFLite export: " in block and "  latency " in block
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(out_file))
@@ -54,6 +65,37 @@ def test_inspect_keras_and_tflite(capsys, tmp_path):
     assert "CONV_2D" in tflite_out and "FULLY_CONNECTED" in tflite_out
 
 
+@pytest.mark.parametrize("how", ["export_tflite", "export_tflite_int8", "TFLiteConverter"])
+def test_inspect_names_ops_after_keras_layers(capsys, tmp_path, how):
+    import tensorflow as tf
+
+    import kprune
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(name="relu"),
+        keras.layers.Flatten(name="flatten"), keras.layers.Dense(16, name="dense_1"),
+        keras.layers.Dense(10, name="head"),
+    ], name="digits")
+    path = tmp_path / "model.tflite"
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+    if how == "TFLiteConverter":
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    else:
+        int8 = how.endswith("int8")
+        kprune.export_tflite(model, path, quantize="int8" if int8 else None, representative_data=x,
+                             int8_io=int8, measure_latency=False)
+    capsys.readouterr()  # the converter's own lines
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[2:] if line.split()[0] != "total"]
+    # BatchNormalization is folded into the convolution; the Dense layers
+    # were named `StatefulPartitionedCall_1:0` and `digits_1/dense_1_1/MatMul1`.
+    assert [(r[0], r[1]) for r in rows] == [
+        ("conv", "CONV_2D"), ("dense_1", "FULLY_CONNECTED"), ("head", "FULLY_CONNECTED")]
+    assert "StatefulPartitionedCall" not in out
+
+
 def test_export_int8_with_calibration(capsys, tmp_path):
     model, path = _saved_model(tmp_path)
     data = np.random.default_rng(0).random((64, 6, 6, 1)).astype("float32")
@@ -65,6 +107,13 @@ def test_export_int8_with_calibration(capsys, tmp_path):
     report = capsys.readouterr().out
     assert "quantization    int8" in report and "passed" in report
     assert out.stat().st_size > 0
+    assert not any(line.split()[:2] == ["layer", "type"] for line in report.splitlines())  # --layers adds it
+    assert cli.main(["export", str(path), str(out), "--layers", "--no-verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.split()[:2] == ["layer", "type"]):]
+    assert [line.split()[:2] for line in table] == [
+        ["layer", "type"], [model.layers[0].name, "Conv2D"], [model.layers[2].name, "Dense"],
+        ["total", str(model.count_params())]]
 
 
 @pytest.mark.parametrize(

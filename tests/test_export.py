@@ -290,15 +290,49 @@ def test_multi_output_mismatch_is_detected(tmp_path):
         export_tflite(model, tmp_path / "m.tflite", sample_inputs=[np.zeros((2, 3)), np.zeros((2, 5))])
 
 
-def test_report_to_dict_is_json_and_str_is_a_table(digits, tmp_path):
+def test_report_to_dict_is_json_and_str_is_a_summary(digits, tmp_path):
     report = export_tflite(digits["pruned"], tmp_path / "r.tflite", latency_runs=3)
     data = json.loads(json.dumps(report.to_dict()))
     assert data["params"] == report.params and data["path"] == str(tmp_path / "r.tflite")
     assert [row["name"] for row in data["layers"]] == [r.name for r in report.layers]
     assert data["verification"]["passed"] is True and data["sparse_encoding"] is True
-    text = str(report)
-    assert all(r.name in text for r in report.layers)
-    assert f"{report.file_bytes:,} bytes" in text and "passed" in text
+    lines = str(report).splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "TFLite", "size", "quantization", "sparse", "parameters", "MACs", "verification", "latency",
+    ] + ["note:"] * len(report.notes)
+    assert lines[1].split()[1:] == [f"{report.file_bytes:,}", "bytes", f"({report.gzip_bytes:,}", "gzipped)"]
+    assert f"{report.params:,} ({report.nonzero_params:,} nonzero, {report.sparsity:.1%} sparse)" in lines[4]
+    assert lines[5].split()[1] == f"{report.macs:,};" and "passed" in lines[6]
+    # No per-layer rows (the list of first words above): they are layers_table()'s.
+    assert report.layers_table().splitlines()[-1].split()[0] == "total"
+
+
+def _conv_bn_model():
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((8, 8, 3)), L.Conv2D(8, 3, name="c1"), L.BatchNormalization(name="bn1"), L.ReLU(),
+        L.Conv2D(8, 3, name="c2"), L.BatchNormalization(name="bn2"), L.ReLU(),
+        L.GlobalAveragePooling2D(), L.Dense(4, name="head"),
+    ])
+
+
+def test_layers_table_lists_layers_with_macs_and_folds_the_others(tmp_path):
+    model = _conv_bn_model()
+    report = export_tflite(model, tmp_path / "bn.tflite", measure_latency=False)
+    rows = [line.split() for line in report.layers_table().splitlines()]
+    assert rows[0] == ["layer", "type", "params", "nonzero", "sparsity", "MACs"]
+    by_name = {r.name: r for r in kprune.summary(model).rows}
+    for row, name in zip(rows[1:4], ["c1", "c2", "head"]):
+        r = by_name[name]
+        assert row == [name, r.type, str(r.params), str(r.nonzero), f"{r.sparsity:.1%}", str(r.macs)]
+    bn = [by_name["bn1"], by_name["bn2"]]
+    assert rows[4][:4] == ["(2", "layers)", "BatchNormalization", str(sum(r.params for r in bn))]
+    assert rows[4][-1] == "0"
+    assert rows[5] == ["total", str(report.params), str(report.nonzero_params),
+                       f"{report.sparsity:.1%}", str(report.macs)]
+    assert len(rows) == 6
+    every = [line.split()[0] for line in report.layers_table(every_layer=True).splitlines()]
+    assert every == ["layer", "c1", "bn1", "c2", "bn2", "head", "total"]
 
 
 def test_failed_verification_is_reported(digits, tmp_path):

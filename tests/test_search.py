@@ -3,6 +3,8 @@ pure parts against hand computations, budgets met on the real pruned model,
 determinism, resume, progress and limits."""
 
 import json
+import re
+import warnings
 
 import keras
 import numpy as np
@@ -207,8 +209,9 @@ def test_netadapt_meets_the_budget_and_resumes(tmp_path):
     assert macs == _macs(model, full.plan) == full.resources["macs"]
     assert 0.97 * full.targets["macs"] <= macs <= full.targets["macs"]
     state = tmp_path / "na.json"
-    first = kprune.netadapt(model, budget, kept_norm, state_path=str(state), max_evaluations=7, **kwargs)
-    assert first.stopped == "max_evaluations"
+    with pytest.warns(UserWarning, match="netadapt stopped at its limit `max_evaluations`"):
+        first = kprune.netadapt(model, budget, kept_norm, state_path=str(state), max_evaluations=7, **kwargs)
+    assert first.stopped == "max_evaluations" and not first.met
     assert len(list(tmp_path.glob("na.json.*.npz"))) == 1
     resumed = kprune.netadapt(model, budget, kept_norm, state_path=str(state), **kwargs)
     assert [(e["group"], e["width"], e["score"]) for e in resumed.log] == [
@@ -235,9 +238,17 @@ def test_netadapt_with_built_in_fine_tuning_is_deterministic():
 def test_sensitivity_table_allocation_and_resume(tmp_path):
     model = _model()
     state = tmp_path / "sens.json"
-    partial = kprune.sensitivity(model, kept_norm, ratios=(0.25, 0.5, 0.75), round_to=2, max_evaluations=4,
-                                 state_path=str(state), verbose=0, budget=kprune.Budget(macs=0.5))
+    with pytest.warns(UserWarning) as record:
+        partial = kprune.sensitivity(model, kept_norm, ratios=(0.25, 0.5, 0.75), round_to=2, max_evaluations=4,
+                                     state_path=str(state), verbose=0, budget=kprune.Budget(macs=0.5))
+    assert [str(w.message) for w in record if "sensitivity" in str(w.message)] == [
+        "sensitivity stopped at its limit `max_evaluations` after 4 of 10 candidates: the scan is incomplete and "
+        "no plan was allocated (result.plan is None). Raise `max_evaluations` and run again with the same "
+        "`state_path` to resume."]
     assert partial.allocation is None and np.isnan(partial.metrics[-1][-1])
+    assert "INCOMPLETE: scanned 4 of 10 candidates, stopped at its limit `max_evaluations`" in str(partial)
+    with pytest.raises(ValueError, match="The scan is incomplete \\(4 of 10 candidates"):
+        partial.allocate(kprune.Budget(macs=0.5))
     table = kprune.sensitivity(model, kept_norm, ratios=(0.25, 0.5, 0.75), round_to=2, state_path=str(state),
                                verbose=0, budget=kprune.Budget(macs=0.5))
     assert table.names == ["stem", "r1", "c3"]
@@ -252,7 +263,12 @@ def test_sensitivity_table_allocation_and_resume(tmp_path):
     assert 0.95 * table.allocation.targets["macs"] <= macs <= table.allocation.targets["macs"]
     data = json.loads(table.to_json())
     assert data["allocation"]["widths"] == table.allocation.widths
-    assert "stem" in str(table)
+    assert "stem" in str(table) and "sensitivity (scanned 10 candidates;" in str(table)
+    assert table.allocation.met and table.allocation.stopped == "scanned"
+    assert "sensitivity: score not evaluated, 10 evaluations" in str(table.allocation)
+    assert "scanned 10 candidates, allocated by the predicted loss" in str(table.allocation)
+    again = table.allocate(kprune.Budget(macs=0.5), verbose=0)
+    assert again.widths == table.allocation.widths and again.evaluations == 10
 
 
 def test_progress_bar_log_file_and_time_limit(tmp_path, capsys):
@@ -290,3 +306,71 @@ def test_config_list_total_sparsity_is_a_params_budget():
                                         config_list=[{"total_sparsity": 0.4, "op_types": ["Conv2D"]}])
     assert result.targets == {"params": pytest.approx(0.6 * kprune.count_params(model))}
     assert result.resources["params"] <= result.targets["params"]
+
+
+# ---------------------------------------------------------------- verdicts and progress
+
+
+def test_a_search_stopped_above_its_budget_says_so(tmp_path):
+    """NetAdapt narrows from the dense model: stopped by `max_evaluations` it
+    is still above the budget, and says so (issue 23: 62% of MACs for 50%)."""
+    model = _model()
+    log = tmp_path / "log.json"
+    with pytest.warns(UserWarning) as record:
+        result = kprune.netadapt(model, kprune.Budget(macs=0.5), kept_norm, fine_tune=0, round_to=2,
+                                 max_evaluations=3, log_path=str(log), verbose=0)
+    messages = [str(w.message) for w in record if "budget" in str(w.message)]
+    assert len(messages) == 1 and [w.filename for w in record if "budget" in str(w.message)] == [__file__]
+    macs = _macs(model, result.plan) / kprune.count_macs(model)
+    assert messages[0] == (
+        f"netadapt stopped at its limit `max_evaluations` (3 evaluations, {result.seconds:.0f} s) with a plan at "
+        f"{result.load:.2f} of its budget (macs {macs:.1%} of dense for a budget of 50.0%): the budget is NOT met "
+        "(result.met is False). Raise `max_evaluations` (or run again with the same `state_path` to resume), or "
+        "use this plan knowingly.")
+    assert not result.met and result.load > 1 and macs > 0.5
+    assert "stopped at its limit `max_evaluations`" in str(result) and "budget NOT met" in str(result)
+    logged = json.loads(log.read_text())["result"]
+    assert logged["met"] is False and logged["stopped"] == "max_evaluations" and logged["evaluations"] == 3
+    assert SearchResult.from_json(result.to_json()).met is False
+
+
+def test_a_search_that_meets_its_budget_says_so_quietly(tmp_path):
+    model = _model()
+    log = tmp_path / "log.json"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        result = kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, round_to=2,
+                                            max_evaluations=3, log_path=str(log), verbose=0)
+    assert not [w for w in record if "budget" in str(w.message)]
+    assert result.met and result.stopped == "max_evaluations"  # every annealing candidate meets the budget
+    assert str(result).splitlines()[1] == f"  budget met (predicted: {result.load:.3f} of the budget)"
+    assert json.loads(log.read_text())["result"]["met"] is True
+
+
+def final_frame(out):
+    """The last state of a Keras progress bar, without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m|\x08", "", out.rstrip("\n").split("\r")[-1].split("\n")[-1]).strip()
+
+
+def test_progress_bars_show_known_totals_and_end_their_line(capsys):
+    model = _model()
+    kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, round_to=2, max_evaluations=4)
+    out = capsys.readouterr().out
+    assert out.startswith("simulated_annealing under Budget(macs=0.5) (max_evaluations=4): 'best' is the best "
+                          "score so far, 'of budget' the candidate's predicted resources over the budget")
+    assert final_frame(out).startswith("4/4") and "of budget: " in out and "load" not in out
+    assert out.endswith("\n")
+    # a search that ends before its limit (cooled) ends its line at its count
+    cooled = kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, round_to=2, max_evaluations=60,
+                                        cool_down_rate=0.5)
+    out = capsys.readouterr().out
+    assert cooled.stopped == "done" and cooled.evaluations < 60
+    assert final_frame(out).startswith(f"{cooled.evaluations}/60") and out.endswith("\n")
+    # NetAdapt stops at the budget: no total is known, the count alone shows
+    na = kprune.netadapt(model, kprune.Budget(macs=0.7), kept_norm, fine_tune=0, round_to=2, initial_reduction=0.2)
+    out = capsys.readouterr().out
+    assert re.match(rf"{na.evaluations}/Unknown", final_frame(out)) and out.endswith("\n")
+    # the scan's total: the dense model and each group at each distinct width (here 1 + 3 x 3)
+    kprune.sensitivity(model, kept_norm, ratios=(0.25, 0.5, 0.75, 0.76), round_to=2)
+    out = capsys.readouterr().out
+    assert final_frame(out).startswith("10/10") and out.endswith("\n")

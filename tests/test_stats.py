@@ -86,6 +86,11 @@ def test_keras_file_and_tflite_agree(pruned, tmp_path):
         "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "FULLY_CONNECTED"]
     assert [(r.type, r.params) for r in summaries[4].rows if not r.macs] == [("ADD", 5)]
     assert 0.6 < summaries[5].sparsity < 0.75
+    # Ops are named after the Keras layers they came from (the converter's
+    # tensors are `<model>_1/<layer>_1/...` or `StatefulPartitionedCall_1:0`).
+    for s in summaries[4:]:
+        assert [r.name for r in s.rows if r.macs] == [r.name for r in summaries[0].rows]
+        assert [r.name for r in s.rows if not r.macs] == ["dense_3d"]
 
 
 @pytest.mark.parametrize("quantize", ["dynamic", "float16", "int8"])
@@ -93,6 +98,7 @@ def test_quantized_tflite_counts(pruned, tmp_path, quantize):
     stripped = kprune.strip_pruning(pruned)
     s = summary(_tflite(stripped, tmp_path / f"{quantize}.tflite", quantize=quantize))
     assert s.params == count_params(stripped) and s.macs == count_macs(stripped)
+    assert [r.name for r in s.rows if r.macs] == [r.name for r in layer_stats(stripped)]
     # Rounding to 8 bits can only turn small weights into zeros.
     nonzero = count_params(stripped, nonzero=True)
     assert nonzero * 0.97 <= s.nonzero <= nonzero
