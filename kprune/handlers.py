@@ -25,6 +25,16 @@ Example:
 >>> conv = keras.layers.Conv2D(8, 3, padding="same")
 >>> handlers.macs(conv, [(None, 16, 16, 4)], [(None, 16, 16, 8)])
 73728
+
+An untied `ReversibleEmbedding` (Llama 3's): both matrices are pruned, and
+its reverse call (hidden states in, logits out) is the LM-head matmul:
+
+>>> embedding = keras.layers.ReversibleEmbedding(100, 8, tie_weights=False)
+>>> embedding.build()
+>>> [w.variable.name for w in handlers.prunable_weights(embedding)]
+['embeddings', 'reverse_embeddings']
+>>> handlers.macs(embedding, [(None, 10, 8)], [(None, 10, 100)])
+8000
 """
 
 import math
@@ -36,7 +46,7 @@ from kprune.rules import DEPTHWISE_FILTERS, ChannelSpec, LayerRule, PrunableWeig
 from kprune.rules import block, register, register_named, variable
 # The queries the rest of kprune asks (defined with the table in kprune.rules;
 # importing them from here guarantees the built-in records are registered).
-from kprune.rules import channel_scale, channel_spec, classify, describe  # noqa: F401
+from kprune.rules import channel_scale, channel_spec, classify, counted_inside, describe  # noqa: F401
 from kprune.rules import is_prunable_layer, macs, prunable_weights  # noqa: F401
 from kprune.rules import resized_config, unwrap  # noqa: F401
 from kprune.einsum import einsum_input_axis, einsum_macs
@@ -191,6 +201,36 @@ EMBEDDING = LayerRule(
         "producer", (), ((variable(layer, "_embeddings", "embeddings"), 1, 1),), "output_dim"),
 )
 
+def _reversible_weights(layer):
+    """The token table, and the separate LM-head matrix of an untied layer."""
+    weights = EMBEDDING.prunable(layer)
+    reverse = getattr(layer, "reverse_embeddings", None)
+    if not layer.tie_weights and reverse is not None:
+        # (hidden, vocabulary): logits = h @ reverse_embeddings, inputs on axis 0.
+        weights.append(PrunableWeight(variable(layer, "reverse_embeddings"), -2))
+    return weights
+
+
+def _reversible_macs(layer, ins, outs):
+    """0 for the lookup; the LM-head matmul `h @ W^T` (tied) or
+    `h @ reverse_embeddings` for a call with `reverse=True` (hidden states
+    in, logits out: same rank)."""
+    if len(ins[0]) != len(outs[0]):
+        return 0
+    return _spatial(outs[0]) * int(ins[0][-1]) * int(outs[0][-1])
+
+
+# Keras' (and KerasHub's) ReversibleEmbedding: an embedding that is also the
+# language-model head when called with `reverse=True`. Both of its matrices
+# are pruned (the untied head is the largest matrix of a Llama). Its hidden
+# axis is read by the head as well, which a producer rule would not slice.
+REVERSIBLE_EMBEDDING = LayerRule(
+    prunable=_reversible_weights,
+    channels=lambda layer, shape: block(
+        "a ReversibleEmbedding is also the LM head (its reverse call reads the hidden axis)"),
+    macs=_reversible_macs,
+)
+
 # KerasHub's learned position table (sequence_length, hidden): an embedding
 # table, pruned as one (its rows are positions, as Embedding's are tokens).
 POSITION_EMBEDDING = LayerRule(
@@ -285,6 +325,7 @@ def _register_builtins():
         ((L.EinsumDense,), EINSUM_DENSE),
         ((L.MultiHeadAttention,), ATTENTION),
         ((L.Embedding,), EMBEDDING),
+        ((getattr(L, "ReversibleEmbedding", None),), REVERSIBLE_EMBEDDING),
         ((L.SimpleRNN, L.GRU, L.LSTM), RNN),
         ((L.Bidirectional,), BIDIRECTIONAL),
         ((L.TimeDistributed,), TIME_DISTRIBUTED),
@@ -321,6 +362,9 @@ def _register_builtins():
                 register(cls, rule)
     register_named("keras_hub.src.layers.modeling.position_embedding.PositionEmbedding",
                    POSITION_EMBEDDING)
+    # KerasHub's own class, for Keras versions without keras.layers.ReversibleEmbedding.
+    register_named("keras_hub.src.layers.modeling.reversible_embedding.ReversibleEmbedding",
+                   REVERSIBLE_EMBEDDING)
 
 
 _register_builtins()

@@ -34,6 +34,16 @@ layers (a user's `ResidualBlock(keras.layers.Layer)`, KerasHub's
 * `strip_pruning` restores the constraints, drops the masks and returns the
   same model object (nothing to copy: its layers are the user's).
 
+Embeddings and the language-model head are pruned like every other matrix
+by default, as tfmot prunes `Embedding` layers during training: a
+`ReversibleEmbedding`'s token table and, when it is untied (Llama 3's
+default), its `reverse_embeddings` -- the vocabulary x hidden LM head, the
+largest matrix of a Llama. One-shot LLM pruning (SparseGPT, Wanda) leaves
+embeddings and the head dense; for that, pass a `pruning_policy` whose
+`allow_pruning(layer)` is False for `keras.layers.Embedding` (KerasHub's
+embeddings subclass it). `kprune.summary(model)` shows, per row, whether the
+weights kprune prunes there are masked ("yes"/"no"/"partly").
+
 Example:
 
 >>> import keras, numpy as np, kprune

@@ -18,6 +18,10 @@ so their only rule is how the channel (last) axis flows through them:
   elementwise op with a per-channel constant, ...) leaves the channels that
   reach it whole, with the reason in the plan: `"block"`.
 
+Their MACs (`op_macs`): matmuls and einsums of two arrays (two activations,
+as attention's `Q K^T`, or an activation and a weight) and fused attention;
+elementwise and shape operations count 0.
+
 Example:
 
 >>> import keras
@@ -139,16 +143,44 @@ def channel_spec(node):
     return block(f"kprune has no channel rule for keras.ops operation {name}")
 
 
-def macs(node):
-    """MACs of a `keras.ops` matmul or einsum between tensors on one example
-    (0 for elementwise and shape operations)."""
-    op, name = node.operation, _name(node.operation)
-    shapes = [tuple(t.shape) for t in node.input_tensors]
-    out = tuple(node.outputs[0].shape) if node.outputs else ()
+def _operand_shapes(args):
+    """Shapes of the array arguments of a call (tensors, variables, constants)."""
+    return [tuple(a.shape) for a in args if hasattr(a, "shape") and not isinstance(a, (str, bytes))]
+
+
+def op_macs(op, args, output_shapes):
+    """MACs of one `keras.ops` call on one example: matmuls and einsums between
+    two arrays (tensors, or a tensor and a weight), and fused attention
+    (`Q K^T` and `A V`, as `MultiHeadAttention` counts them); 0 for elementwise
+    and shape operations. `args` are the call's positional arguments; the
+    first axis of every tensor is the batch axis.
+
+    Example (attention scores: T x T x d per example):
+
+    >>> import keras
+    >>> from kprune import kgraph
+    >>> x = keras.Input((6, 4))
+    >>> scores = keras.ops.einsum("btd,bsd->bts", x, x)
+    >>> node = next(kgraph.nodes(keras.Model(x, scores)))
+    >>> op_macs(node.operation, node.arguments.args, [(None, 6, 6)])
+    144
+    """
+    name = _name(op)
+    shapes = _operand_shapes(args)
+    out = tuple(output_shapes[0]) if output_shapes else ()
     if name == "Matmul" and len(shapes) == 2 and len(shapes[0]) >= 2:
         return math.prod(int(d or 1) for d in out[1:]) * int(shapes[0][-1] or 1)
     if name == "Einsum" and len(shapes) == 2:
         subscripts = getattr(op, "subscripts", None)
         if isinstance(subscripts, str) and "->" in subscripts:
             return einsum_macs(subscripts, shapes[0], shapes[1], out)
+    if name == "DotProductAttention" and len(shapes) >= 3:
+        # query (B, T, H, D), key (B, S, K, D), value (B, S, K, Dv).
+        (_, t, h, d), (_, s, _, _), (_, _, _, dv) = shapes[:3]
+        return int(t or 1) * int(s or 1) * int(h) * (int(d) + int(dv))
     return 0
+
+
+def macs(node):
+    """MACs of the `keras.ops` call of a graph node on one example (`op_macs`)."""
+    return op_macs(node.operation, node.arguments.args, [tuple(t.shape) for t in node.outputs])

@@ -148,7 +148,11 @@ def prune_low_magnitude(
     (a custom residual block, KerasHub's `TransformerEncoder`) -- is pruned in
     place and returned (`kprune.in_place`): its prunable layers, reached
     through Keras' layer tracking, keep their weights, which masks held
-    beside the model zero through the variables' constraints.
+    beside the model zero through the variables' constraints. Embedding
+    tables and language-model heads (an untied `ReversibleEmbedding`'s
+    `reverse_embeddings`) are pruned too, as tfmot does; a `pruning_policy`
+    can leave them dense (see `kprune.in_place`), and `kprune.summary` shows
+    which rows are pruned.
 
     Args:
         to_prune: a Keras layer, a list of layers, or a model (built, if it

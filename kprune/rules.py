@@ -44,6 +44,8 @@ from typing import Callable, NamedTuple, Optional
 import keras
 from keras import layers as L
 
+from kprune.kgraph import sublayers
+
 
 class PrunableWeight(NamedTuple):
     """A prunable weight and the axis of it that indexes input channels."""
@@ -303,14 +305,30 @@ def resized_config(layer, width_key, width):
     return config
 
 
+def counted_inside(layer):
+    """Whether the MACs of a call of `layer` are those of the calls it makes:
+    it has no MACs record of its own and holds layers (KerasHub's
+    transformer blocks and attention layers, a user's residual block).
+    `kprune.stats` traces such a call (`kprune.kgraph.trace_call`) and counts
+    each layer and `keras.ops` call inside it."""
+    layer = unwrap(layer)
+    rule = rule_for(layer)
+    if rule is not None and rule.macs is not None:
+        return False
+    return bool(sublayers(layer, recursive=False))
+
+
 def macs(layer, input_shapes, output_shapes):
     """Multiply-accumulates of one call of `layer` on one example.
 
     Counts what its record says: convolutions, Dense and EinsumDense,
-    recurrent cells, attention (projections and both attention matmuls), and
-    the `keras.ops` matmuls and einsums between layers (`kprune.op_rules`).
-    Elementwise work (activations, normalization, pooling, adds) counts 0, as
-    in Torch-Pruning and most papers. Shapes include the batch axis.
+    recurrent cells, attention (projections and both attention matmuls),
+    embeddings used as a language-model head, and the `keras.ops` matmuls and
+    einsums between layers (`kprune.op_rules`). Elementwise work
+    (activations, normalization, pooling, adds) counts 0, as in Torch-Pruning
+    and most papers. A layer that holds layers and has no record counts 0
+    here: its calls are counted (`counted_inside`). Shapes include the batch
+    axis.
     """
     layer = unwrap(layer)
     if not input_shapes or not output_shapes:

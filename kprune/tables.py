@@ -15,13 +15,20 @@ from typing import NamedTuple
 
 
 class LayerStats(NamedTuple):
-    """One layer's figures (MACs for one example)."""
+    """One layer's figures (MACs for one example).
+
+    `pruned` says whether the weights kprune prunes in this row (kernels,
+    embedding tables, the LM head; not biases or norms) are under pruning
+    masks: "yes", "no", "partly", or "" (a row without such weights, a model
+    without masks, or a .tflite op).
+    """
 
     name: str
     type: str
     params: int
     nonzero: int
     macs: int
+    pruned: str = ""
 
     @property
     def sparsity(self):
@@ -115,18 +122,27 @@ def fold_rows(rows):
 
 
 def format_rows(rows, total=None):
-    """`LayerStats` rows (and an optional `total` row) as a text table.
+    """`LayerStats` rows (and an optional `total` row) as a text table, with
+    a `pruned` column when some row says whether it is pruned.
 
     Example:
 
     >>> print(format_rows([LayerStats("d", "Dense", 4, 1, 3)]))  # doctest: +NORMALIZE_WHITESPACE
     layer  type  params  nonzero  sparsity  MACs
     d      Dense      4        1     75.0%     3
+    >>> print(format_rows([LayerStats("d", "Dense", 4, 1, 3, "yes"),
+    ...                    LayerStats("e", "Embedding", 4, 4, 0, "no")]))  # doctest: +NORMALIZE_WHITESPACE
+    layer  type       params  nonzero  sparsity  MACs  pruned
+    d      Dense           4        1     75.0%     3  yes
+    e      Embedding       4        4      0.0%     0  no
     """
     width = max([len(r.name) for r in rows + ([total] if total else [])] + [5])
     kind = max([len(r.type) for r in rows] + [4])
     line = "{:<%d}  {:<%d}  {:>10}  {:>10}  {:>8}  {:>12}" % (width, kind)
-    out = [line.format("layer", "type", "params", "nonzero", "sparsity", "MACs")]
+    pruned = any(r.pruned for r in rows)
+    out = [line.format("layer", "type", "params", "nonzero", "sparsity", "MACs")
+           + ("  pruned" if pruned else "")]
     for r in rows + ([total] if total else []):
-        out.append(line.format(r.name, r.type, r.params, r.nonzero, f"{r.sparsity:.1%}", r.macs))
+        text = line.format(r.name, r.type, r.params, r.nonzero, f"{r.sparsity:.1%}", r.macs)
+        out.append(text + (f"  {r.pruned}" if pruned and r.pruned else ""))
     return "\n".join(out)

@@ -65,3 +65,116 @@ def test_mobilenet_v2_macs_match_the_published_count():
     model = keras.applications.MobileNetV2(weights=None)
     # 300M multiply-adds (Sandler et al., 2018, Table 3).
     assert abs(kprune.count_macs(model) / 300e6 - 1) < 0.01
+
+
+# ----------------------------------------------- layers that hold layers
+
+
+class Mixer(L.Layer):
+    """A layer holding layers, with a weight of its own and a matmul of two
+    activations (as an attention layer has)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.up = L.Dense(units, name="up")
+        self.down = L.Dense(6, name="down")
+
+    def build(self, shape):
+        self.up.build(shape)
+        self.w = self.add_weight(shape=(self.units, self.units), name="w")
+        self.down.build(tuple(shape[:-1]) + (self.units,))
+
+    def call(self, x):
+        h = keras.ops.matmul(self.up(x), self.w)
+        scores = keras.ops.softmax(keras.ops.einsum("btu,bsu->bts", h, h))
+        return self.down(keras.ops.matmul(scores, h))
+
+
+def _mixer_model():
+    x = keras.Input((5, 4))
+    y = L.Dense(2, name="head")(Mixer(8, name="mixer")(x))
+    model = keras.Model(x, keras.ops.matmul(y, np.ones((2, 3), "float32")))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def test_layer_holding_layers_is_counted_through_its_calls(tmp_path):
+    model = _mixer_model()
+    t, d, u = 5, 4, 8
+    rows = {r.name: (r.params, r.macs) for r in kprune.stats.layer_stats(model)}
+    assert rows["mixer/up"] == (d * u + u, t * d * u)
+    assert rows["mixer/down"] == (u * 6 + 6, t * u * 6)
+    assert rows["mixer"] == (u * u, 0)  # its own weight; the matmul reading it is a row
+    matmuls = sorted(m for name, (p, m) in rows.items() if name.startswith("mixer/") and not p)
+    assert matmuls == sorted([t * u * u, t * t * u, t * t * u])
+    total = t * d * u + t * u * u + 2 * t * t * u + t * u * 6 + t * 6 * 2 + t * 2 * 3
+    assert kprune.count_macs(model) == total
+    assert kprune.count_params(model) == model.count_params()
+    # The file counts the same (FULLY_CONNECTED, and BATCH_MATMUL of activations).
+    path = str(tmp_path / "mixer.tflite")
+    assert kprune.export_tflite(model, path, measure_latency=False).verified
+    assert kprune.summary(path).macs == total
+
+
+def test_subclassed_model_is_counted_on_its_build_shape():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = L.Dense(8)
+            self.unused = L.Dense(3)
+            self.unused.build((None, 5))
+            self.out = L.Dense(3)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    net = Net()
+    net(np.zeros((2, 10, 4), "float32"))
+    assert kprune.count_macs(net) == 10 * (4 * 8 + 8 * 3)
+    assert kprune.count_params(net) == net.count_params()  # the unused layer's too
+
+
+def test_a_call_that_cannot_be_traced_warns_and_counts_its_weights():
+    class Opaque(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = L.Dense(4)
+
+        def build(self, shape):
+            self.dense.build(shape)
+
+        def call(self, x):
+            if keras.ops.convert_to_numpy(x).sum() > 0:  # needs a value
+                return self.dense(x)
+            return self.dense(-x)
+
+        def compute_output_shape(self, shape):
+            return tuple(shape[:-1]) + (4,)
+
+    x = keras.Input((3,))
+    model = keras.Model(x, L.Dense(2)(Opaque(name="opaque")(x)))
+    with pytest.warns(RuntimeWarning, match=r"0 MACs for layer 'opaque' \(Opaque\).*register_layer"):
+        rows = kprune.stats.layer_stats(model)
+    assert [(r.name, r.params, r.macs) for r in rows][0] == ("opaque", 16, 0)
+    assert kprune.count_params(model) == model.count_params()
+
+
+def test_attention_called_by_keyword_inside_a_layer():
+    """Keyword arguments are read in the `call` signature's order (query,
+    value, key), not alphabetically (key first): keys and values have 7
+    positions here, the query 5."""
+
+    class Cross(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.mha = L.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")
+
+        def call(self, x, context):
+            return self.mha(value=context, query=x, key=context)
+
+    x, context = keras.Input((5, 16)), keras.Input((7, 12))
+    model = keras.Model([x, context], Cross(name="cross")(x, context))
+    projections = 5 * 16 * 16 + 7 * 12 * 16 + 7 * 12 * 16 + 5 * 16 * 16
+    assert kprune.count_macs(model) == projections + 2 * 5 * 7 * (8 + 8)
