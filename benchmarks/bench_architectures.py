@@ -21,7 +21,7 @@ Usage:
         [--out benchmarks/results/architectures.json] [--fresh] [--retry-crashed]
 
 `--families` runs one (the smallest) architecture per family, as the test
-suite does (tests/test_applications.py). The full run (40 architectures)
+suite does (tests/integration/test_applications.py). The full run (40 architectures)
 takes about an hour on 2 cores; the table goes into the README.
 """
 

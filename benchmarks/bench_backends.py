@@ -109,7 +109,7 @@ def worker(cfg, out):
         if r == rounds - 1 or r < cfg["warmup_chunks"] or (r + 1) % max(1, rounds // 4) == 0:
             log(f"{keras.backend.backend()}: round {r + 1}/{rounds}")
     for _, model, extra in variants[1:]:
-        w = kprune.pruning.collect_wrappers(model)[0]
+        w = kprune.sparsity.prune.collect_wrappers(model)[0]
         mask = keras.ops.convert_to_numpy(w.masks[0].value)
         assert abs(1.0 - mask.mean() - SPARSITY) < 1e-3, "pruning did not happen"
     result = {

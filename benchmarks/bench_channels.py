@@ -216,7 +216,7 @@ def bench_model(model, cfg, workdir):
     import numpy as np
 
     import kprune
-    from kprune.stats import count_macs, count_params
+    from kprune.stats.keras_stats import count_macs, count_params
 
     name = model.name
     x_check = np.random.default_rng(1).random((4, *model.input_shape[1:]), dtype="float32")

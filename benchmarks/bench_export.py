@@ -4,7 +4,7 @@
 The tfmot tutorial's MNIST CNN (Conv2D 32@5x5 + MaxPool, Conv2D 64@5x5 +
 MaxPool, Dense 1024, Dense 10; 3,274,634 parameters) is trained on
 scikit-learn's digits, resized from 8x8 to 28x28 (`tf.image.resize`,
-bilinear; `kprune.demo.load_digits_data` split, seed 0: 1437 training and 360
+bilinear; `kprune.cli.demo.load_digits_data` split, seed 0: 1437 training and 360
 test images). Then, each exported with `kprune.export_tflite` (verified against
 Keras in LiteRT on 64 test images) and evaluated on the whole test set both in
 Keras and in LiteRT:
@@ -109,7 +109,7 @@ def load_data():
     import numpy as np
     import tensorflow as tf
 
-    from kprune.demo import load_digits_data
+    from kprune.cli.demo import load_digits_data
 
     tf.get_logger().setLevel("ERROR")  # predict() on several models warns about retracing
 
@@ -636,7 +636,7 @@ def main(argv=None):
                         "goals": {"fp32_gzip_bytes": GOAL_FP32_GZIP, "int8_gzip_bytes": GOAL_INT8_GZIP,
                                   "accuracy_drop": GOAL_ACCURACY_DROP}}
     result["data"] = {"train": len(data[0]), "test": len(data[2]), "shape": [28, 28, 1],
-                      "source": "sklearn digits (kprune.demo.load_digits_data, seed 0), tf.image.resize bilinear"}
+                      "source": "sklearn digits (kprune.cli.demo.load_digits_data, seed 0), tf.image.resize bilinear"}
     log(f"data: {len(data[0])} training and {len(data[2])} test images, 28x28")
     with tempfile.TemporaryDirectory(prefix="bench_export_") as workdir:
         steps, info, weights = kprune_pipeline(cfg, data, workdir)

@@ -52,7 +52,7 @@ def main(argv=None):
 
     import kprune
     from bench_io import write_json
-    from kprune.native_logs import quiet_native_logs
+    from kprune.utils.native_logs import quiet_native_logs
 
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
     pruned = kprune.prune_low_magnitude(model)

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_io  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.pruning import pruned_layers  # noqa: E402
+from kprune.sparsity.prune import pruned_layers  # noqa: E402
 
 VOCAB, SEQ, N_TRAIN, N_TEST, BATCH = 1000, 64, 2048, 512, 32
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """`kprune.match_latency` on measured LiteRT latency: does the loop land, and how noisy is it?
 
-The tests check the loop with deterministic clocks (`kprune.latency.MacsTimer`,
+The tests check the loop with deterministic clocks (`kprune.search.latency_table.MacsTimer`,
 synthetic measures); whether it lands on a real clock depends on the machine
 and its load, so it is measured here and reported with its noise.
 
@@ -52,8 +52,8 @@ def one_repeat(index):
     import keras
 
     import kprune
-    from kprune.latency_check import FileLatency
-    from kprune.search import uniform
+    from kprune.search.latency_check import FileLatency
+    from kprune.search.driver import uniform
 
     model = small_cnn(keras)
     space = kprune.SearchSpace(model, round_to=4)

@@ -192,9 +192,9 @@ def run_model(name, settings, data, workdir, methods=METHODS):
     import keras
 
     import kprune
-    from kprune import litert
-    from kprune.evaluation import accuracy as accuracy_on
-    from kprune.search import uniform
+    from kprune.litert import runtime as litert
+    from kprune.search.evaluation import accuracy as accuracy_on
+    from kprune.search.driver import uniform
 
     keras.utils.set_random_seed(0)
     model = fast_batchnorm(keras, build_rescnn(keras) if name == "rescnn" else build_mobilenetv2(keras))
@@ -276,7 +276,7 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             tuned = accuracy(pruned, data["test"])
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
-            runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.latency_check.FileLatency
+            runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.search.latency_check.FileLatency
             pruned_ms, dense_ms, ratio = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
             again = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
             macs = kprune.count_macs(pruned)

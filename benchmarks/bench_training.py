@@ -23,7 +23,7 @@ Measures, in one run:
    sparsity, against one `np.abs(w).sum()` pass over the same array (the cost
    of reading the weights once): kprune's `PruneLowMagnitude.update_masks`
    (read weights, compute mask, assign mask and masked weights), kprune's pure
-   `kprune.masks.magnitude_mask`, and tfmot's
+   `kprune.sparsity.mask_math.magnitude_mask`, and tfmot's
    `pruning_obj.conditional_mask_update()` + `pruning_obj.weight_mask_op()`
    (the same work: compute and assign mask and threshold, then weights *= mask),
    timed eagerly and inside a `tf.function`. "fresh" times an update of freshly
@@ -311,7 +311,7 @@ def channel_training(cfg):
 
 
 def _mean_channel_sparsity(kprune, model):
-    counts = kprune.structured.channel_sparsity(model)
+    counts = kprune.channels.gradual.channel_sparsity(model)
     pruned = sum(p for p, _ in counts.values())
     total = sum(n for _, n in counts.values())
     return pruned / total if total else None
@@ -349,7 +349,7 @@ def memory_worker(cfg, result_path):
     gc.collect()
     rss2, peak2 = status()
     mask_bytes = sum(int(np.prod(m.shape)) * np.dtype(m.dtype).itemsize
-                     for w in kprune.pruning.collect_wrappers(pruned) for _, m in w.pruned_weights)
+                     for w in kprune.sparsity.prune.collect_wrappers(pruned) for _, m in w.pruned_weights)
     result = {
         "mlp": f"{depth} x Dense({width}) on {width} inputs", "params": int(model.count_params()),
         "weight_bytes": weight_bytes, "mask_bytes": mask_bytes,
@@ -368,7 +368,7 @@ def kprune_mask_update(cfg):
     import numpy as np
 
     import kprune
-    from kprune import masks
+    from kprune.sparsity import mask_math as masks
 
     results = []
     for size in cfg["mask_sizes"]:
@@ -764,7 +764,7 @@ def render(result):
             f"{fmt(row.get('tfmot_eager_reprune_ms'), '.1f'):>12}{fmt(row.get('tfmot_function_reprune_ms'), '.1f'):>12}"
             f"{fmt(row.get('tfmot_reprune_vs_read'), '.1f'):>8}{fmt(row.get('speedup_reprune'), '.1f') + 'x':>9}"
         )
-    lines.append("(kp mask = kprune.masks.magnitude_mask alone, on fresh weights)")
+    lines.append("(kp mask = kprune.sparsity.mask_math.magnitude_mask alone, on fresh weights)")
     memory = result.get("memory")
     if memory:
         mib = 1 << 20

@@ -4,7 +4,7 @@
 Runs the code of tfmot's pruning guides (`tensorflow_model_optimization/g3doc/
 guide/pruning/`: `pruning_with_keras`, `comprehensive_guide`,
 `pruning_for_on_device_inference`, `pruning_with_sparsity_2_by_4`) with tfmot
-itself, on the data and step counts that `tests/test_tfmot_guides.py` uses for
+itself, on the data and step counts that `tests/integration/test_tfmot_guides.py` uses for
 the kprune port, and records what the test compares: every pruned weight's
 final sparsity (fraction of zeros in its mask), the `pruning_step` after
 training, the parameter counts `model.summary()` shows, the TensorBoard tags of

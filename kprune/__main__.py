@@ -1,5 +1,5 @@
 import sys
 
-from kprune.cli import main
+from kprune.cli.main import main
 
 sys.exit(main())

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from kprune import backends
+from kprune.utils import backends
 
 BACKEND = keras.backend.backend()
 

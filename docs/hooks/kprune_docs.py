@@ -260,7 +260,7 @@ def _target(collection, path):
 def _exported(collection, path):
     """The object a public name refers to at run time.
 
-    `from kprune.admm import admm` in `kprune/__init__.py` rebinds the attribute
+    `from kprune.search.algorithms.admm import admm` in `kprune/__init__.py` rebinds the attribute
     `kprune.admm` from the submodule to the function; griffe keeps the
     submodule under that name (and mkdocstrings does not render it as a
     member of `kprune`), so a module that holds a member of its own name

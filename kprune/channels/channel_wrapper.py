@@ -1,0 +1,113 @@
+"""`PruneChannels`: the wrapper of a layer whose channels are pruned in groups.
+
+`kprune.prune_channels` wraps every layer that holds weight slices of a
+prunable channel group; `UpdatePruningStep` (through `kprune.channels.gradual`)
+chooses the channels for the whole model and sets each wrapper's masks, whole
+slices at a time. The forward pass, the mask constraint and the storage of
+masks are `kprune.sparsity.pruning_wrapper.MaskedWrapper`'s.
+
+Example:
+
+>>> import keras, kprune
+>>> layer = PruneChannels(keras.layers.Dense(4), round_to=1)
+>>> _ = layer(keras.ops.ones((1, 8)))
+>>> [tuple(m.shape) for m in layer.masks]
+[(8, 4), (4,)]
+"""
+
+import keras
+import numpy as np
+
+from kprune.registry import keras_layers
+from kprune.sparsity.pruning_wrapper import MaskedWrapper
+
+
+@keras.saving.register_keras_serializable(package="kprune")
+class PruneChannels(MaskedWrapper):
+    """Wraps a layer whose channels are pruned as part of channel groups.
+
+    Made by `kprune.prune_channels`, which wraps every layer that holds weight
+    slices of a prunable channel group (producers, BatchNormalization,
+    consumers). The masks zero whole slices: the filters that write a pruned
+    channel and the weights that read it. `UpdatePruningStep` chooses the
+    channels for the whole model at once (`kprune.channels.gradual`).
+
+    Args:
+        layer: the layer.
+        pruning_schedule: a `kprune.PruningSchedule` giving the fraction of
+            channels pruned per group over time. Defaults to
+            `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+        importance: a weight criterion name: `"l1"`, `"l2"` (default),
+            `"fpgm"` or `"bn_scale"`.
+        global_ranking: rank channels across groups. Defaults to False.
+        round_to: keep a multiple of this many channels per group. Defaults to 8.
+        ratio: this producer's final channel sparsity, overriding the
+            schedule's final value (scaled along the schedule). Defaults to None.
+        **kwargs: base `Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        importance="l2",
+        global_ranking=False,
+        round_to=8,
+        ratio=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, MaskedWrapper):
+            raise TypeError(
+                "Argument `layer` must be a Keras layer that is not already wrapped. "
+                f"Received: layer={layer!r}"
+            )
+        if not isinstance(importance, str):
+            raise TypeError(
+                "Argument `importance` must be the name of a weight criterion (see "
+                f"kprune.prune_channels). Received: importance={importance!r}"
+            )
+        check_round_to(round_to)
+        kwargs.setdefault("name", f"prune_channels_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, pruning_schedule, **kwargs)
+        self.importance = importance
+        self.global_ranking = bool(global_ranking)
+        self.round_to = round_to
+        self.ratio = None if ratio is None else float(ratio)
+
+    def build(self, input_shape=None):
+        self._build_inner(input_shape)
+        spec = keras_layers.channel_spec(self.layer, input_shape)
+        variables = []
+        for variable, _, _ in spec.in_slices + spec.out_slices:
+            if variable.trainable and all(variable is not v for v in variables):
+                variables.append(variable)
+        self._create_masks(variables)
+        self.built = True
+
+    def set_channel_masks(self, keep):
+        """Assign masks from `{id(variable): 0/1 array}` (missing: all ones) and
+        zero the pruned slices of the weights."""
+        for variable, mask in self.pruned_weights:
+            value = keep.get(id(variable))
+            value = np.ones(tuple(mask.shape), bool) if value is None else np.asarray(value, bool)
+            self.set_mask(variable, mask, value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "importance": self.importance,
+                "global_ranking": self.global_ranking,
+                "round_to": self.round_to,
+                "ratio": self.ratio,
+            }
+        )
+        return config
+
+
+def check_round_to(round_to):
+    """Validate a `round_to` argument: an integer >= 1."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
+    return round_to

@@ -1,0 +1,409 @@
+"""Export to TFLite: strip, remove channels, quantize, convert, verify, report.
+
+`export_tflite(model, path, ...)` turns a pruned (or plain) Keras model into a
+.tflite file that LiteRT runs, and returns an `ExportReport`: sizes (raw and
+gzipped), parameters and MACs before and after channel removal, per-layer
+sparsity, the quantization and sparse encoding used, how closely LiteRT's
+outputs match Keras', and LiteRT latency on one thread.
+
+The file is written atomically (a temporary file in the destination directory,
+then `os.replace`): on any error an existing file at `path` is left as it was.
+Running the file in LiteRT (sample inputs, I/O matching, latency) is
+`kprune.litert`'s part.
+"""
+
+import dataclasses
+import gzip
+import os
+import warnings
+
+import keras
+
+from kprune.stats import keras_stats as summary_lib
+from kprune.stats import records
+from kprune.litert import runtime as litert
+from kprune.export import tf_convert
+from kprune.export.convert import convert_best, encodings_to_try
+from kprune.utils.atomic import write_bytes
+from kprune.export.convert import quiet_native_logs, timed
+from kprune.export.prepare import prepare
+from kprune.export.verify import TOLERANCES, keras_outputs, mismatch_message, verification
+
+QUANTIZATIONS = (None, "dynamic", "float16", "int8")
+# gzip level of `ExportReport.gzip_bytes`: on a 69 MB half-zero float32 file
+# level 9 took 27 s and level 6 3.2 s, for 1% fewer bytes.
+GZIP_LEVEL = 6
+_VERIFY_SAMPLES = 64
+# Random verification samples total about this many MACs (4 to 16 samples).
+_RANDOM_SAMPLE_MACS, _MIN_RANDOM_SAMPLES = 2e9, 4
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export_tflite` wrote, and how it checked it.
+
+    Attributes:
+        path: the .tflite file.
+        file_bytes: its size.
+        gzip_bytes: its size gzipped (level 6), computed from the file at
+            `path` when first asked for (printing the report asks), so that
+            an export does not wait for it (3 s for a 100 MB file).
+        params / nonzero_params / macs: of the exported Keras model (after
+            stripping wrappers and removing channels).
+        params_before / macs_before: of the model passed in (masks applied).
+        layers: per-layer `LayerStats` of the exported Keras model
+            (`layers_table()` prints them; `str(report)` is the summary).
+        quantization: "float32", "dynamic", "float16" or "int8".
+        int8_io: whether the file's inputs and outputs are int8.
+        sparse_encoding: whether weights are stored in TFLite's sparse format.
+        channels_removed: whether channels were physically removed (the model
+            had channels that no layer reads, and `remove_pruned_channels`).
+        verification: a dict of figures (see `export_tflite`), or None.
+        verified: whether LiteRT's outputs were within tolerance (None if
+            not verified).
+        latency_ms: median LiteRT latency of one invoke on one thread, or None.
+        notes: fallbacks and skipped steps, with reasons.
+        timings: seconds spent per phase: "strip", "remove_channels",
+            "convert", "verify" (LiteRT and Keras on the samples), "write",
+            "latency" (only the phases that ran).
+
+    Example:
+
+    >>> report = ExportReport(path="m.tflite", file_bytes=10, gzip_size=8,
+    ...     params=4, nonzero_params=2, macs=4, params_before=4, macs_before=4)
+    >>> report.to_dict()["sparsity"], report.gzip_bytes
+    (0.5, 8)
+    """
+
+    path: str
+    file_bytes: int
+    params: int
+    nonzero_params: int
+    macs: int
+    params_before: int
+    macs_before: int
+    layers: list = dataclasses.field(default_factory=list)
+    quantization: str = "float32"
+    int8_io: bool = False
+    sparse_encoding: bool = False
+    channels_removed: bool = False
+    verification: dict = None
+    verified: bool = None
+    latency_ms: float = None
+    notes: list = dataclasses.field(default_factory=list)
+    timings: dict = dataclasses.field(default_factory=dict)
+    gzip_size: int = None  # `gzip_bytes` once computed
+
+    @property
+    def gzip_bytes(self):
+        if self.gzip_size is None:
+            with open(self.path, "rb") as f:
+                self.gzip_size = len(gzip.compress(f.read(), compresslevel=GZIP_LEVEL))
+        return self.gzip_size
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
+    def to_dict(self, gzip_bytes=True):
+        """Plain Python data: `json.dumps(report.to_dict())` works.
+
+        Args:
+            gzip_bytes: compute the gzip figure if it is not known yet
+                (else `gzip_bytes` is None until it is). Defaults to True.
+        """
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "gzip_size"}
+        data["gzip_bytes"] = self.gzip_bytes if gzip_bytes else self.gzip_size
+        data["layers"] = [records.row_dict(r) for r in self.layers]
+        data["notes"] = list(self.notes)
+        data["verification"] = dict(self.verification) if self.verification else None
+        data["timings"] = dict(self.timings)
+        data["sparsity"] = float(self.sparsity)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        """The inverse of `to_dict`."""
+        data = {k: v for k, v in data.items() if k != "sparsity"}
+        data["gzip_size"] = data.pop("gzip_bytes", None)
+        rows = [{k: v for k, v in r.items() if k != "sparsity"} for r in data.get("layers", [])]
+        data["layers"] = [records.LayerStats(**r) for r in rows]
+        return cls(**data)
+
+    def __str__(self):
+        check = "not run"
+        if self.verification:
+            v = self.verification
+            check = f"{'passed' if self.verified else 'FAILED'}: max |diff| {v['max_abs_error']:.3g}, "
+            check += f"mean |diff| {v['mean_abs_error']:.3g}"
+            if v["top1_agreement"] is not None:
+                check += f", top-1 agreement {v['top1_agreement']:.1%}"
+            check += f" ({v['samples']} samples)"
+        lines = [
+            f"TFLite export: {self.path}",
+            f"  size            {self.file_bytes:,} bytes ({self.gzip_bytes:,} gzipped)",
+            f"  quantization    {self.quantization}{' (int8 inputs/outputs)' if self.int8_io else ''}",
+            f"  sparse encoding {'yes' if self.sparse_encoding else 'no'}",
+            f"  parameters      {self.params:,} ({self.nonzero_params:,} nonzero, "
+            f"{self.sparsity:.1%} sparse); before export {self.params_before:,}",
+            f"  MACs            {self.macs:,}; before export {self.macs_before:,}",
+            f"  verification    {check}",
+            "  latency         " + (
+                "not measured" if self.latency_ms is None
+                else f"{self.latency_ms:.3f} ms (LiteRT, 1 thread)"),
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def layers_table(self, every_layer=False):
+        """Per-layer parameters, nonzeros, sparsity and MACs of the exported
+        Keras model, as a text table that ends with the total.
+
+        Args:
+            every_layer: one row per layer with parameters or MACs. Defaults
+                to False: one row per layer with MACs, then one per type for
+                the layers without MACs (BatchNormalization, which the
+                converter folds into the convolution before it, ...).
+
+        Example:
+
+        >>> report = ExportReport("m.tflite", 10, 4, 2, 4, 4, 4, layers=[
+        ...     records.LayerStats("d", "Dense", 4, 2, 4)])
+        >>> print(report.layers_table())  # doctest: +NORMALIZE_WHITESPACE
+        layer  type   params  nonzero  sparsity  MACs
+        d      Dense       4        2     50.0%     4
+        total              4        2     50.0%     4
+        """
+        rows = self.layers if every_layer else records.fold_rows(self.layers)
+        total = records.LayerStats("total", "", self.params, self.nonzero_params, self.macs)
+        return records.format_rows(list(rows), total)
+
+
+def _check_arguments(
+    path, quantize, representative_data, sparse_encoding, int8_io, latency_runs, tolerance
+):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).endswith(".tflite"):
+        raise ValueError(
+            f"Argument `path` must be a file path ending in '.tflite'. Received: path={path!r}"
+        )
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"Argument `quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "Argument `representative_data` is required for quantize='int8' (calibration "
+            "inputs: an array, or a callable/iterable of input batches). Received: "
+            "representative_data=None"
+        )
+    if sparse_encoding != "auto" and not isinstance(sparse_encoding, bool):
+        raise ValueError(
+            "Argument `sparse_encoding` must be 'auto', True or False. "
+            f"Received: sparse_encoding={sparse_encoding!r}"
+        )
+    if not isinstance(int8_io, bool):
+        raise ValueError(f"Argument `int8_io` must be True or False. Received: int8_io={int8_io!r}")
+    if int8_io and quantize != "int8":
+        raise ValueError(
+            f"Argument `int8_io` needs quantize='int8'. Received: int8_io=True with "
+            f"quantize={quantize!r}"
+        )
+    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 1:
+        raise ValueError(
+            f"Argument `latency_runs` must be an integer >= 1. Received: latency_runs={latency_runs!r}"
+        )
+    if tolerance is not None and not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise ValueError(
+            f"Argument `tolerance` must be a number >= 0 or None. Received: tolerance={tolerance!r}"
+        )
+
+
+def export_tflite(
+    model,
+    path,
+    quantize=None,
+    representative_data=None,
+    sparse_encoding="auto",
+    verify=True,
+    int8_io=False,
+    sample_inputs=None,
+    remove_pruned_channels=True,
+    measure_latency=True,
+    latency_runs=50,
+    tolerance=None,
+    verbose=False,
+):
+    """Convert a (pruned) Keras model to a verified .tflite file.
+
+    Steps: load (if `model` is a path), strip pruning wrappers, remove pruned
+    channels (`kprune.remove_channels`), convert with
+    `tf.lite.TFLiteConverter.from_keras_model`, run the result in LiteRT and
+    compare with Keras, write the file atomically, time it. On the JAX or
+    PyTorch backend these steps run in a TensorFlow-backend subprocess on the
+    model saved as .keras (`kprune.export.tf_convert`); the result is the same.
+
+    Args:
+        model: a Keras model (wrapped by `prune_low_magnitude`, channel-pruned,
+            or plain) or a path to a .keras file (loaded with `safe_mode=True`).
+        path: where to write; must end in ".tflite" and must not be the
+            source .keras file. Its directory must exist.
+        quantize: None (default: float32), "dynamic" (int8 weights, float
+            activations), "float16" (float16 weights) or "int8" (full integer,
+            calibrated on `representative_data`).
+        representative_data: inputs for int8 calibration (required then): an
+            array (one input), a list or dict (by input name) of arrays, or a
+            callable/iterable yielding such batches (`tf.data` works), read into
+            memory once. For other quantizations, used only as verification
+            inputs. Defaults to None.
+        sparse_encoding: "auto" (default): when at least half the model's
+            parameters are 0, also convert with TFLite's sparse weight format
+            and keep that file if LiteRT runs it and it is smaller than the
+            dense one; `report.notes` says why it was not kept. True: always
+            the sparse format (RuntimeError if LiteRT cannot run it -- XNNPACK
+            rejects sparse int8 and dynamic-range files). False: never.
+        verify: run the file in LiteRT on all sample inputs and compare with
+            the exported Keras model. Defaults to True. (With False it still
+            runs once: a file LiteRT cannot run is never written.)
+        int8_io: with quantize="int8", make the file's inputs and outputs int8
+            too (callers quantize them). Defaults to False (float32 I/O).
+        sample_inputs: verification inputs, in the forms `representative_data`
+            accepts. Defaults to None: the first 64 representative samples,
+            else 16 seeded standard-normal samples (fewer for models above
+            125M MACs per sample, so that they total about 2G MACs; at least 4).
+        remove_pruned_channels: physically remove channels no layer reads
+            (after `mask_channels`); skipped, with a note, for subclassed
+            models. Defaults to True.
+        measure_latency: time LiteRT on one thread (5 warm-up invokes, then
+            the median of `latency_runs`). Defaults to True.
+        latency_runs: timed invokes. Defaults to 50.
+        verbose: show the converter's and LiteRT's native log lines (kept
+            off the terminal by default). Defaults to False.
+        tolerance: verification passes when, for each output, max |LiteRT -
+            Keras| (int8: the mean, after dequantizing) is at most `tolerance`
+            times that output's largest |Keras value|. Defaults to None: 1e-3
+            for float32, 1e-2 for float16, 5e-2 for dynamic and int8.
+
+    Returns:
+        An `ExportReport`. A verification outside tolerance does not raise: it
+        sets `report.verified = False` and issues a `RuntimeWarning`.
+
+    Raises:
+        ValueError: invalid arguments (named in the message), an unreadable
+            .keras file, or conversion to TFLite failing.
+        FileNotFoundError: `model` is a path that does not exist, or the
+            directory of `path` does not exist.
+        RuntimeError: LiteRT cannot run the converted file.
+
+    Example:
+
+    >>> import os, tempfile, keras, kprune
+    >>> model = kprune.prune_low_magnitude(keras.Sequential(
+    ...     [keras.Input((32,)), keras.layers.Dense(16), keras.layers.Dense(4)]))
+    >>> kprune.update_masks(model, sparsity=0.8)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.tflite")
+    >>> report = export_tflite(model, path, latency_runs=5)
+    >>> report.verified, report.sparse_encoding, round(report.sparsity, 1)
+    (True, True, 0.8)
+    """
+    _check_arguments(
+        path, quantize, representative_data, sparse_encoding, int8_io, latency_runs, tolerance
+    )
+    path = os.fspath(path)
+    timings = {}
+    model = _load(model, path)
+    if tf_convert.needs_subprocess():
+        # TFLite's converter needs TensorFlow: the same steps, in a
+        # TensorFlow-backend subprocess, on the model saved as .keras.
+        report = ExportReport.from_dict(tf_convert.export_on_tensorflow(model, path, dict(
+            quantize=quantize, representative_data=representative_data,
+            sparse_encoding=sparse_encoding, verify=verify, int8_io=int8_io,
+            sample_inputs=sample_inputs, remove_pruned_channels=remove_pruned_channels,
+            measure_latency=measure_latency, latency_runs=latency_runs, tolerance=tolerance,
+            verbose=verbose,
+        )))
+        if report.verified is False:
+            warnings.warn(mismatch_message(report.verification), RuntimeWarning, stacklevel=2)
+        return report
+    tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
+    before = summary_lib.layer_stats(model)
+    calibration, samples = _sample_sets(
+        model, quantize, representative_data, sample_inputs, sum(r.macs for r in before)
+    )
+
+    notes = []
+    exported, removed = prepare(model, remove_pruned_channels, notes, timings)
+    rows = summary_lib.layer_stats(exported)
+    params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
+    sparsity = 1.0 - nonzero / params if params else 0.0
+
+    checked = samples if verify else samples[:1]  # always run it once
+    candidates = encodings_to_try(sparse_encoding, quantize, sparsity, notes)
+    content, actual, sparse = convert_best(
+        model.name, exported, candidates, sparse_encoding, checked, notes, timings,
+        dict(quantize=quantize, calibration=calibration, int8_io=int8_io, verbose=verbose),
+    )
+    checked_figures = verified = None
+    if verify:
+        with timed(timings, "verify"):
+            expected = keras_outputs(exported, samples)
+        checked_figures = verification(expected, actual, quantize, tolerance, samples)
+        verified = checked_figures["passed"]
+        if not verified:
+            warnings.warn(mismatch_message(checked_figures), RuntimeWarning, stacklevel=2)
+    with timed(timings, "write"):
+        write_bytes(path, content)
+    latency = None
+    if measure_latency:
+        with timed(timings, "latency"), quiet_native_logs(not verbose):
+            latency = litert.latency_ms(path, litert.io_names(exported), samples[0], latency_runs)
+    return ExportReport(
+        path=path, file_bytes=len(content),
+        params=int(params), nonzero_params=int(nonzero), macs=int(sum(r.macs for r in rows)),
+        params_before=int(sum(r.params for r in before)),
+        macs_before=int(sum(r.macs for r in before)), layers=rows,
+        quantization=quantize or "float32", int8_io=bool(int8_io), sparse_encoding=bool(sparse),
+        channels_removed=bool(removed and params < sum(r.params for r in before)),
+        verification=checked_figures, verified=verified, latency_ms=latency, notes=notes,
+        timings={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+# ------------------------------------------------------------------- steps
+
+
+def _load(model, path):
+    """The Keras model to export (loaded if `model` is a path), checked
+    against `path` (never overwrite the source)."""
+    if isinstance(model, (str, os.PathLike)):
+        source = os.fspath(model)
+        if os.path.exists(path) and os.path.exists(source) and os.path.samefile(source, path):
+            raise ValueError(
+                f"Argument `path` is the source model file '{source}': refusing to overwrite it."
+            )
+        model = summary_lib.load_keras_file(source, "model")
+    elif not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a Keras model or a path to a .keras file. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Argument `path`: directory '{directory}' does not exist.")
+    return model
+
+
+def _sample_sets(model, quantize, representative_data, sample_inputs, macs):
+    """`(calibration, verification samples)` as lists of batch-1 samples."""
+    specs = litert.input_specs(model)
+    calibration = None
+    if quantize == "int8":
+        calibration = litert.to_samples(representative_data, specs, "representative_data")
+    if sample_inputs is not None:
+        samples = litert.to_samples(sample_inputs, specs, "sample_inputs")
+    elif representative_data is not None:
+        samples = calibration or litert.to_samples(representative_data, specs, "representative_data")
+        samples = samples[:_VERIFY_SAMPLES]
+    else:
+        count = max(_MIN_RANDOM_SAMPLES, min(litert.RANDOM_SAMPLES, int(_RANDOM_SAMPLE_MACS // max(macs, 1))))
+        samples = litert.random_samples(specs, count)
+    return calibration, samples
