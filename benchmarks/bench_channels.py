@@ -38,13 +38,13 @@ Prints progress to stderr, tables to stdout, and writes JSON to
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+
 from bench_io import write_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

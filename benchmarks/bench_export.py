@@ -76,8 +76,8 @@ DEFAULT_OUT = os.path.join(HERE, "results", "export.json")
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from bench_training import build_cnn  # noqa: E402  (one definition of the CNN)
 from bench_io import write_json  # noqa: E402
+from bench_training import build_cnn  # noqa: E402  (one definition of the CNN)
 
 SPARSITY = (0.5, 0.9)  # PolynomialDecay initial -> final
 CHANNEL_SPARSITY = 0.5

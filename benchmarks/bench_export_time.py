@@ -49,9 +49,9 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
+    from bench_io import write_json
 
     import kprune
-    from bench_io import write_json
     from kprune.utils.native_logs import quiet_native_logs
 
     model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))

@@ -52,8 +52,8 @@ def one_repeat(index):
     import keras
 
     import kprune
-    from kprune.search.latency_check import FileLatency
     from kprune.search.driver import uniform
+    from kprune.search.latency_check import FileLatency
 
     model = small_cnn(keras)
     space = kprune.SearchSpace(model, round_to=4)

@@ -54,7 +54,7 @@ epochs on the training split) and is exported with `kprune.export_tflite`
 (float32). Reported: test accuracy (one-shot and after the fine-tune),
 achieved MACs (fraction of dense), LiteRT latency of the exported file (1
 thread; median ratio over 9 interleaved rounds against the dense file, each
-round at least 200 invokes and 100 ms per file, `kprune.litert.interleaved_latency`; measured twice, the
+round at least 200 invokes and 100 ms per file, `kprune.litert.timing.interleaved_latency`; measured twice, the
 relative difference is the row's noise), the latency the table predicted,
 the file checks of `match_latency`, and search wall time including those
 checks (the sensitivity scan is run once per model and counted in both
@@ -193,8 +193,9 @@ def run_model(name, settings, data, workdir, methods=METHODS):
 
     import kprune
     from kprune.litert import runtime as litert
-    from kprune.search.evaluation import accuracy as accuracy_on
+    from kprune.litert import timing
     from kprune.search.driver import uniform
+    from kprune.search.evaluation import accuracy as accuracy_on
 
     keras.utils.set_random_seed(0)
     model = fast_batchnorm(keras, build_rescnn(keras) if name == "rescnn" else build_mobilenetv2(keras))
@@ -277,8 +278,8 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
             runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.search.latency_check.FileLatency
-            pruned_ms, dense_ms, ratio = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
-            again = litert.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
+            pruned_ms, dense_ms, ratio = timing.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
+            again = timing.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
             macs = kprune.count_macs(pruned)
             achieved = macs / dense_report.macs if budget.macs else ratio
             row = {

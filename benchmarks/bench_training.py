@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+
 import bench_backends  # noqa: E402
 from bench_backends import build_cnn  # noqa: E402,F401  (one definition of the CNN; bench_export imports it from here)
 from bench_io import write_json  # noqa: E402

@@ -32,9 +32,9 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
 from bench_io import write_atomic  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,3 +1,5 @@
+"""`python -m kprune`: the `kprune` command (`kprune.cli.main`)."""
+
 import sys
 
 from kprune.cli.main import main

@@ -18,8 +18,10 @@ Example:
 import keras
 import numpy as np
 
+from kprune.channels import channel_masks
 from kprune.registry import keras_layers
 from kprune.sparsity.pruning_wrapper import MaskedWrapper
+from kprune.utils.validation import check_round_to
 
 
 @keras.saving.register_keras_serializable(package="kprune")
@@ -45,6 +47,24 @@ class PruneChannels(MaskedWrapper):
             schedule's final value (scaled along the schedule). Defaults to None.
         **kwargs: base `Layer` arguments.
     """
+
+    model_level = True  # channels are chosen for the whole model at once
+
+    @classmethod
+    def prepare_model_masks(cls, model, wrappers):
+        """Build the model's channel graph and mask writer once, before the first step."""
+        channel_masks.channel_state(model, wrappers)
+
+    @classmethod
+    def update_model_masks(cls, model, wrappers, sparsity):
+        """Choose the pruned channels of the whole model and write every wrapper's masks."""
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "Channel masks are chosen for a whole model: pass the model returned by "
+                f"kprune.prune_channels. Received: {type(model).__name__}"
+            )
+        graph, writer = channel_masks.channel_state(model, wrappers)
+        return channel_masks.update_channel_masks(model, sparsity, wrappers, graph, writer)
 
     def __init__(
         self,
@@ -104,10 +124,3 @@ class PruneChannels(MaskedWrapper):
             }
         )
         return config
-
-
-def check_round_to(round_to):
-    """Validate a `round_to` argument: an integer >= 1."""
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"Argument `round_to` must be an integer >= 1. Received: round_to={round_to!r}")
-    return round_to

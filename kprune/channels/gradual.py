@@ -25,25 +25,19 @@ Example:
 8
 """
 
-import weakref
-
 import keras
 import numpy as np
 
-from kprune.channels import oneshot as channels_lib
 from kprune.channels import config_list as config_list_lib
-from kprune.criteria import importance as importance_lib
-from kprune.sparsity import in_place
-from kprune._internal import functional
+from kprune.channels import oneshot as channels_lib
+from kprune.channels.channel_masks import final_sparsity, trainable_slices
+from kprune.channels.channel_wrapper import PruneChannels
+from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
-from kprune.sparsity.masking import MaskWriter
+from kprune.sparsity import in_place
 from kprune.sparsity.prune import check_model, clone_with, collect_wrappers, copy_layer
-from kprune.sparsity.pruning_schedule import MAX_STEP, ConstantSparsity, check_sparsity
-from kprune.channels.channel_wrapper import PruneChannels, check_round_to
-
-
-def _trainable_slices(usage):
-    return any(variable.trainable for variable, _, _ in usage.slices)
+from kprune.sparsity.pruning_schedule import ConstantSparsity
+from kprune.utils.validation import check_round_to
 
 
 def prune_channels(
@@ -97,10 +91,10 @@ def prune_channels(
             graph, config_list, None, ratios, exclude, global_ranking)
         if global_ranking and pruning_schedule is None:
             pruning_schedule = ConstantSparsity(total, begin_step=0, frequency=100)
-        elif global_ranking and abs(_final_sparsity(pruning_schedule) - total) > 1e-9:
+        elif global_ranking and abs(final_sparsity(pruning_schedule) - total) > 1e-9:
             raise ValueError(
                 f"config_list's 'total_sparsity' ({total}) differs from the final sparsity of "
-                f"`pruning_schedule` ({_final_sparsity(pruning_schedule)}). Make them equal."
+                f"`pruning_schedule` ({final_sparsity(pruning_schedule)}). Make them equal."
             )
     if pruning_schedule is None:
         pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
@@ -113,7 +107,7 @@ def prune_channels(
         if not group.producers or channels_lib.is_excluded(group, exclude):
             continue
         for usage in group.usages:
-            if _trainable_slices(usage):
+            if trainable_slices(usage):
                 wrap[id(usage.layer)] = ratios.get(usage.layer.name)
     if not wrap:
         raise ValueError(
@@ -144,8 +138,8 @@ def check_channel_settings(importance, round_to):
     `kprune.prune_layerwise` (the papers' prune / refit / fine-tune loop)
     take them.
     """
-    if importance not in importance_lib.CRITERIA:
-        data_names = sorted(set(channels_lib.DATA_CRITERIA) - set(importance_lib.CRITERIA))
+    if importance not in catalog.WEIGHT_CRITERIA:
+        data_names = sorted(set(catalog.DATA_CRITERIA) - set(catalog.WEIGHT_CRITERIA))
         why = (
             f"{importance!r} is a data criterion: it measures the model on data, which the "
             "mask updates inside `fit` do not have (they read only the weights, and a saved "
@@ -154,116 +148,13 @@ def check_channel_settings(importance, round_to):
         )
         raise ValueError(
             "Gradual channel pruning scores channels from the weights during `fit`: argument "
-            f"`importance` must be one of {sorted(importance_lib.CRITERIA)}. Received: "
+            f"`importance` must be one of {sorted(catalog.WEIGHT_CRITERIA)}. Received: "
             f"importance={importance!r} ({why}). For the data criteria {data_names}, use "
             "kprune.plan_channels(model, sparsity, importance=..., data=...) with "
             "kprune.mask_channels (one shot), or kprune.prune_layerwise(model, sparsity, "
             "importance=..., data=..., fine_tune=...) (group by group with fine-tuning)."
         )
     check_round_to(round_to)
-
-
-def graph_model(model, wrappers):
-    """The Sequential/Functional model inside `model` (itself, or e.g. the
-    student of a `keras.distillation.Distiller`) that holds `wrappers`."""
-    wanted = {id(w) for w in wrappers}
-    stack = [model]
-    while stack:
-        candidate = stack.pop(0)
-        if functional.is_graph(candidate) and wanted <= {id(w) for w in collect_wrappers(candidate)}:
-            return candidate
-        stack.extend(l for l in getattr(candidate, "layers", []) if isinstance(l, keras.Model))
-    raise ValueError(
-        f"Could not find the Sequential or Functional model that holds the "
-        f"PruneChannels layers inside model '{model.name}' ({type(model).__name__})."
-    )
-
-
-def _final_sparsity(schedule):
-    # The last step kprune counts is beyond any schedule's end (end_step <= MAX_STEP).
-    return float(keras.ops.convert_to_numpy(schedule(MAX_STEP)[1]))
-
-
-def update_channel_masks(model, sparsity=None, wrappers=None, graph=None, writer=None):
-    """Choose the pruned channels of a `prune_channels` model and set its masks.
-
-    Args:
-        model: the wrapped model.
-        sparsity: fraction of channels to prune per group, or None for the
-            schedule's value at the wrappers' `pruning_step`.
-        wrappers: its `PruneChannels` layers (found if None).
-        graph: its `ChannelGraph` (built if None; the callback caches it).
-        writer: a `mask_writer(wrappers)` that writes all masks at once (the
-            callback caches it), or None to write them one by one.
-
-    Returns:
-        The `ChannelPlan` applied.
-    """
-    if wrappers is None:
-        wrappers = [w for w in collect_wrappers(model) if isinstance(w, PruneChannels)]
-    first = wrappers[0]
-    schedule = first.pruning_schedule
-    if sparsity is None:
-        step = int(keras.ops.convert_to_numpy(first.pruning_step))
-        sparsity = float(keras.ops.convert_to_numpy(schedule(step)[1]))
-    sparsity = check_sparsity("sparsity", sparsity)
-    graph = graph if graph is not None else ChannelGraph(graph_model(model, wrappers))
-    by_layer = {id(w.layer): w for w in wrappers}
-
-    def skip(group):
-        for usage in group.usages:
-            if _trainable_slices(usage) and id(usage.layer) not in by_layer:
-                return "not wrapped by prune_channels"
-        return None
-
-    final = _final_sparsity(schedule)
-    progress = sparsity / final if final > 0 else 1.0
-    ratios = {w.layer.name: min(w.ratio * progress, 0.999999) for w in wrappers if w.ratio is not None}
-    plan = channels_lib.make_plan(
-        graph, sparsity, importance_lib.get(first.importance), first.global_ranking,
-        first.round_to, skip, ratios,
-    )
-    pruned = graph.pruned_flags(plan.units(graph))
-    if writer is None:
-        for w in wrappers:
-            w.set_channel_masks(channels_lib.channel_masks(graph, w.layer, pruned))
-        return plan
-    keeps = []
-    for w in wrappers:
-        masks = channels_lib.channel_masks(graph, w.layer, pruned)
-        for variable, mask in w.pruned_weights:
-            keep = masks.get(id(variable))
-            keeps.append(np.ones(tuple(mask.shape), bool) if keep is None else keep)
-    writer.write(keeps)
-    return plan
-
-
-# model -> (ids of its channel wrappers, ChannelGraph, MaskWriter), kept
-# across `fit` calls while the model lives.
-_CHANNEL_STATE = weakref.WeakKeyDictionary()
-
-
-def channel_state(model, wrappers):
-    """`(graph, writer)` for the channel wrappers of a `prune_channels` model:
-    its `ChannelGraph` and `mask_writer`, made once per model and kept across
-    `fit` calls (on MobileNetV2 they take about 0.5 s: the graph, and the
-    tracing of the writer on TensorFlow, done here with `MaskWriter.warm`;
-    `UpdatePruningStep` calls this when training begins, so the cost does not
-    land on a training step)."""
-    key = tuple(id(w) for w in wrappers)
-    cached = _CHANNEL_STATE.get(model)
-    if cached is None or cached[0] != key:
-        writer = mask_writer(wrappers)
-        writer.warm()
-        cached = (key, ChannelGraph(graph_model(model, wrappers)), writer)
-        _CHANNEL_STATE[model] = cached
-    return cached[1], cached[2]
-
-
-def mask_writer(wrappers):
-    """A `kprune.sparsity.masking.MaskWriter` for the masks of `wrappers`, in the
-    order `update_channel_masks` writes them."""
-    return MaskWriter([pair for w in wrappers for pair in w.pruned_weights])
 
 
 def channel_sparsity(model):

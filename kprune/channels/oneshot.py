@@ -18,22 +18,13 @@ import keras
 import numpy as np
 
 from kprune.channels import config_list as config_list_lib
+from kprune.criteria import catalog
+from kprune.dependency.channel_graph import ChannelGraph, rows_of
+from kprune.dependency.channel_plan import ChannelPlan
 from kprune.registry import keras_layers
 from kprune.sparsity import in_place
-from kprune.criteria import importance as importance_lib
-from kprune.dependency.channel_plan import ChannelPlan
-from kprune.dependency.channel_graph import ChannelGraph, rows_of
-from kprune.criteria.hessian import HessianCriterion
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
-from kprune.sparsity.pruning_schedule import check_sparsity
-from kprune.channels.channel_wrapper import check_round_to
-from kprune.criteria.reconstruction_criteria import RECONSTRUCTION_CRITERIA
-
-# The data criteria `plan_channels` knows: activation and Taylor criteria from
-# `kprune.criteria.importance`, and those of the modules above it (reconstruction,
-# Hessian). Resolved here rather than registered into `kprune.criteria.importance`, so
-# that the lower module holds no table that higher modules mutate.
-DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, "hessian": HessianCriterion}
+from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def keep_count(n, sparsity, round_to):
@@ -122,7 +113,7 @@ def plan_channels(
             "given. Received: sparsity=None"
         )
     sparsity = check_sparsity("sparsity", sparsity)
-    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
+    score_fn = catalog.get(importance, data=data, loss=loss)
     ratios = check_names(graph, model, exclude, ratios)
     if getattr(score_fn, "needs_model", False):
         score_fn = score_fn.bind(base)

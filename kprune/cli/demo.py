@@ -13,23 +13,27 @@
 It never prints; pass `progress` to see what it is doing (the CLI prints it).
 """
 
+import keras
 import numpy as np
 
-import keras
-
-from kprune.registry import keras_layers
-from kprune.sparsity.pruning_callbacks import UpdatePruningStep
 from kprune.channels.oneshot import plan_channels, remove_channels
 from kprune.export.convert import quiet_native_logs
+from kprune.export.evaluate import evaluate_tflite
 from kprune.export.exporter import export_tflite
+from kprune.registry import keras_layers
 from kprune.sparsity.prune import collect_wrappers, prune_low_magnitude, strip_pruning
+from kprune.sparsity.pruning_callbacks import UpdatePruningStep
 from kprune.sparsity.pruning_schedule import ConstantSparsity, PolynomialDecay
 from kprune.stats.keras_stats import count_macs, count_params
-from kprune.export.evaluate import evaluate_tflite
 
 
 def load_digits_data(seed=0):
-    """scikit-learn's 8x8 digits as `(x_train, y_train, x_test, y_test)`, NHWC in [0, 1]."""
+    """scikit-learn's 8x8 digits as `(x_train, y_train, x_test, y_test)`, NHWC in [0, 1].
+
+    >>> x_train, y_train, x_test, y_test = load_digits_data()
+    >>> x_train.shape, x_test.shape, float(x_train.max())
+    ((1437, 8, 8, 1), (360, 8, 8, 1), 1.0)
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:

@@ -36,7 +36,7 @@ def _demo(args):
 
 
 def _inspect(args):
-    from kprune.stats.keras_stats import summary
+    from kprune.stats.summary import summary
 
     print(summary(args.file))
     return 0
@@ -58,7 +58,7 @@ def _load_array(path):
 
 def _export(args):
     from kprune.export.exporter import export_tflite
-    from kprune.stats.keras_stats import load_keras_file
+    from kprune.utils.files import load_keras_file
 
     model = load_keras_file(args.model, argname="MODEL")
     calibration = _load_array(args.calibration) if args.calibration else None

@@ -8,8 +8,8 @@ Higher scores are kept. Weight-based criteria read the group's weights:
   the geometric median (He et al., 2019): filters close to all others are
   redundant.
 * `"bn_scale"`: `|gamma|` of the BatchNormalization layers in the group
-  (Network Slimming, Liu et al., 2017); pair it with `BNScaleRegularizer`
-  during training. Groups without BatchNormalization score `None` and are not
+  (Network Slimming, Liu et al., 2017); pair it with
+  `kprune.criteria.regularizers.BNScaleRegularizer` during training. Groups without BatchNormalization score `None` and are not
   pruned.
 
 Data criteria run the model on batches you pass as `data`:
@@ -23,15 +23,28 @@ Data criteria run the model on batches you pass as `data`:
   ReLU go first.
 * `"mean_activation"`: mean `|a|` of those activations (Molchanov et al., 2017).
 
+Example (the L1 norm of each of a convolution's filters):
+
+>>> import keras, numpy as np
+>>> from kprune.dependency.channel_graph import ChannelGraph
+>>> model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 1, use_bias=False, name="c"),
+...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+>>> model.get_layer("c").set_weights([np.array([[[[1.0, -2.0, 0.5], [1.0, 2.0, 0.0]]]])])
+>>> graph = ChannelGraph(model)
+>>> CRITERIA["l1"](graph, graph.prunable_groups[0]).tolist()
+[2.0, 4.0, 0.5]
+
 A custom criterion is any callable `(graph, group) -> np.ndarray | None`.
+Every criterion by name, this module's and the others', is in
+`kprune.criteria.catalog`.
 """
 
 import keras
 import numpy as np
 
-from kprune.utils import backends
-from kprune.registry import keras_layers
 from kprune.dependency.channel_graph import rows_of
+from kprune.registry import keras_layers
+from kprune.utils import backends
 
 
 def _unit_rows(graph, group, usage, repeat):
@@ -281,51 +294,3 @@ class _TaylorCriterion(DataCriterion):
 
 
 DATA_CRITERIA = {"taylor": _TaylorCriterion, "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}
-
-
-def get(importance, data=None, loss=None, data_criteria=None):
-    """Resolve a criterion name or callable (data criteria get `data`/`loss`).
-
-    `data_criteria` (`{name: class(name, data, loss)}`, default
-    `DATA_CRITERIA`) lets a module above this one (`kprune.channels`) add the
-    reconstruction and Hessian criteria without this module importing them.
-    """
-    if callable(importance):
-        return importance
-    data_criteria = DATA_CRITERIA if data_criteria is None else data_criteria
-    if importance in data_criteria:
-        return data_criteria[importance](importance, data, loss)
-    if importance not in CRITERIA:
-        raise ValueError(
-            f"Argument `importance` must be one of {sorted(CRITERIA) + sorted(data_criteria)} "
-            f"or a callable `(graph, group) -> scores`. Received: importance={importance!r}"
-        )
-    return CRITERIA[importance]
-
-
-@keras.saving.register_keras_serializable(package="kprune")
-class BNScaleRegularizer(keras.regularizers.Regularizer):
-    """L1 penalty on BatchNormalization `gamma` (Network Slimming's sparsity training).
-
-    `loss = strength * sum(|gamma|)`; use it as `gamma_regularizer` of the
-    BatchNormalization layers, then prune with `importance="bn_scale"`.
-
-    Args:
-        strength: the L1 coefficient (>= 0). Defaults to 1e-4.
-
-    Example:
-
-    >>> import keras, kprune
-    >>> bn = keras.layers.BatchNormalization(gamma_regularizer=kprune.BNScaleRegularizer(1e-4))
-    """
-
-    def __init__(self, strength=1e-4):
-        if not isinstance(strength, (int, float)) or isinstance(strength, bool) or strength < 0:
-            raise ValueError(f"Argument `strength` must be a number >= 0. Received: strength={strength!r}")
-        self.strength = float(strength)
-
-    def __call__(self, x):
-        return self.strength * keras.ops.sum(keras.ops.abs(x))
-
-    def get_config(self):
-        return {"strength": self.strength}

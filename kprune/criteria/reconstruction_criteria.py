@@ -44,11 +44,11 @@ Example:
 
 import numpy as np
 
-from kprune.criteria import least_squares as selection
-from kprune.registry import keras_layers
 from kprune._internal import functional
+from kprune.criteria import least_squares as selection
 from kprune.criteria import sampling
 from kprune.criteria.importance import DataCriterion
+from kprune.registry import keras_layers
 
 
 def consumers(graph, group):

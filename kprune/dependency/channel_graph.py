@@ -31,8 +31,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kprune.registry import keras_layers
 from kprune._internal import functional
+from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
 
 

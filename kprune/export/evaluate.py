@@ -32,8 +32,8 @@ import os
 import keras
 import numpy as np
 
-from kprune.litert import runtime as litert
 from kprune.export.verify import keras_outputs, verification
+from kprune.litert import runtime as litert
 
 
 @dataclasses.dataclass

@@ -19,15 +19,16 @@ import warnings
 
 import keras
 
-from kprune.stats import keras_stats as summary_lib
-from kprune.stats import records
-from kprune.litert import runtime as litert
 from kprune.export import tf_convert
-from kprune.export.convert import convert_best, encodings_to_try
-from kprune.utils.atomic import write_bytes
-from kprune.export.convert import quiet_native_logs, timed
+from kprune.export.convert import convert_best, encodings_to_try, quiet_native_logs, timed
 from kprune.export.prepare import prepare
 from kprune.export.verify import TOLERANCES, keras_outputs, mismatch_message, verification
+from kprune.litert import runtime as litert
+from kprune.litert import timing
+from kprune.stats import keras_stats as summary_lib
+from kprune.stats import records
+from kprune.utils.atomic import write_bytes
+from kprune.utils.files import load_keras_file
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 # gzip level of `ExportReport.gzip_bytes`: on a 69 MB half-zero float32 file
@@ -355,7 +356,7 @@ def export_tflite(
     latency = None
     if measure_latency:
         with timed(timings, "latency"), quiet_native_logs(not verbose):
-            latency = litert.latency_ms(path, litert.io_names(exported), samples[0], latency_runs)
+            latency = timing.latency_ms(path, litert.io_names(exported), samples[0], latency_runs)
     return ExportReport(
         path=path, file_bytes=len(content),
         params=int(params), nonzero_params=int(nonzero), macs=int(sum(r.macs for r in rows)),
@@ -380,7 +381,7 @@ def _load(model, path):
             raise ValueError(
                 f"Argument `path` is the source model file '{source}': refusing to overwrite it."
             )
-        model = summary_lib.load_keras_file(source, "model")
+        model = load_keras_file(source, "model")
     elif not isinstance(model, keras.Model):
         raise TypeError(
             "Argument `model` must be a Keras model or a path to a .keras file. "

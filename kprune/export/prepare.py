@@ -12,11 +12,11 @@ Example:
 ('Dense', False, ['remove_channels', 'strip'])
 """
 
-from kprune.sparsity import in_place
-from kprune.channels.oneshot import remove_channels, unread_units
-from kprune.export.convert import timed
-from kprune.dependency.channel_graph import ChannelGraph
 from kprune._internal.functional import is_graph, tuple_build_shape
+from kprune.channels.oneshot import remove_channels, unread_units
+from kprune.dependency.channel_graph import ChannelGraph
+from kprune.export.convert import timed
+from kprune.sparsity import in_place
 from kprune.sparsity.prune import collect_wrappers, strip_pruning
 
 

@@ -33,9 +33,9 @@ import tempfile
 
 import numpy as np
 
-from kprune.utils import backends
 from kprune._internal import functional
 from kprune.litert import runtime as litert
+from kprune.utils import backends
 
 # The worker loads TensorFlow and converts: minutes on a loaded 2-core machine.
 TIMEOUT = 1800

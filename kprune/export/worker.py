@@ -11,8 +11,8 @@ import sys
 import warnings
 
 from kprune.export import tf_convert
-from kprune.utils.atomic import write_json
 from kprune.export.exporter import export_tflite
+from kprune.utils.atomic import write_json
 
 
 def main(argv=None):

@@ -48,57 +48,20 @@ Example:
 import keras
 import numpy as np
 
-from kprune.criteria import importance as importance_lib
 from kprune._internal import functional
-from kprune.criteria import sampling
-from kprune.channels.oneshot import DATA_CRITERIA, ChannelPlan, channel_masks, check_names, is_excluded
-from kprune.channels.oneshot import make_plan, reduced_copy
-from kprune.channels.channel_wrapper import check_round_to
+from kprune.channels.oneshot import (
+    ChannelPlan,
+    channel_masks,
+    check_names,
+    is_excluded,
+    make_plan,
+    reduced_copy,
+)
+from kprune.criteria import catalog, sampling
 from kprune.dependency.channel_graph import ChannelGraph
-from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.methods.reconstruction import reconstruct as reconstruct_layers
-from kprune.sparsity.pruning_schedule import check_sparsity
-
-
-def fine_tuner(x, y=None, loss=None, optimizer="adam", epochs=1, batch_size=32, steps_per_epoch=None):
-    """A fine-tune step for `prune_layerwise`: compile with a fresh optimizer, fit.
-
-    Args:
-        x: training inputs (anything `Model.fit` takes, e.g. an array or a
-            `tf.data.Dataset` of `(x, y)` batches).
-        y: training targets (None when `x` yields them). Defaults to None.
-        loss: a Keras loss or its name (required).
-        optimizer: an optimizer name, config dict or instance; every call
-            compiles a fresh copy (each pruned model is a new model).
-            Defaults to `"adam"`.
-        epochs: epochs per call. Defaults to 1.
-        batch_size: for array inputs. Defaults to 32.
-        steps_per_epoch: batches per epoch (None: all). Defaults to None.
-
-    Returns:
-        A callable `fine_tune(model)` that trains `model` in place.
-
-    Example:
-
-    >>> import numpy as np, kprune
-    >>> tune = kprune.fine_tuner(np.zeros((4, 3)), np.zeros(4), "mse", epochs=2)
-    """
-    if loss is None:
-        raise ValueError("Argument `loss` is required (a Keras loss or its name). Received: loss=None")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}")
-    config = keras.optimizers.serialize(optimizer) if isinstance(optimizer, keras.optimizers.Optimizer) else optimizer
-
-    def fine_tune(model):
-        model.compile(optimizer=keras.optimizers.get(config), loss=loss)
-        fit_kwargs = {} if steps_per_epoch is None else {"steps_per_epoch": steps_per_epoch}
-        if y is None:
-            model.fit(x, epochs=epochs, verbose=0, **fit_kwargs)
-        else:
-            model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, **fit_kwargs)
-
-    return fine_tune
+from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
+from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def _check_callable(name, value):
@@ -224,7 +187,7 @@ def prune_layerwise(model, sparsity, importance="l2", data=None, loss=None, reco
     ratios = check_names(graph, reference, exclude, ratios)
     exclude = (exclude,) if isinstance(exclude, (str, type)) else tuple(exclude)
     loss = loss if loss is not None else getattr(reference, "loss", None)
-    score_fn = importance_lib.get(importance, data=data, loss=loss, data_criteria=DATA_CRITERIA)
+    score_fn = catalog.get(importance, data=data, loss=loss)
     order = [g for g in _order(graph) if g.blocked is None and g.producers and len(g.units) > 1]
     entries = {g.index: dict(_entry(g), reason="excluded") for g in order if is_excluded(g, exclude)}
     order = [g for g in order if g.index not in entries]

@@ -40,10 +40,10 @@ True
 import keras
 import numpy as np
 
-from kprune.criteria import least_squares as selection
 from kprune._internal import functional
-from kprune.criteria import sampling
 from kprune.channels.oneshot import masked_copy, plan_channels, reduced_copy
+from kprune.criteria import least_squares as selection
+from kprune.criteria import sampling
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
 
 

@@ -42,14 +42,31 @@ import math
 import keras
 from keras import layers as L
 
-from kprune.registry.rules import DEPTHWISE_FILTERS, ChannelSpec, LayerRule, PrunableWeight
-from kprune.registry.rules import block, register, register_named, variable
+from kprune._internal import keras_layers as keras_internals
+from kprune.registry.einsum import einsum_input_axis, einsum_macs
+
 # The queries the rest of kprune asks (defined with the table in kprune.registry.rules;
 # importing them from here guarantees the built-in records are registered).
-from kprune.registry.rules import channel_scale, channel_spec, classify, counted_inside, describe  # noqa: F401
-from kprune.registry.rules import is_prunable_layer, macs, prunable_weights  # noqa: F401
-from kprune.registry.rules import resized_config, unwrap  # noqa: F401
-from kprune.registry.einsum import einsum_input_axis, einsum_macs
+from kprune.registry.rules import (  # noqa: F401  # noqa: F401  # noqa: F401
+    DEPTHWISE_FILTERS,
+    ChannelSpec,
+    LayerRule,
+    PrunableWeight,
+    block,
+    channel_scale,
+    channel_spec,
+    classify,
+    counted_inside,
+    describe,
+    is_prunable_layer,
+    macs,
+    prunable_weights,
+    register,
+    register_named,
+    resized_config,
+    unwrap,
+    variable,
+)
 
 
 def _channels_last(layer):
@@ -179,17 +196,18 @@ def _attention_macs(layer, ins, outs):
     q_len = _spatial(outs[0])
     kv = ins[1] if len(ins) > 1 and len(ins[1]) == len(ins[0]) else ins[0]
     k_len = _spatial(kv)
-    d_q, heads, key_dim = (int(d) for d in layer._query_dense.kernel.shape)
-    d_k = int(layer._key_dense.kernel.shape[0])
-    d_v, _, value_dim = (int(d) for d in layer._value_dense.kernel.shape)
-    d_out = int(layer._output_dense.kernel.shape[-1])
+    query, key, value, output = keras_internals.attention_projections(layer)
+    d_q, heads, key_dim = (int(d) for d in query.kernel.shape)
+    d_k = int(key.kernel.shape[0])
+    d_v, _, value_dim = (int(d) for d in value.kernel.shape)
+    d_out = int(output.kernel.shape[-1])
     projections = (q_len * d_q * heads * key_dim + k_len * d_k * heads * key_dim
                    + k_len * d_v * heads * value_dim + q_len * heads * value_dim * d_out)
     return projections + heads * q_len * k_len * (key_dim + value_dim)
 
 
 def _attention_weights(layer):
-    parts = (layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense)
+    parts = keras_internals.attention_projections(layer)
     return [w for part in parts for w in EINSUM_DENSE.prunable(part)]
 
 

@@ -8,7 +8,6 @@ import keras
 
 from kprune.registry.rules import ChannelSpec, LayerRule, PrunableWeight, block, register, variable
 
-
 _CHANNEL_KINDS = ("pass", "merge", "concat", "block")
 
 

@@ -48,13 +48,13 @@ import time
 
 import numpy as np
 
-from kprune.utils import atomic
 from kprune.search.budget import Budget, Constraint
 from kprune.search.latency_check import check_options, closed_loop
-from kprune.utils.progress import Progress
 from kprune.search.rescale import fill_budget, rounding_priority, scale_to_budget
-from kprune.search.result import SearchResult, result_for, warn_if_missed
+from kprune.search.result import result_for, warn_if_missed
 from kprune.search.space import SearchSpace
+from kprune.utils import atomic
+from kprune.utils.progress import Progress
 
 STATE_VERSION = 1
 LEGEND = ("'best' is the best score so far, 'of budget' the candidate's predicted resources over the budget (at "

@@ -36,7 +36,7 @@ the plan a search returns is the checked one.
 
 Measurements are relative by default: `FileLatency` exports the pruned and
 the dense model (`LatencyTable.export`) and times them in interleaved
-rounds (`kprune.litert.interleaved_latency`), so that load from other jobs
+rounds (`kprune.litert.timing.interleaved_latency`), so that load from other jobs
 on a shared machine hits both files alike.
 
 Example (`refit` moves a plan to a tighter load, here 80% of a MACs budget;
@@ -62,12 +62,13 @@ import time
 
 import numpy as np
 
-from kprune.litert import runtime as litert
 from kprune.channels.oneshot import masked_copy
-from kprune.utils.native_logs import quiet_native_logs
-from kprune.utils.progress import Progress
+from kprune.litert import runtime as litert
+from kprune.litert import timing
 from kprune.search.rescale import fill_budget, rounding_priority, scale_to_budget
 from kprune.search.result import predicted_met, result_for, warn_if_missed
+from kprune.utils.native_logs import quiet_native_logs
+from kprune.utils.progress import Progress
 
 
 class FileLatency:
@@ -76,7 +77,7 @@ class FileLatency:
     Exports the dense model once and each pruned one to float32 TFLite
     (`LatencyTable.export`, into a temporary directory kept while this object
     lives) and times them on one thread in `rounds` interleaved rounds of
-    invokes (`kprune.litert.interleaved_latency`): `runs`, or more for a fast
+    invokes (`kprune.litert.timing.interleaved_latency`): `runs`, or more for a fast
     model, so that a round times each file for at least `round_ms` (on a
     0.07 ms MobileNetV2, 200 invokes per round left two measurements of one
     file up to 3% apart on a shared machine).
@@ -110,7 +111,7 @@ class FileLatency:
         self.sample = litert.random_samples(litert.input_specs(space.model))[0]
         with quiet_native_logs():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" and the like
             if timer is None:
-                dense_ms = litert.latency_ms(self.dense_path, self.io_names, self.sample, 50)
+                dense_ms = timing.latency_ms(self.dense_path, self.io_names, self.sample, 50)
                 self.runs = max(int(runs), int(np.ceil(float(round_ms) / max(dense_ms, 1e-3))))
             else:
                 self.runs, self._dense_ms = 1, float(timer(self.dense_path))
@@ -133,7 +134,7 @@ class FileLatency:
                 ms, dense_ms = float(self.timer(path)), self._dense_ms
                 ratio = ms / dense_ms
             else:
-                ms, dense_ms, ratio = litert.interleaved_latency(path, self.dense_path, self.io_names,
+                ms, dense_ms, ratio = timing.interleaved_latency(path, self.dense_path, self.io_names,
                                                                  self.sample, self.rounds, self.runs)
         self.last = {"ms": ms, "dense_ms": dense_ms, "ratio": ratio}
         return ratio if self.relative else ms

@@ -40,16 +40,17 @@ import time
 
 import numpy as np
 
-from kprune.utils import atomic
-from kprune.export import convert
-from kprune.registry import keras_layers
-from kprune.litert import runtime as litert
 from kprune.channels.oneshot import masked_copy
+from kprune.export import convert
 from kprune.export.exporter import export_tflite
-from kprune.utils.native_logs import quiet_native_logs
-from kprune.utils.progress import Progress, heading
+from kprune.litert import timing
+from kprune.registry import keras_layers
 from kprune.search.space import LayerFractions
 from kprune.stats.keras_stats import layer_stats
+from kprune.stats.tflite_stats import tflite_stats
+from kprune.utils import atomic
+from kprune.utils.native_logs import quiet_native_logs
+from kprune.utils.progress import Progress, heading
 
 
 def default_cache_dir():
@@ -83,7 +84,7 @@ def interpolate(xs, ys, table, x, y):
 class MacsTimer:
     """A deterministic latency: `overhead_ms + ms_per_mmac * MACs / 1e6` of a .tflite file.
 
-    The MACs are those `kprune.litert.tflite_stats` counts in the file
+    The MACs are those `kprune.stats.tflite_stats` counts in the file
     (convolutions, fully connected ops and activation-by-activation matmuls),
     so the figure depends on the file alone, never on the machine or its
     load. Pass it as `timer=` to `LatencyTable`, `FileLatency` or
@@ -119,7 +120,7 @@ class MacsTimer:
         return f"MacsTimer(ms_per_mmac={self.ms_per_mmac!r}, overhead_ms={self.overhead_ms!r})"
 
     def __call__(self, tflite):
-        macs = sum(row.macs for row in litert.tflite_stats(tflite))
+        macs = sum(row.macs for row in tflite_stats(tflite))
         return self.overhead_ms + self.ms_per_mmac * macs / 1e6
 
 
@@ -266,7 +267,7 @@ class LatencyTable:
                         sample = [np.random.default_rng(0).normal(size=shape).astype("float32")]
                         with quiet_native_logs():
                             memo[signature] = (float(self.timer(content)) if self.timer is not None else
-                                               litert.latency_ms(content, ([], []), sample, self.runs))
+                                               timing.latency_ms(content, ([], []), sample, self.runs))
                     table[a, b] = memo[signature]
             if tied:  # a diagonal: store it as a (n, 1) table read with the input width
                 table = np.diag(table)[:, None]

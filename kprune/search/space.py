@@ -35,12 +35,11 @@ import json
 import numpy as np
 
 from kprune.channels import config_list as config_list_lib
-from kprune.criteria import importance as importance_lib
-from kprune.channels.channel_wrapper import check_round_to
 from kprune.channels.oneshot import is_excluded, keep_count, make_plan
+from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
 from kprune.sparsity.prune import collect_wrappers, strip_pruning
-from kprune.sparsity.pruning_schedule import check_sparsity
+from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def allowed_widths(n, round_to):
@@ -129,7 +128,7 @@ class SearchSpace:
         self.names = [g.producers[0] for g in self.groups]
         self.channels = np.array([len(g.units) for g in self.groups], dtype=np.int64)
         self.min_widths = np.array([a[0] for a in self.allowed], dtype=np.int64)
-        self._score_fn = importance_lib.get(importance, data=data)
+        self._score_fn = catalog.get(importance, data=data)
         if getattr(self._score_fn, "needs_model", False):
             self._score_fn = self._score_fn.bind(self.model)
         self.importance = importance if isinstance(importance, str) else getattr(importance, "__name__", "custom")

@@ -66,13 +66,13 @@ True
 
 import keras
 
-from kprune.utils import backends
-from kprune.registry import keras_layers
 from kprune._internal import functional
+from kprune.registry import keras_layers
 from kprune.sparsity import mask_math
-from kprune.sparsity.pruning_schedule import ConstantSparsity, PruningSchedule
 from kprune.sparsity.masking import host_array, mask_product
+from kprune.sparsity.pruning_schedule import ConstantSparsity, PruningSchedule
 from kprune.sparsity.pruning_wrapper import MagnitudeMasks, MaskedWrapper
+from kprune.utils import backends
 
 # The attribute of a model that holds its `InPlacePruning` (set with
 # `object.__setattr__`, so Keras neither tracks nor saves it).

@@ -4,13 +4,10 @@ layer by layer are pruned in place (`kprune.sparsity.in_place`)."""
 
 import keras
 
-from kprune.registry import keras_layers
-from kprune.sparsity import in_place
 from kprune._internal import functional
-from kprune.sparsity import mask_math
+from kprune.registry import keras_layers
+from kprune.sparsity import in_place, mask_math
 from kprune.sparsity.pruning_policy import PruningPolicy
-from kprune.sparsity.pruning_schedule import ConstantSparsity, PolynomialDecay
-from kprune.channels.channel_wrapper import PruneChannels
 from kprune.sparsity.pruning_wrapper import MaskedWrapper, PruneLowMagnitude
 
 
@@ -335,9 +332,10 @@ def prune_scope():
     """A scope in which models saved with pruning wrappers load by class name.
 
     tfmot's `prune_scope`: `.h5` files (and configs) that name
-    `PruneLowMagnitude`, `PruneChannels`, `ConstantSparsity` or
-    `PolynomialDecay` without kprune's registered names load inside it. For
-    `.keras` files it changes nothing: they load without it.
+    `PruneLowMagnitude`, `PruneChannels`, `ConstantSparsity`,
+    `PolynomialDecay` or any other class kprune registers with Keras
+    (`package="kprune"`) by its plain class name load inside it. For `.keras`
+    files it changes nothing: they load without it.
 
     Returns:
         A `keras.saving.custom_object_scope`.
@@ -356,11 +354,6 @@ def prune_scope():
     >>> type(loaded.layers[0]).__name__
     'PruneLowMagnitude'
     """
-    return keras.saving.custom_object_scope(
-        {
-            "PruneLowMagnitude": PruneLowMagnitude,
-            "PruneChannels": PruneChannels,
-            "ConstantSparsity": ConstantSparsity,
-            "PolynomialDecay": PolynomialDecay,
-        }
-    )
+    registered = {key.split(">", 1)[1]: obj for key, obj in keras.saving.get_custom_objects().items()
+                  if key.startswith("kprune>")}
+    return keras.saving.custom_object_scope(registered)

@@ -6,12 +6,10 @@ import os
 import keras
 import numpy as np
 
-from kprune.utils import backends
 from kprune.sparsity import prune as pruning
-from kprune.channels import gradual
-from kprune.sparsity.schedule_table import ScheduleTable
 from kprune.sparsity.pruning_schedule import check_steps
-from kprune.channels.channel_wrapper import PruneChannels
+from kprune.sparsity.schedule_table import ScheduleTable
+from kprune.utils import backends
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -71,14 +69,20 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     f"Layer '{w.name}' is not built. Build the model (call it on data "
                     "or give it an Input) before training."
                 )
-            w._driven = True
+            w.mark_driven()
             # The training forward pass reads the variables as they are, so
             # they must hold masked values (set_weights may have changed them).
             w.apply_masks()
         self._tables = {}
-        self._channel_wrappers = [w for w in self._wrappers if isinstance(w, PruneChannels)]
-        if self._channel_wrappers:  # built (and its writer traced) once per model
-            gradual.channel_state(self.model, self._channel_wrappers)
+        # Wrappers whose masks are chosen for the whole model at once (channel
+        # groups), by class; the class prepares what its updates need now, so
+        # that the cost does not land on a training step.
+        self._model_level = {}
+        for w in self._wrappers:
+            if type(w).model_level:
+                self._model_level.setdefault(type(w), []).append(w)
+        for cls, wrappers in self._model_level.items():
+            cls.prepare_model_masks(self.model, wrappers)
         for w in self._wrappers:
             self._tables.setdefault(id(w.pruning_schedule), ScheduleTable(w.pruning_schedule))
         self.step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._wrappers)
@@ -112,7 +116,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         turns = {key: table.last_turn(first, last) for key, table in self._tables.items()}
         updates = []
         for w in self._wrappers:
-            if isinstance(w, PruneChannels):
+            if type(w).model_level:
                 continue
             if getattr(w, "sparsity_m_by_n", None) is not None:
                 # tfmot computes M:N masks once, at step 1, whatever the schedule.
@@ -122,13 +126,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
             sparsity = turns[id(w.pruning_schedule)]
             if sparsity is not None:
                 updates.append((w, sparsity))
-        channel_sparsity = None
-        if self._channel_wrappers:
-            # Channels are chosen for the whole model at once, on the
-            # schedule of its first channel wrapper.
-            channel_sparsity = turns[id(self._channel_wrappers[0].pruning_schedule)]
+        # Model-level masks follow the schedule of their class's first wrapper.
+        model_updates = [(cls, wrappers, turns[id(wrappers[0].pruning_schedule)])
+                         for cls, wrappers in self._model_level.items()]
+        model_updates = [update for update in model_updates if update[2] is not None]
         self.step += 1
-        if not updates and channel_sparsity is None:
+        if not updates and not model_updates:
             if not any(getattr(w, "sparsity_m_by_n", None) is not None for w in self._wrappers) or first > 1:
                 # Steps before the next turn of any schedule need no lookup.
                 self._quiet = (first, min(t.quiet_until(first) for t in self._tables.values()))
@@ -136,15 +139,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
         backends.sync(model)
         for w, sparsity in updates:
             w.update_masks(sparsity)
-        if channel_sparsity is not None:
-            graph, writer = gradual.channel_state(model, self._channel_wrappers)
-            gradual.update_channel_masks(
-                model, channel_sparsity, self._channel_wrappers, graph, writer
-            )
+        for cls, wrappers, sparsity in model_updates:
+            cls.update_model_masks(model, wrappers, sparsity)
         if not backends.optimizer_sees_masks():
-            changed = [w for w, _ in updates]
-            if channel_sparsity is not None:
-                changed += self._channel_wrappers
+            changed = [w for w, _ in updates] + [w for _, wrappers, _ in model_updates for w in wrappers]
             pairs = [pair for w in changed for pair in w.pruned_weights]
             backends.zero_pruned_slots(getattr(model, "optimizer", None), pairs)
         self._store_step(self.step + span - 1)

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kprune.utils.validation import check_sparsity
+
 # Vectorized schedules are evaluated this many steps at a time, so the
 # per-batch cost is an array lookup rather than a dozen eager ops.
 WINDOW = 4096
@@ -79,20 +81,6 @@ def step_tensor(step):
     if isinstance(step, (numbers.Integral, np.ndarray, list, tuple)):
         check_steps(step)
     return ops.convert_to_tensor(step, STEP_DTYPE)
-
-
-def check_sparsity(name, value):
-    """Validate a sparsity argument: a float in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a float in [0, 1). "
-            f"Received: {name}={value!r} (of type {type(value).__name__})"
-        )
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"Argument `{name}` must be in [0, 1). Received: {name}={value}"
-        )
-    return float(value)
 
 
 def _check_end_step(end_step, begin_step, allow_none, strict):

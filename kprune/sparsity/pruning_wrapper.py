@@ -30,14 +30,14 @@ How a wrapped layer trains:
 import keras
 import numpy as np
 
-from kprune.utils import backends
-from kprune.sparsity import smallest_device
-from kprune.registry import keras_layers
 from kprune._internal import functional
-from kprune.sparsity import mask_math
+from kprune._internal import keras_layers as keras_internals
+from kprune.registry import keras_layers
+from kprune.sparsity import mask_math, smallest_device
 from kprune.sparsity import smallest as selection
 from kprune.sparsity.masking import apply_mask, host_array, mask_product, write_mask
 from kprune.sparsity.pruning_schedule import ConstantSparsity, PruningSchedule
+from kprune.utils import backends
 
 
 class _MaskConstraint(keras.constraints.Constraint):
@@ -65,7 +65,33 @@ class MaskedWeights:
     A subclass sets `layer` (the layer whose weights are masked), `_masked`
     (its masked variables) and `masks` (one boolean variable per masked
     variable).
+
+    How masks are updated is the holder's class's to say. Layer by layer (the
+    default, `model_level = False`): the callbacks call each wrapper's
+    `update_masks(sparsity)`. For the whole model at once (`model_level =
+    True`, e.g. channel groups that span layers): the callbacks collect the
+    model's wrappers of that class and call the classmethods
+    `prepare_model_masks(model, wrappers)` when training begins and
+    `update_model_masks(model, wrappers, sparsity)` at each pruning turn (of
+    the first wrapper's schedule). The callbacks know nothing else of them.
     """
+
+    model_level = False
+
+    @classmethod
+    def prepare_model_masks(cls, model, wrappers):
+        """For a `model_level` class: set up (e.g. cache) what its mask updates need. Defaults to nothing."""
+
+    @classmethod
+    def update_model_masks(cls, model, wrappers, sparsity):
+        """For a `model_level` class: choose and write the masks of `wrappers` in `model`
+        at `sparsity` (None: the schedule's value at the wrappers' step)."""
+        raise NotImplementedError(f"{cls.__name__} has model-level masks but no update_model_masks.")
+
+    def mark_driven(self):
+        """Record that a callback drives this holder's masks (`UpdatePruningStep`
+        calls it when training begins); training without it is an error."""
+        self._driven = True
 
     @property
     def pruned_weights(self):
@@ -164,7 +190,7 @@ class MaskedWrapper(MaskedWeights, keras.layers.Wrapper):
                 "custom training loop call the callback's set_model(model), "
                 "on_train_begin() and on_train_batch_begin(step) yourself."
             ))
-        if training is not None and self.layer._call_has_training_arg:
+        if training is not None and keras_internals.call_has_training_arg(self.layer):
             kwargs["training"] = training
         if training and backends.optimizer_sees_masks():
             # During fit the variables already hold masked values (the mask

@@ -2,10 +2,8 @@
 
 import keras
 
-from kprune.channels import gradual
 from kprune.sparsity.prune import pruned_layers
-from kprune.sparsity.pruning_schedule import check_sparsity
-from kprune.channels.channel_wrapper import PruneChannels
+from kprune.utils.validation import check_sparsity
 
 
 def update_masks(model, sparsity=None):
@@ -44,16 +42,14 @@ def update_masks(model, sparsity=None):
                 f"Layer '{w.name}' is not built: call the model on data (or give it "
                 "an Input) before updating masks."
             )
-    channel_wrappers = [w for w in wrappers if isinstance(w, PruneChannels)]
-    if channel_wrappers:
-        if not isinstance(model, keras.Model):
-            raise ValueError(
-                "Channel masks are chosen for a whole model: pass the model returned by "
-                f"kprune.prune_channels. Received: {type(model).__name__}"
-            )
-        gradual.update_channel_masks(model, sparsity, channel_wrappers)
+    model_level = {}  # masks chosen for the whole model at once (channel groups), by class
     for w in wrappers:
-        if isinstance(w, PruneChannels):
+        if type(w).model_level:
+            model_level.setdefault(type(w), []).append(w)
+    for cls, members in model_level.items():
+        cls.update_model_masks(model, members, sparsity)
+    for w in wrappers:
+        if type(w).model_level:
             continue
         if sparsity is None:
             step = int(keras.ops.convert_to_numpy(w.pruning_step))

@@ -26,19 +26,18 @@ Example:
 (7424, 626)
 """
 
-import os
 import warnings
 
 import keras
 import numpy as np
 
-from kprune.registry import keras_layers
-from kprune.sparsity import in_place
 from kprune._internal import functional
+from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
+from kprune.sparsity import in_place
+from kprune.stats.records import LayerStats
+
 # The .tflite side of `summary` lives in kprune.litert.
-from kprune.litert.runtime import tflite_stats
-from kprune.stats.records import LayerStats, ModelSummary
 
 
 def _rows(model, prefix="", trace=True):
@@ -203,98 +202,3 @@ def count_params(model, nonzero=False):
     """Parameters of the model (masks not counted); `nonzero=True` counts
     only those that are not 0."""
     return int(sum(r.nonzero if nonzero else r.params for r in _stats(model, trace=False)))
-
-
-# --------------------------------------------------------------------------
-# `summary`: the same figures for a model, a .keras file or a .tflite file.
-
-
-def _check_file(path, argname, suffixes):
-    path = os.fspath(path)
-    if not path.endswith(suffixes):
-        raise ValueError(
-            f"Argument `{argname}` must be a Keras model or a path to a "
-            f"{' or '.join(suffixes)} file. Received: {argname}={path!r}"
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such file: '{path}' (argument `{argname}`).")
-    return path
-
-
-def load_keras_file(path, argname="model"):
-    """Load a .keras file with `safe_mode=True`.
-
-    Args:
-        path: the .keras file.
-        argname: the caller's argument name, for error messages. Defaults to
-            "model".
-
-    Returns:
-        The Keras model.
-
-    Raises:
-        FileNotFoundError: `path` does not exist.
-        ValueError: `path` does not end in .keras, or Keras cannot load it
-            (the message names the path and gives Keras' first line).
-
-    Example:
-
-    >>> load_keras_file("missing.keras")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: No such file: 'missing.keras' (argument `model`).
-    """
-    path = _check_file(path, argname, (".keras",))
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # corrupt zip, unknown layer, unsafe lambda, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"Could not load the Keras model '{path}': {first}") from e
-
-
-def summary(model_or_path):
-    """Per-layer sparsity, parameters and MACs of a model or a saved file.
-
-    Args:
-        model_or_path: a Keras model (kprune wrappers count as the layer they
-            wrap, masks applied), a path to a .keras file (loaded with
-            `safe_mode=True`) or a path to a .tflite file (one row per op that
-            reads weights; BatchNormalization folded into a convolution and zero
-            biases the converter drops make its parameters differ from the
-            Keras model's, MACs agree).
-
-    Returns:
-        A `ModelSummary`: `print` it, or use `.rows`, `.params`, `.nonzero`,
-        `.macs`, `.sparsity` and `.to_dict()`.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the path is not a .keras/.tflite file, or cannot be read.
-
-    Example:
-
-    >>> import keras, kprune
-    >>> from kprune.stats.keras_stats import summary
-    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4, name="dense")],
-    ...                          name="tiny")
-    >>> s = summary(model)
-    >>> s.params, s.macs
-    (68, 64)
-    >>> print(s)  # doctest: +NORMALIZE_WHITESPACE
-    Keras model 'tiny'
-    layer  type  params  nonzero  sparsity  MACs
-    dense  Dense     68       64      5.9%    64
-    total            68       64      5.9%    64
-    """
-    if isinstance(model_or_path, keras.Model):
-        return ModelSummary(f"Keras model '{model_or_path.name}'", layer_stats(model_or_path))
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise TypeError(
-            "Argument `model_or_path` must be a Keras model or a path to a .keras or "
-            f".tflite file. Received: model_or_path={model_or_path!r} "
-            f"(of type {type(model_or_path).__name__})"
-        )
-    path = _check_file(model_or_path, "model_or_path", (".keras", ".tflite"))
-    if path.endswith(".keras"):
-        return ModelSummary(path, layer_stats(load_keras_file(path, "model_or_path")))
-    return ModelSummary(path, tflite_stats(path))

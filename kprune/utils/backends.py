@@ -30,6 +30,7 @@ import numpy as np
 
 from kprune._internal import functional
 
+
 def name():
     """The Keras backend: "tensorflow", "jax" or "torch"."""
     return keras.backend.backend()

@@ -6,9 +6,9 @@ import pytest
 from keras import layers as L
 
 import kprune
+from kprune.channels.channel_masks import update_channel_masks
 from kprune.channels.oneshot import keep_count
 from kprune.dependency.channel_graph import ChannelGraph
-from kprune.channels.gradual import update_channel_masks
 
 
 def _residual(seed=0):
@@ -126,7 +126,7 @@ def test_one_shot_update_masks_and_pruned_weights_stay_zero():
 def test_mask_writer_writes_what_the_wrappers_write_one_by_one():
     # The callback writes all masks in one call (`mask_writer`); the result
     # equals the one-by-one path's, masks and weights, at two sparsities.
-    from kprune.channels.gradual import mask_writer
+    from kprune.channels.channel_masks import mask_writer
 
     models = [kprune.prune_channels(_residual(), round_to=1) for _ in range(2)]
     wrappers = [[w for w in m.layers if isinstance(w, kprune.PruneChannels)] for m in models]
@@ -144,7 +144,7 @@ def test_mask_writer_is_traced_when_training_begins_not_at_a_pruning_turn():
     # UpdatePruningStep builds the channel state (graph, writer) in
     # on_train_begin and runs the writer once there, so the first pruning
     # turn does not trace; later fit calls reuse the same writer.
-    from kprune.channels import gradual
+    from kprune.channels import channel_masks
 
     x, y = _data(32)
     schedule = kprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=4, frequency=2)
@@ -153,14 +153,14 @@ def test_mask_writer_is_traced_when_training_begins_not_at_a_pruning_turn():
     callback = kprune.UpdatePruningStep()
     callback.set_model(pruned)
     callback.on_train_begin()
-    writer = gradual._CHANNEL_STATE[pruned][2]
+    writer = channel_masks._CHANNEL_STATE[pruned][2]
     assert writer._function.experimental_get_tracing_count() == 1
     # Warming wrote the masks as they were: nothing changed.
     for before, w in zip(weights, pruned.weights):
         np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(w))
     for _ in range(2):
         pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
-    assert gradual._CHANNEL_STATE[pruned][2] is writer
+    assert channel_masks._CHANNEL_STATE[pruned][2] is writer
     assert writer._function.experimental_get_tracing_count() == 1
     assert kprune.channel_sparsity(pruned)["c3"] == (32, 64)
 

@@ -11,8 +11,8 @@ from sklearn.linear_model import Lasso
 import kprune
 from kprune.criteria import least_squares as selection
 from kprune.criteria import sampling
-from kprune.dependency.channel_graph import ChannelGraph
 from kprune.criteria.reconstruction_criteria import ThiNetCriterion, consumers, layer_contributions
+from kprune.dependency.channel_graph import ChannelGraph
 
 L = keras.layers
 

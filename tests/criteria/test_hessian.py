@@ -106,7 +106,7 @@ def test_hessian_importance_is_trace_times_squared_norm_over_count():
     x, y = _data()
     graph = ChannelGraph(model)
     group = next(g for g in graph.groups if g.producers == ["fc"])
-    criterion = kprune.channels.DATA_CRITERIA["hessian"]("hessian", (x, y), LOSS, samples=400, max_batches=1)
+    criterion = kprune.criteria.catalog.DATA_CRITERIA["hessian"]("hessian", (x, y), LOSS, samples=400, max_batches=1)
     scores = criterion.bind(model)(graph, group)
     # Reference with the exact diagonal over fc's kernel column, bias and head's row.
     fc, head = model.get_layer("fc"), model.get_layer("head")

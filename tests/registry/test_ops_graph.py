@@ -10,8 +10,8 @@ from keras import ops
 
 import kprune
 from kprune._internal import functional
-from kprune.registry import ops as ops_rules
 from kprune.dependency.channel_graph import ChannelGraph
+from kprune.registry import ops as ops_rules
 
 
 def _np(x):

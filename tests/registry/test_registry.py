@@ -10,8 +10,7 @@ import pytest
 from keras import layers as L
 
 import kprune
-from kprune.registry import keras_layers
-from kprune.registry import rules
+from kprune.registry import keras_layers, rules
 from kprune.sparsity.prune import collect_wrappers
 
 

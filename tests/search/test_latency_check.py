@@ -16,9 +16,11 @@ import pytest
 
 import kprune
 from kprune.litert import runtime as litert
-from kprune.search.latency_table import MacsTimer
+from kprune.litert import timing
+from kprune.search.driver import uniform
 from kprune.search.latency_check import FileLatency, refit
-from kprune.search.driver import SearchResult, uniform
+from kprune.search.latency_table import MacsTimer
+from kprune.search.result import SearchResult
 
 L = keras.layers
 
@@ -178,7 +180,7 @@ def test_interleaved_latency_of_a_file_against_itself(setup, tmp_path):
     path = str(tmp_path / "dense.tflite")
     table.export(space.dense, path)
     sample = litert.random_samples(litert.input_specs(model))[0]
-    ms, reference_ms, ratio = litert.interleaved_latency(path, path, litert.io_names(model), sample, rounds=3,
+    ms, reference_ms, ratio = timing.interleaved_latency(path, path, litert.io_names(model), sample, rounds=3,
                                                          runs=20)
     assert ms > 0 and reference_ms > 0 and ratio > 0
 

@@ -12,10 +12,10 @@ import pytest
 
 import kprune
 from kprune.search.algorithms.annealing import assign_by_size, metropolis, perturb
-from kprune.search.evaluation import MaskedCopy, accuracy
 from kprune.search.algorithms.netadapt import propose, reduction_target, selection_key
-from kprune.search.driver import SearchResult
 from kprune.search.algorithms.sensitivity import allocate, loss_curves
+from kprune.search.evaluation import MaskedCopy, accuracy
+from kprune.search.result import SearchResult
 from kprune.search.space import SearchSpace
 
 L = keras.layers

@@ -227,8 +227,8 @@ def test_device_selection_matches_the_numpy_selection(rng, dtype, kind):
     import keras
     import ml_dtypes
 
-    from kprune.sparsity import smallest_device
     from kprune.sparsity import smallest as selection
+    from kprune.sparsity import smallest_device
 
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
     for n in (1, 7, 1000, 70001):

@@ -8,8 +8,6 @@ loaded without kprune, resumes with the same masks, is stripped (same
 outputs) and exported to a verified TFLite file.
 """
 
-import json
-import os
 import zipfile
 
 import keras
@@ -19,9 +17,9 @@ import pytest
 import kprune
 from kprune.registry import keras_layers
 from kprune.sparsity import in_place
-from kprune.sparsity.pruning_callbacks import pruning_scalars
 from kprune.sparsity.mask_math import target_zeros
 from kprune.sparsity.prune import pruned_layers
+from kprune.sparsity.pruning_callbacks import pruning_scalars
 
 try:
     import keras_hub

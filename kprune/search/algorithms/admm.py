@@ -42,10 +42,10 @@ Example:
 import keras
 import numpy as np
 
-from kprune.utils import backends
 from kprune.search.algorithms.admm_sets import channel_blocks, channel_keep_mask, channel_scores, project, weight_blocks
-from kprune.sparsity.prune import collect_wrappers
 from kprune.search.space import SearchSpace
+from kprune.sparsity.prune import collect_wrappers
+from kprune.utils import backends
 
 ops = keras.ops
 

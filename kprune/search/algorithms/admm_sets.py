@@ -21,7 +21,7 @@ import numpy as np
 from kprune._internal import functional
 from kprune.channels.oneshot import rows_of
 from kprune.registry.rules import prunable_weights
-from kprune.sparsity.pruning_schedule import check_sparsity
+from kprune.utils.validation import check_sparsity
 
 ops = keras.ops
 

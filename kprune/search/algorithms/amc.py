@@ -35,11 +35,11 @@ actions; after them, each stored transition triggers one DDPG update
 import numpy as np
 
 from kprune.channels.oneshot import reduced_copy
-from kprune.search.algorithms.ddpg import DDPG
-from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.methods.reconstruction import reconstruct as reconstruct_layers
-from kprune.search.rescale import fill_budget, rounding_priority
+from kprune.search.algorithms.ddpg import DDPG
 from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.evaluation import MaskedCopy, data_evaluator
+from kprune.search.rescale import fill_budget, rounding_priority
 from kprune.stats.keras_stats import layer_stats
 
 FEATURES = ("index", "type", "c_in", "c_out", "stride", "kernel", "macs", "reduced", "rest", "previous_action")

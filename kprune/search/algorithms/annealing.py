@@ -34,9 +34,9 @@ for a selective search. Rejections do not cool, so cap the evaluations
 
 import numpy as np
 
+from kprune.search.driver import SearchRun, make_result, space_and_constraint
 from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
 
 
 def assign_by_size(values, sizes):

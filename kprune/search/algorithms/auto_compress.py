@@ -28,12 +28,12 @@ stopped, or, if ADMM was running, at the start of that round's ADMM phase
 
 import numpy as np
 
+from kprune.channels.oneshot import reduced_copy
 from kprune.search.algorithms.admm import ADMM
 from kprune.search.algorithms.annealing import assign_by_size, metropolis, perturb
-from kprune.channels.oneshot import reduced_copy
+from kprune.search.driver import SearchRun, make_result, space_and_constraint
 from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
 
 
 def round_targets(targets, dense, iteration, num_iterations):

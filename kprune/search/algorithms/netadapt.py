@@ -26,8 +26,8 @@ Selection (`selection=`): "accuracy" keeps the proposal with the best score
 import numpy as np
 
 from kprune.channels.oneshot import reduced_copy
-from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.evaluation import MaskedCopy, data_evaluator
 
 
 def reduction_target(previous_load, dense_load, initial_reduction, decay, iteration):

@@ -24,10 +24,10 @@ import warnings
 
 import numpy as np
 
+from kprune.search.driver import SearchRun, constraint_for, make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.latency_check import check_options
 from kprune.search.rescale import fill_budget
-from kprune.search.driver import SearchRun, constraint_for, make_result
 from kprune.search.space import SearchSpace
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
