@@ -12,7 +12,6 @@
   equal the masked model's. Given a plan, it removes the plan's channels.
 """
 
-import warnings
 
 import keras
 import numpy as np
@@ -24,6 +23,7 @@ from kprune.dependency.channel_plan import ChannelPlan
 from kprune.registry import keras_layers
 from kprune.sparsity import in_place
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
+from kprune.utils import user_warnings
 from kprune.utils.validation import check_round_to, check_sparsity
 
 
@@ -274,7 +274,7 @@ def _warn_nothing_pruned(base, plan, function):
                "sparsity)), or train under kprune.prune_channels; or pass the plan: "
                "kprune.remove_channels(model, plan).")
     result = "an unchanged copy" if function == "mask_channels" else "a copy of the same size"
-    warnings.warn(f"{what}, so {function} returns {result}. {fix}", UserWarning, stacklevel=3)
+    user_warnings.warn(f"{what}, so {function} returns {result}. {fix}", UserWarning)
 
 
 def mask_channels(model, plan):

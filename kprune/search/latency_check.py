@@ -31,7 +31,7 @@ a `UserWarning`; `result.met` is False when that plan's file is above the
 budget by more than the tolerance.
 
 Every search runs this loop before it returns when its budget has a latency
-target (`kprune.search.make_result`; `check_latency=False` skips it), so
+target (`kprune.search.driver.make_result`; `check_latency=False` skips it), so
 the plan a search returns is the checked one.
 
 Measurements are relative by default: `FileLatency` exports the pruned and

@@ -29,13 +29,11 @@ Example:
 """
 
 import json
-import os
-import sys
-import warnings
 
 import numpy as np
 
 from kprune.dependency.channel_plan import ChannelPlan
+from kprune.utils import user_warnings
 
 LIMITS = ("max_evaluations", "max_time", "max_iterations")
 _EPSILON = 1e-9
@@ -177,7 +175,7 @@ def describe_stop(result):
 
 def result_for(method, space, constraint, widths, score, run, stopped, model=None, plan=None, extra=None):
     """A `SearchResult` for `widths` of `space` under `constraint` (`run`: the
-    `kprune.search.SearchRun`, for the log, evaluations and time, or None)."""
+    `kprune.search.driver.SearchRun`, for the log, evaluations and time, or None)."""
     widths = np.asarray(widths)
     result = SearchResult(
         method=method, plan=plan if plan is not None else space.plan(widths),
@@ -235,20 +233,10 @@ def missed_message(result):
     return None
 
 
-def _caller_outside_kprune():
-    """The `stacklevel` (for a warning issued by this module's caller's caller
-    chain) of the first frame outside the kprune package."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def warn_if_missed(result):
     """Warn (`UserWarning`, pointing at the user's call) if `missed_message`
     has something to say. Returns the message or None."""
     message = missed_message(result)
     if message:
-        warnings.warn(message, UserWarning, stacklevel=_caller_outside_kprune())
+        user_warnings.warn(message, UserWarning)
     return message

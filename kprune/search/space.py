@@ -3,7 +3,7 @@
 A `SearchSpace` lists the channel groups a search may shrink (the prunable
 groups of `kprune.dependency.channel_graph.ChannelGraph`, minus excluded ones) and, for each, the
 widths it may take: multiples of `round_to` below its channel count, plus the
-count itself (`kprune.channels.keep_count` gives the same widths). A point of
+count itself (`kprune.channels.oneshot.keep_count` gives the same widths). A point of
 the space is an integer vector `widths` (one entry per searched group); it
 converts to and from per-group pruning ratios `1 - width / channels` and to a
 `kprune.ChannelPlan` that prunes the lowest-scoring channels of each group.
@@ -43,7 +43,7 @@ from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def allowed_widths(n, round_to):
-    """The widths `kprune.channels.keep_count` gives a group of `n` channels
+    """The widths `kprune.channels.oneshot.keep_count` gives a group of `n` channels
     (multiples of `round_to` below `n`), and `n` itself (which keep_count
     rounds away when `n % round_to < round_to / 2`).
 

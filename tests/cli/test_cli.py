@@ -24,7 +24,7 @@ def test_demo_runs_the_whole_pipeline(capsys, tmp_path):
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in out.err  # progress goes to stderr
     # The README shows the same lines (its figures come from the default run).
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
         readme = f.read()
     block = readme[readme.index("```\nlayer        weight"):].split("```")[1]
 

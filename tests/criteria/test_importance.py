@@ -9,6 +9,7 @@ from keras import layers as L
 
 import kprune
 from kprune.criteria import importance
+from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
 
 
@@ -58,8 +59,8 @@ def test_activation_statistics_match_numpy():
     graph = ChannelGraph(model)
     group = _group(graph, "fc")
     fc_out = keras.Model(model.inputs, model.get_layer("fc").output).predict(x, verbose=0)
-    apoz = importance.get("apoz", data=x)
-    mean = importance.get("mean_activation", data=x)
+    apoz = catalog.get("apoz", data=x)
+    mean = catalog.get("mean_activation", data=x)
     np.testing.assert_allclose(apoz(graph, group), 1 - (fc_out == 0).mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(mean(graph, group), np.abs(fc_out).mean(axis=0), rtol=1e-5)
 
@@ -70,7 +71,7 @@ def test_taylor_equals_the_group_first_order_term():
     x, y = _data(64)
     graph = ChannelGraph(model)
     group = _group(graph, "fc")
-    criterion = importance.get("taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)).bind(model)
+    criterion = catalog.get("taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)).bind(model)
     scores = criterion(graph, group)
     # Reference: per batch of 64, (sum over fc's column, bias and head's row of g * w)^2.
     fc, head = model.get_layer("fc"), model.get_layer("head")

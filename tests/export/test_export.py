@@ -15,7 +15,7 @@ import kprune
 from kprune.export import convert as convert_lib
 from kprune.export import exporter as export_lib
 from kprune.export.exporter import ExportReport, export_tflite
-from kprune.stats.keras_stats import summary
+from kprune.stats import summary
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
 from kprune.criteria import importance  # noqa: E402
+from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph  # noqa: E402
 from kprune.sparsity.prune import collect_wrappers  # noqa: E402
 
@@ -80,7 +81,7 @@ def masks(out_path):
     kprune.update_masks(channels, sparsity=0.5)
     _masks(channels, "channels", out)
     x, y = data()
-    criterion = importance.get(
+    criterion = catalog.get(
         "taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     ).bind(base)
     graph = ChannelGraph(base)

@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_architectures.py"
+_PATH = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_architectures.py"
 _spec = importlib.util.spec_from_file_location("bench_architectures", _PATH)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)

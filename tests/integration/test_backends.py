@@ -34,7 +34,7 @@ INSTALLED = [
 
 def _run(backend, *args, **env):
     environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **env)
-    root = os.path.dirname(HERE)
+    root = os.path.dirname(os.path.dirname(HERE))
     environment["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, environment.get("PYTHONPATH")) if p
     )
@@ -209,7 +209,7 @@ def test_activity_regularizer_of_a_wrapped_layer_adds_its_loss():
 
 def _readme_block(marker):
     """The README's python code block that contains `marker`."""
-    with open(os.path.join(os.path.dirname(HERE), "README.md")) as f:
+    with open(os.path.join(os.path.dirname(os.path.dirname(HERE)), "README.md")) as f:
         blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
     found = [b for b in blocks if marker in b]
     assert len(found) == 1, marker

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import kprune
 from kprune.stats import keras_stats as summary_lib
-from kprune.stats.keras_stats import LayerStats, ModelSummary, count_macs, count_params, layer_stats, summary
+from kprune.stats import LayerStats, ModelSummary, count_macs, count_params, layer_stats, summary
 
 
 def _model():

@@ -20,7 +20,6 @@ allocation never goes where the scan did not look.
 """
 
 import json
-import warnings
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.latency_check import check_options
 from kprune.search.rescale import fill_budget
 from kprune.search.space import SearchSpace
+from kprune.utils import user_warnings
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -315,10 +315,10 @@ def sensitivity(
     if stopped:  # incomplete: resume with the same state_path
         run.save(result={"method": "sensitivity", "met": False, "stopped": stopped, "scanned": result.scanned,
                          "candidates": candidates})
-        warnings.warn(
+        user_warnings.warn(
             f"sensitivity stopped at its limit `{stopped}` after {result.scanned} of {candidates} candidates: "
             f"the scan is incomplete{' and no plan was allocated (result.plan is None)' if budget else ''}. "
-            f"Raise `{stopped}` and run again with the same `state_path` to resume.", UserWarning, stacklevel=2)
+            f"Raise `{stopped}` and run again with the same `state_path` to resume.", UserWarning)
         return result
     if budget is not None:
         result.allocation = allocate_scan(result, space, budget, latency, run, check_latency, verbose)
