@@ -52,7 +52,7 @@ def one_repeat(index):
     import keras
 
     import kprune
-    from kprune.search.driver import uniform
+    from kprune.search import uniform
     from kprune.search.latency_check import FileLatency
 
     model = small_cnn(keras)

@@ -194,7 +194,7 @@ def run_model(name, settings, data, workdir, methods=METHODS):
     import kprune
     from kprune.litert import runtime as litert
     from kprune.litert import timing
-    from kprune.search.driver import uniform
+    from kprune.search import uniform
     from kprune.search.evaluation import accuracy as accuracy_on
 
     keras.utils.set_random_seed(0)

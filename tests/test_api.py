@@ -101,7 +101,7 @@ NAMESPACES = {
     "methods": {"reconstruct", "prune_and_reconstruct", "prune_layerwise", "fine_tuner", "distiller",
                 "structure_selection", "StructureSparsity", "BranchScale", "ResidualBranch", "residual_branches",
                 "remove_branches", "branch_scales"},
-    "search": {"Budget", "SearchSpace", "SearchResult", "SensitivityResult", "LatencyTable", "MacsTimer",
+    "search": {"Budget", "SearchOptions", "SearchSpace", "SearchResult", "SensitivityResult", "LatencyTable", "MacsTimer",
                "match_latency", "uniform", "accuracy", "sensitivity", "netadapt", "simulated_annealing", "ADMM",
                "admm", "amc", "auto_compress"},
     "export": {"export_tflite", "ExportReport", "evaluate_tflite", "TFLiteEvaluation"},

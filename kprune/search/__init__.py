@@ -4,10 +4,11 @@
 predict parameters, MACs and latency), `rescale` (budget arithmetic on width
 vectors), `latency_table` (NetAdapt's per-layer LiteRT lookup table) and
 `latency_check` (latency budgets checked on the exported file), `result`
-(`SearchResult`), `driver` (what every search shares: its run, progress,
-limits, state file, and the uniform baseline), `evaluation` (scoring
-candidates), and `algorithms/`, one module per search: sensitivity,
-NetAdapt, simulated annealing, ADMM, AutoCompress, AMC (with its DDPG agent).
+(`SearchResult`), `options` (`SearchOptions`: the settings every search
+shares, documented once), `driver` (the run every search drives: progress,
+limits, log, state file, and how it ends), `evaluation` (scoring
+candidates), and `algorithms/`, one module per search: the uniform
+baseline, sensitivity, NetAdapt, simulated annealing, ADMM, AutoCompress, AMC (with its DDPG agent).
 
 May import: every subpackage up to `kprune.export`.
 """
@@ -18,11 +19,12 @@ from kprune.search.algorithms.annealing import simulated_annealing
 from kprune.search.algorithms.auto_compress import auto_compress
 from kprune.search.algorithms.netadapt import netadapt
 from kprune.search.algorithms.sensitivity import SensitivityResult, sensitivity
+from kprune.search.algorithms.uniform import uniform
 from kprune.search.budget import Budget
-from kprune.search.driver import uniform
 from kprune.search.evaluation import accuracy
 from kprune.search.latency_check import match_latency
 from kprune.search.latency_table import LatencyTable, MacsTimer
+from kprune.search.options import SearchOptions
 from kprune.search.result import SearchResult
 from kprune.search.space import SearchSpace
 
@@ -31,6 +33,7 @@ __all__ = [
     "Budget",
     "LatencyTable",
     "MacsTimer",
+    "SearchOptions",
     "SearchResult",
     "SearchSpace",
     "SensitivityResult",

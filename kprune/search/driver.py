@@ -19,8 +19,9 @@
   `result.met` written to the log, and a `UserWarning` when the plan misses
   the budget (a search stopped by `max_evaluations`/`max_time` above it, a
   latency check that did not land).
-* `uniform(...)` -- the baseline: one ratio for every group, the smallest
-  that meets the budget.
+
+The searches take these settings through `kprune.search.options.SearchOptions`;
+the uniform baseline is `kprune.search.algorithms.uniform`.
 
 The state file also holds a fingerprint of the model, the searched groups,
 the budget and the settings; resuming with anything different raises rather
@@ -28,16 +29,11 @@ than mixing two searches. NumPy arrays that a search must keep (NetAdapt's
 fine-tuned weights) go to a side file `<state_path>.<n>.npz` that the JSON
 names, written before it.
 
-Example:
+Example (a search's run: limits, progress and log):
 
->>> import keras, kprune
->>> from kprune.search.driver import uniform
->>> model = keras.Sequential([keras.Input((8, 8, 3)),
-...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
-...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])
->>> result = uniform(model, kprune.Budget(macs=0.5))
->>> result.widths, result.met
-({'c1': 24, 'c2': 16}, True)
+>>> run = SearchRun("my_search", {"settings": 1}, max_evaluations=2, verbose=0)
+>>> run.max_evaluations, run.evaluations, run.state
+(2, 0, {})
 """
 
 import glob
@@ -46,11 +42,8 @@ import json
 import os
 import time
 
-import numpy as np
-
 from kprune.search.budget import Budget, Constraint
 from kprune.search.latency_check import check_options, closed_loop
-from kprune.search.rescale import fill_budget, rounding_priority, scale_to_budget
 from kprune.search.result import result_for, warn_if_missed
 from kprune.search.space import SearchSpace
 from kprune.utils import atomic
@@ -255,43 +248,3 @@ def constraint_for(space, budget, latency, verbose=0):
             f"budget={budget!r} and total_sparsity={space.total_sparsity}"
         )
     return Constraint(space, budget, latency=latency, verbose=verbose)
-
-
-def uniform(model, budget, round_to=8, exclude=(), config_list=None, latency=None, fill=True, check_latency=True,
-            verbose=1):
-    """The same pruning ratio for every group: the smallest that meets `budget`.
-
-    Args:
-        model: a Sequential or Functional Keras model.
-        budget: a `kprune.Budget`.
-        round_to, exclude, config_list: as for `kprune.simulated_annealing`.
-        latency: the `kprune.LatencyTable` for latency budgets (default: built).
-        fill: repair the rounding to `round_to` steps with `kprune.search.rescale.fill_budget`
-            (the groups that lost most to rounding widen one step while the
-            budget allows), so the result sits at the budget rather than up
-            to a step of every group below it. Defaults to True.
-        check_latency: check a latency budget on the exported file, as for
-            `kprune.simulated_annealing`. Defaults to True.
-        verbose: progress of the latency table and check (1) or none (0).
-            Defaults to 1.
-
-    Returns:
-        A `SearchResult` (not evaluated: `score` is None).
-    """
-    started = time.perf_counter()
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             check_latency=check_latency, verbose=verbose)
-    # Ratios beyond a group's narrowest width snap to it.
-    c, widths = scale_to_budget(np.ones(len(space)), constraint.load, np.full(len(space), 0.999999),
-                                space.widths_from_ratios)
-    stopped = "budget met"
-    if widths is None:
-        widths, stopped = space.min_widths, "unreachable"
-    elif fill:
-        widths = fill_budget(widths, space.allowed, constraint.load, rounding_priority(space, np.full(len(space), c)))
-    seconds = time.perf_counter() - started
-    result = make_result("uniform", space, constraint, widths, None, None, stopped,
-                         extra={"ratio": None if c is None else float(c)}, check_latency=check_latency,
-                         verbose=verbose)
-    result.seconds += seconds
-    return result

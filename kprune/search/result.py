@@ -17,7 +17,7 @@ the budget, `m <= B (1 + tolerance)`.
 Example:
 
 >>> import keras, kprune
->>> from kprune.search.driver import uniform
+>>> from kprune.search.algorithms.uniform import uniform
 >>> model = keras.Sequential([keras.Input((8, 8, 3)),
 ...     keras.layers.Conv2D(32, 3, name="c1"), keras.layers.Conv2D(32, 3, name="c2"),
 ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, name="head")])

@@ -17,7 +17,7 @@ import pytest
 import kprune
 from kprune.litert import runtime as litert
 from kprune.litert import timing
-from kprune.search.driver import uniform
+from kprune.search import uniform
 from kprune.search.latency_check import FileLatency, refit
 from kprune.search.latency_table import MacsTimer
 from kprune.search.result import SearchResult

@@ -374,3 +374,29 @@ def test_progress_bars_show_known_totals_and_end_their_line(capsys):
     kprune.sensitivity(model, kept_norm, ratios=(0.25, 0.5, 0.75, 0.76), round_to=2)
     out = capsys.readouterr().out
     assert final_frame(out).startswith("10/10") and out.endswith("\n")
+
+
+# ---------------------------------------------------------------- the settings every search shares
+
+
+def test_search_options_are_shared_and_keywords_override_them():
+    model = _model()
+    shared = kprune.search.SearchOptions(round_to=2, max_evaluations=3, verbose=0)
+    by_object = kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, options=shared)
+    by_keywords = kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, round_to=2, max_evaluations=3,
+                                             verbose=0)
+    assert by_object.widths == by_keywords.widths and by_object.evaluations == 3
+    overridden = kprune.simulated_annealing(model, kprune.Budget(macs=0.5), kept_norm, options=shared,
+                                            max_evaluations=2)
+    assert overridden.evaluations == 2 and shared.max_evaluations == 3  # the object is not changed
+
+
+def test_a_misspelt_shared_setting_is_an_error_not_ignored():
+    with pytest.raises(TypeError, match=r"netadapt\(\) got unexpected keyword argument\(s\) 'round_too'.*the shared "
+                                        r"ones are importance, round_to"):
+        kprune.netadapt(_model(), kprune.Budget(macs=0.5), kept_norm, round_too=2)
+    with pytest.raises(TypeError, match="Argument `options` must be a kprune.search.SearchOptions or None. Received: "
+                                        "options={'round_to': 2}"):
+        kprune.amc(_model(), kprune.Budget(macs=0.5), kept_norm, options={"round_to": 2})
+    with pytest.raises(ValueError, match=r"Argument `seed` must be an integer >= 0. Received: seed=-1"):
+        kprune.search.SearchOptions(seed=-1)

@@ -37,8 +37,9 @@ import numpy as np
 from kprune.channels.oneshot import reduced_copy
 from kprune.methods.reconstruction import reconstruct as reconstruct_layers
 from kprune.search.algorithms.ddpg import DDPG
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.driver import make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
+from kprune.search.options import SearchOptions
 from kprune.search.rescale import fill_budget, rounding_priority
 from kprune.stats.keras_stats import layer_stats
 
@@ -162,21 +163,10 @@ def amc(
     batch_size=64,
     init_delta=0.5,
     delta_decay=0.95,
-    importance="l2",
-    round_to=8,
-    exclude=(),
-    config_list=None,
-    max_ratio=0.8,
     reconstruct=None,
     reconstruct_images=64,
-    latency=None,
-    seed=0,
-    max_evaluations=None,
-    max_time=None,
-    state_path=None,
-    log_path=None,
-    verbose=1,
-    check_latency=True,
+    options=None,
+    **shared,
 ):
     """Search per-group widths under a budget with AMC's DDPG agent.
 
@@ -191,14 +181,6 @@ def amc(
         hidden / lr_actor / lr_critic / tau / discount / batch_size /
             init_delta / delta_decay: the agent's settings (`kprune.search.algorithms.ddpg.DDPG`;
             defaults are AMC's: (300, 300), 1e-4, 1e-3, 0.01, 1.0, 64, 0.5, 0.95).
-        importance: the criterion choosing channels within a group. Defaults to "l2".
-        round_to / exclude / config_list / latency: as for
-            `kprune.simulated_annealing` (a `LatencyTable` may be built on a
-            `SearchSpace` without `max_ratio`).
-        max_ratio: the largest fraction of any group's channels an action
-            removes, in (0, 1), or None for no bound (down to `round_to`
-            channels). Defaults to 0.8: AMC's code keeps at least
-            `lbound = 0.2` of every layer.
         reconstruct: calibration inputs (an array, a tuple of arrays or
             `(x, y)`) to refit the layers that read pruned channels by least
             squares (`kprune.reconstruct`, He et al. ICCV 2017) before every
@@ -210,16 +192,11 @@ def amc(
             per pruned layer and episode. Defaults to None (no reconstruction).
         reconstruct_images: images of `reconstruct` sampled per refit.
             Defaults to 64.
-        seed: seeds the agent and every draw. Defaults to 0.
-        max_evaluations / max_time: limits (episodes, seconds).
-        state_path: a JSON state file (the agent's arrays go beside it); an
-            interrupted search given the same file resumes at the episode
-            where it stopped. Defaults to None.
-        log_path: a JSON file listing every episode. Defaults to None.
-        verbose: 1 for progress bars (the search's: the best reward, "of
-            budget" as for `kprune.simulated_annealing`). Defaults to 1.
-        check_latency: the latency check on the exported file, as for
-            `kprune.simulated_annealing`. Defaults to True.
+        options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
+        **shared: any `SearchOptions` setting by name (`importance`, `round_to`, `exclude`, `config_list`,
+            `max_ratio`, `latency`, `seed`, `max_evaluations`, `max_time`, `state_path`, `log_path`,
+            `verbose`, `check_latency`), overriding `options`; see `kprune.search.SearchOptions`.
+            `max_ratio` defaults to 0.8 here (AMC's lbound 0.2); `seed` seeds the agent and every draw.
 
     Returns:
         A `kprune.search.SearchResult` for the best episode.
@@ -236,22 +213,17 @@ def amc(
     >>> result.evaluations, result.load <= 1.0
     (6, True)
     """
+    opts = SearchOptions.resolve("amc", options, shared, defaults={"max_ratio": 0.8})
+    max_ratio, seed = opts.max_ratio, opts.seed
     for name, value in (("episodes", episodes), ("warmup", warmup)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "episodes" else 0):
             raise ValueError(f"Argument `{name}` must be an int >= {1 if name == 'episodes' else 0}. "
                              f"Received: {name}={value!r}")
-    if max_ratio is not None and (isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float))
-                                  or not 0.0 < max_ratio < 1.0):
-        raise ValueError("Argument `max_ratio` must be a number in (0, 1) (the largest fraction of a group's "
-                         "channels removed; AMC's lbound 0.2 is max_ratio=0.8) or None for no bound. "
-                         f"Received: max_ratio={max_ratio!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio,
-                                             check_latency=check_latency, verbose=verbose)
+    space, constraint = opts.space_and_constraint(model, budget)
     if not constraint.met(space.min_widths):
         raise ValueError(
-            f"No widths meet {constraint.budget} with this model's groups (round_to={round_to}): the "
+            f"No widths meet {constraint.budget} with this model's groups (round_to={opts.round_to}): the "
             "budget is below what the narrowest widths give."
         )
     env = Episode(space, constraint)
@@ -262,8 +234,7 @@ def amc(
                 "warmup": warmup, "agent": [list(hidden), lr_actor, lr_critic, tau, discount, batch_size,
                                             init_delta, delta_decay], "importance": space.importance,
                 "reconstruct": None if reconstruct is None else int(reconstruct_images)}
-    run = SearchRun("amc", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    target=min(episodes, max_evaluations or episodes), budget=constraint.budget)
+    run = opts.run("amc", settings, target=min(episodes, opts.max_evaluations or episodes), budget=constraint.budget)
     state = run.state
     if run.resumed:
         agent.set_state(run.load_arrays(), state["agent"])
@@ -311,7 +282,7 @@ def amc(
     return make_result("amc", space, constraint, best, state["best"]["score"], run, stopped, model=model_out,
                        extra={"episode": state["best"]["episode"], "episodes": state["episode"],
                               "max_ratio": max_ratio, "reconstruct": reconstruct is not None},
-                       check_latency=check_latency, evaluate=evaluate if reconstruct is None else None)
+                       check_latency=opts.check_latency, evaluate=evaluate if reconstruct is None else None)
 
 
 def pruned_model(copy, space, widths, data=None, images=64):

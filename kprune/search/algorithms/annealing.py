@@ -34,8 +34,9 @@ for a selective search. Rejections do not cool, so cap the evaluations
 
 import numpy as np
 
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.driver import make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
+from kprune.search.options import SearchOptions
 from kprune.search.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
 
 
@@ -104,19 +105,8 @@ def simulated_annealing(
     cool_down_rate=0.9,
     perturbation_magnitude=0.35,
     energy_scale=1.0,
-    importance="l2",
-    round_to=8,
-    exclude=(),
-    config_list=None,
-    max_ratio=None,
-    latency=None,
-    seed=0,
-    max_evaluations=None,
-    max_time=None,
-    state_path=None,
-    log_path=None,
-    verbose=1,
-    check_latency=True,
+    options=None,
+    **shared,
 ):
     """Search per-group pruning ratios under a budget by simulated annealing.
 
@@ -132,32 +122,11 @@ def simulated_annealing(
             perturbation_magnitude: NNI's settings (defaults 100 / 20 / 0.9 / 0.35).
         energy_scale: multiplies score differences in the acceptance rule.
             Defaults to 1 (NNI); see the module docstring.
-        importance: the base criterion choosing channels within a group.
-            Defaults to "l2".
-        round_to: widths are multiples of this. Defaults to 8.
-        exclude / config_list: layers that keep their width, or NNI's
-            config_list ('max_sparsity_per_layer' caps groups).
-        max_ratio: the largest ratio of any group. Defaults to None.
-        latency: the `kprune.LatencyTable` for latency budgets (default: built
-            for the model, or read from its on-disk cache).
-        seed: seeds every random draw. Defaults to 0.
-        max_evaluations / max_time: limits (None: until cooled).
-        state_path: a JSON state file; an interrupted search given the same
-            file resumes where it stopped. Defaults to None.
-        log_path: a JSON file listing every candidate, and at the end the
-            verdict (`"result"`: met, stopped, ...). Defaults to None.
-        verbose: 1 for progress bars: the latency table's (when it is
-            built), the search's (the best score, and "of budget": the
-            candidate's predicted resources over the budget, at most 1 when
-            met; the total is `max_evaluations` when given, else unknown:
-            rejections do not cool) and the latency check's. Defaults to 1.
-        check_latency: with a latency budget, check the chosen plan on its
-            exported file and re-fit it until it lands within 3% of the
-            budget (`kprune.match_latency`, run with the `LatencyTable`'s
-            clock) before returning. True (default), False to return the
-            table's prediction unchecked, or a dict of `kprune.match_latency`
-            keyword arguments (`{"tolerance": 0.02, "timer": ...}`). Every
-            search takes it.
+        options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
+        **shared: any `SearchOptions` setting by name (`importance`, `round_to`, `exclude`, `config_list`,
+            `max_ratio`, `latency`, `seed`, `max_evaluations`, `max_time`, `state_path`, `log_path`,
+            `verbose`, `check_latency`), overriding `options`; see `kprune.search.SearchOptions`.
+            Without `max_evaluations` the bar's total is unknown: rejections do not cool.
 
     Returns:
         A `kprune.search.SearchResult` for the best candidate (the re-fitted
@@ -176,6 +145,8 @@ def simulated_annealing(
     >>> result.evaluations, result.load <= 1.0
     (10, True)
     """
+    opts = SearchOptions.resolve("simulated_annealing", options, shared)
+    seed = opts.seed
     for name, value in (("start_temperature", start_temperature), ("stop_temperature", stop_temperature),
                         ("perturbation_magnitude", perturbation_magnitude), ("energy_scale", energy_scale)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -188,16 +159,13 @@ def simulated_annealing(
     if not 0 < cool_down_rate < 1:
         raise ValueError(f"Argument `cool_down_rate` must be in (0, 1). Received: cool_down_rate={cool_down_rate!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio,
-                                             check_latency=check_latency, verbose=verbose)
+    space, constraint = opts.space_and_constraint(model, budget)
     sizes = constraint.sizes()
     limits = max_ratios(space)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "T": [start_temperature, stop_temperature, cool_down_rate], "m": perturbation_magnitude,
                 "energy_scale": energy_scale, "importance": space.importance}
-    run = SearchRun("simulated_annealing", settings, state_path, log_path, max_evaluations, max_time,
-                    verbose, budget=constraint.budget)
+    run = opts.run("simulated_annealing", settings, budget=constraint.budget)
     state = run.state
     copy = MaskedCopy(space)
 
@@ -219,7 +187,7 @@ def simulated_annealing(
         ratios, widths = feasible_candidate(initial, sizes, constraint.load, limits, space, rng)
         if widths is None:
             raise ValueError(
-                f"No ratios meet {constraint.budget} with this model's groups (round_to={round_to}): "
+                f"No ratios meet {constraint.budget} with this model's groups (round_to={opts.round_to}): "
                 "the budget is below what the narrowest widths give."
             )
         score = score_of(widths)
@@ -260,4 +228,4 @@ def simulated_annealing(
         raise ValueError("The search stopped before evaluating any candidate: raise `max_evaluations`/`max_time`.")
     best = space.from_description(state["best"]["widths"])
     return make_result("simulated_annealing", space, constraint, best, state["best"]["score"], run, stopped,
-                       extra={"temperature": state["temperature"]}, check_latency=check_latency, evaluate=evaluate)
+                       extra={"temperature": state["temperature"]}, check_latency=opts.check_latency, evaluate=evaluate)

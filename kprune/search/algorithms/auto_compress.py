@@ -31,8 +31,9 @@ import numpy as np
 from kprune.channels.oneshot import reduced_copy
 from kprune.search.algorithms.admm import ADMM
 from kprune.search.algorithms.annealing import assign_by_size, metropolis, perturb
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.driver import make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
+from kprune.search.options import SearchOptions
 from kprune.search.rescale import fill_budget, max_ratios, rounding_priority, scale_to_budget
 
 
@@ -88,19 +89,8 @@ def auto_compress(
     admm_training_epochs=5,
     rho=1e-4,
     fine_tune_epochs=0,
-    importance="l2",
-    round_to=8,
-    exclude=(),
-    config_list=None,
-    max_ratio=None,
-    latency=None,
-    seed=0,
-    max_evaluations=None,
-    max_time=None,
-    state_path=None,
-    log_path=None,
-    verbose=1,
-    check_latency=True,
+    options=None,
+    **shared,
 ):
     """AutoCompress: rounds of (annealing picks widths -> ADMM reaches them -> hard prune).
 
@@ -121,14 +111,11 @@ def auto_compress(
         admm_num_iterations / admm_training_epochs / rho: ADMM rounds, epochs
             per round and penalty. Defaults to 30 / 5 / 1e-4 (NNI).
         fine_tune_epochs: masked fine-tune after each hard prune. Defaults to 0.
-        importance / round_to / exclude / config_list / max_ratio / latency:
-            as for `kprune.simulated_annealing`.
-        seed: seeds the annealing. Defaults to 0 (`train` seeds its own training).
-        max_evaluations / max_time: limits on all evaluations and on this
-            session's seconds (checked between evaluations and before ADMM).
-        state_path / log_path / verbose / check_latency: resumable state,
-            JSON log, progress bars and the latency check on the exported
-            file, as for `kprune.simulated_annealing`.
+        options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
+        **shared: any `SearchOptions` setting by name (`importance`, `round_to`, `exclude`, `config_list`,
+            `max_ratio`, `latency`, `seed`, `max_evaluations`, `max_time`, `state_path`, `log_path`,
+            `verbose`, `check_latency`), overriding `options`; see `kprune.search.SearchOptions`.
+            `seed` seeds the annealing (`train` seeds its own training).
 
     Returns:
         A `kprune.search.SearchResult`; `.model` is the pruned model (channels
@@ -155,6 +142,8 @@ def auto_compress(
     >>> result.load <= 1.0, kprune.count_macs(result.model) <= 0.5 * kprune.count_macs(model)
     (True, True)
     """
+    opts = SearchOptions.resolve("auto_compress", options, shared)
+    seed = opts.seed
     if not callable(train):
         raise ValueError(f"Argument `train` must be a callable `train(model, epochs, callbacks)`. Received: {train!r}")
     for name, value in (("num_iterations", num_iterations), ("admm_num_iterations", admm_num_iterations),
@@ -168,19 +157,16 @@ def auto_compress(
             "Arguments `stop_temperature` and `start_temperature` must satisfy 0 < stop < start. Received: "
             f"stop_temperature={stop_temperature!r}, start_temperature={start_temperature!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, max_ratio=max_ratio,
-                                             check_latency=check_latency, verbose=verbose)
+    space, constraint = opts.space_and_constraint(model, budget)
     if not constraint.met(space.min_widths):
-        raise ValueError(f"No widths meet {constraint.budget} with this model's groups (round_to={round_to}).")
+        raise ValueError(f"No widths meet {constraint.budget} with this model's groups (round_to={opts.round_to}).")
     sizes, limits = constraint.sizes(), max_ratios(space)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "rounds": num_iterations, "T": [start_temperature, stop_temperature, cool_down_rate],
                 "m": perturbation_magnitude, "energy_scale": energy_scale, "sa_max": sa_max_evaluations,
                 "admm": [admm_num_iterations, admm_training_epochs, rho, fine_tune_epochs],
                 "importance": space.importance}
-    run = SearchRun("auto_compress", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    budget=constraint.budget)
+    run = opts.run("auto_compress", settings, budget=constraint.budget)
     state = run.state
     copy = MaskedCopy(space)
     weights = (run.load_arrays() if run.resumed else None) or list(copy.base)
@@ -232,7 +218,7 @@ def auto_compress(
     pruned = reduced_copy(copy.apply(plan, weights), plan)
     return make_result("auto_compress", space, constraint, widths, state["score"], run, stopped or "done",
                        model=pruned, plan=plan, extra={"iterations": state["iteration"] - 1},
-                       check_latency=check_latency)
+                       check_latency=opts.check_latency)
 
 
 def anneal(state, run, space, sizes, load, limits, cap, score_of, seed, start_temperature, stop_temperature,

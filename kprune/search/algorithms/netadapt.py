@@ -26,8 +26,9 @@ Selection (`selection=`): "accuracy" keeps the proposal with the best score
 import numpy as np
 
 from kprune.channels.oneshot import reduced_copy
-from kprune.search.driver import SearchRun, make_result, space_and_constraint
+from kprune.search.driver import make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
+from kprune.search.options import SearchOptions
 
 
 def reduction_target(previous_load, dense_load, initial_reduction, decay, iteration):
@@ -95,19 +96,9 @@ def netadapt(
     max_iterations=None,
     selection="accuracy",
     tolerance=0.03,
-    importance="l2",
-    round_to=8,
-    exclude=(),
-    config_list=None,
-    latency=None,
     final_fine_tune=None,
-    seed=0,
-    max_evaluations=None,
-    max_time=None,
-    state_path=None,
-    log_path=None,
-    verbose=1,
-    check_latency=True,
+    options=None,
+    **shared,
 ):
     """NetAdapt: iteratively shrink the group whose proposal scores best.
 
@@ -133,28 +124,22 @@ def netadapt(
         tolerance: in the last iteration (target = the budget), only
             proposals that land within this fraction below the budget compete,
             if there are any. Defaults to 0.03.
-        importance: the base criterion. Defaults to "l2".
-        round_to / exclude / config_list / latency: as for
-            `kprune.simulated_annealing`.
         final_fine_tune: a callable `final_fine_tune(model)` run on the
             pruned (smaller) model at the end (NetAdapt's long-term
             fine-tune); its return value, if a model, replaces it.
-        seed: seeds the fine-tuning data order. Defaults to 0.
-        max_evaluations / max_time / state_path / log_path / verbose /
-            check_latency: the driver's limits, resumable state, log,
-            progress bars and latency check, as for
-            `kprune.simulated_annealing`. NetAdapt starts from the dense
-            model and narrows it until the budget is met, so a limit that
-            stops it early returns a plan above the budget: `result.met` is
-            then False and a `UserWarning` says so. The bar's "of budget" is
-            each proposal's predicted resources over the budget (it falls
-            towards 1); its total is `max_evaluations` when given.
+        options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
+        **shared: any `SearchOptions` setting by name (`importance`, `round_to`, `exclude`, `config_list`,
+            `max_ratio`, `latency`, `seed`, `max_evaluations`, `max_time`, `state_path`, `log_path`,
+            `verbose`, `check_latency`), overriding `options`; see `kprune.search.SearchOptions`.
+            `seed` seeds the fine-tuning data order.
 
     Returns:
         A `kprune.search.SearchResult`; `.model` is the pruned model (channels
         removed) with the fine-tuned weights (None if the latency check
         re-fitted the plan: the weights belong to the search's widths).
     """
+    opts = SearchOptions.resolve("netadapt", options, shared)
+    seed = opts.seed
     if selection not in ("accuracy", "ratio"):
         raise ValueError(f"Argument `selection` must be 'accuracy' or 'ratio'. Received: selection={selection!r}")
     if not (isinstance(initial_reduction, (int, float)) and 0 < initial_reduction < 1):
@@ -170,15 +155,12 @@ def netadapt(
         raise ValueError(
             f"Built-in fine-tuning ({fine_tune} steps) needs `fine_tune_data=(x, y)`; or pass fine_tune=0.")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = space_and_constraint(model, budget, round_to, exclude, config_list, latency,
-                                             importance=importance, check_latency=check_latency,
-                                             verbose=verbose)
+    space, constraint = opts.space_and_constraint(model, budget)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "schedule": [initial_reduction, decay, max_iterations], "selection": selection,
                 "fine_tune": fine_tune if isinstance(fine_tune, int) else "callable",
                 "importance": space.importance}
-    run = SearchRun("netadapt", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    budget=constraint.budget)
+    run = opts.run("netadapt", settings, budget=constraint.budget)
     copy = MaskedCopy(space)
     state = run.state
     dense_load = constraint.load(space.dense)
@@ -271,7 +253,7 @@ def netadapt(
         pruned_model = tuned if tuned is not None and hasattr(tuned, "predict") else pruned_model
     return make_result("netadapt", space, constraint, widths, state["score"], run, stopped,
                        model=pruned_model, plan=plan, extra={"iterations": state["iteration"] - 1},
-                       check_latency=check_latency)
+                       check_latency=opts.check_latency)
 
 
 def plan_positions(plan, space):

@@ -23,9 +23,10 @@ import json
 
 import numpy as np
 
-from kprune.search.driver import SearchRun, constraint_for, make_result
+from kprune.search.driver import constraint_for, make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.latency_check import check_options
+from kprune.search.options import SearchOptions
 from kprune.search.rescale import fill_budget
 from kprune.search.space import SearchSpace
 from kprune.utils import user_warnings
@@ -220,19 +221,11 @@ def sensitivity(
     model,
     evaluate=None,
     ratios=DEFAULT_RATIOS,
-    importance="l2",
+    *,
     data=None,
     budget=None,
-    round_to=8,
-    exclude=(),
-    config_list=None,
-    latency=None,
-    max_evaluations=None,
-    max_time=None,
-    state_path=None,
-    log_path=None,
-    verbose=1,
-    check_latency=True,
+    options=None,
+    **shared,
 ):
     """Evaluate the model with each channel group pruned alone at each ratio.
 
@@ -242,20 +235,15 @@ def sensitivity(
             part of the training data), or None with `data`.
         ratios: the pruning ratios to try per group. Defaults to 0.1, ..., 0.9.
             Ratios that round to the same width are evaluated once.
-        importance: the criterion choosing channels within a group. Defaults to "l2".
         data: `(x, y)` for the built-in top-1 accuracy. Defaults to None.
         budget: a `kprune.Budget`; if given, `result.allocation` holds the
             widths that meet it with the smallest predicted loss.
-        round_to / exclude / config_list / latency: as for
-            `kprune.simulated_annealing`.
-        max_evaluations / max_time / state_path / log_path / verbose /
-            check_latency: the search driver's limits, resumable state, log,
-            progress bars and latency check (of the allocation), as for
-            `kprune.simulated_annealing`. The bar's total is the number of
-            candidates the scan evaluates (the dense model, and every group
-            at every distinct width the ratios give). A scan stopped by a
-            limit warns (`UserWarning`) and makes no allocation; resume it
-            with the same `state_path`.
+        options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
+        **shared: any `SearchOptions` setting by name (`importance`, `round_to`, `exclude`, `config_list`,
+            `max_ratio`, `latency`, `seed`, `max_evaluations`, `max_time`, `state_path`, `log_path`,
+            `verbose`, `check_latency`), overriding `options`; see `kprune.search.SearchOptions`.
+            The scan evaluates every candidate once; `max_evaluations` / `max_time` stop it early (resume it
+            with the same `state_path`).
 
     Returns:
         A `SensitivityResult` (print it, `.to_json()`, `.plot()`, `.allocate(budget)`).
@@ -272,20 +260,21 @@ def sensitivity(
     >>> table.widths, table.allocation.load <= 1.0
     ([[24, 16], [24, 16]], True)
     """
+    opts = SearchOptions.resolve("sensitivity", options, shared)
+    latency, verbose = opts.latency, opts.verbose
     ratios = [float(r) for r in ratios]
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ValueError(f"Argument `ratios` must be a non-empty list of numbers in (0, 1). Received: ratios={ratios!r}")
     evaluate = data_evaluator(evaluate, data)
-    check_options(check_latency)
-    space = SearchSpace(model, round_to=round_to, exclude=exclude, config_list=config_list, importance=importance)
+    space = SearchSpace(model, round_to=opts.round_to, exclude=opts.exclude, config_list=opts.config_list,
+                        importance=opts.importance)
     if budget is not None:  # validate (and build a latency table) before scanning
         latency = constraint_for(space, budget, latency, verbose=verbose).models.get("latency_ms", latency)
     settings = {"space": space.fingerprint(), "ratios": ratios, "importance": space.importance}
     widths_table = [[int(space.widths_from_ratios(np.where(np.arange(len(space)) == k, r, 0.0))[k])
                      for r in ratios] for k in range(len(space))]
     candidates = 1 + sum(len(set(ws)) for ws in widths_table)
-    run = SearchRun("sensitivity", settings, state_path, log_path, max_evaluations, max_time, verbose,
-                    target=min(candidates, max_evaluations or candidates), budget=budget,
+    run = opts.run("sensitivity", settings, target=min(candidates, opts.max_evaluations or candidates), budget=budget,
                     legend=f"the dense model, then each of {len(space)} groups pruned alone at each ratio")
     copy = MaskedCopy(space)
     done = run.state.setdefault("scores", {})  # "k:width" -> metric
@@ -321,5 +310,5 @@ def sensitivity(
             f"Raise `{stopped}` and run again with the same `state_path` to resume.", UserWarning)
         return result
     if budget is not None:
-        result.allocation = allocate_scan(result, space, budget, latency, run, check_latency, verbose)
+        result.allocation = allocate_scan(result, space, budget, latency, run, opts.check_latency, verbose)
     return result
