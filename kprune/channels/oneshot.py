@@ -217,20 +217,9 @@ def is_excluded(group, exclude):
 
 
 def channel_masks(graph, layer, pruned):
-    """`{id(variable): 0/1 array}` for `layer`'s variables that hold slices of
-    `pruned` channels (1 where the entry survives)."""
-    masks = {}
-    for usage in graph.usages_of(layer):
-        keep = graph.keep_positions(usage, pruned)
-        for variable, axis, repeat in usage.slices:
-            shape = tuple(variable.shape)
-            axis = axis % len(shape)
-            alive = np.zeros(shape[axis], dtype=bool)
-            alive[rows_of(keep, repeat)] = True
-            view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
-            current = masks.get(id(variable), np.ones(shape, dtype=bool))
-            masks[id(variable)] = current & view
-    return masks
+    """`{id(variable): bool array}` for `layer`'s variables that hold slices of
+    `pruned` channels (True where the entry survives)."""
+    return graph.keep_masks(pruned, graph.usages_of(layer))
 
 
 def _sliced(graph, layer, pruned, zero_only):

@@ -323,6 +323,26 @@ class ChannelGraph:
         flags = pruned_units if isinstance(pruned_units, np.ndarray) else self.pruned_flags(pruned_units)
         return np.flatnonzero(~flags[usage.ids]).astype(np.int64)
 
+    def keep_masks(self, pruned_units, usages=None):
+        """`{id(variable): bool array}`: where each variable's entries survive
+        the removal of `pruned_units`, for the variables of `usages` (default
+        every usage) that hold a slice of a removed channel. A variable sliced
+        by several usages gets the intersection; one untouched is absent."""
+        flags = pruned_units if isinstance(pruned_units, np.ndarray) else self.pruned_flags(pruned_units)
+        masks = {}
+        for usage in self.usages if usages is None else usages:
+            keep = self.keep_positions(usage, flags)
+            if len(keep) == len(usage.ids):
+                continue
+            for variable, axis, repeat in usage.slices:
+                shape = tuple(variable.shape)
+                axis = axis % len(shape)
+                alive = np.zeros(shape[axis], dtype=bool)
+                alive[rows_of(keep, repeat)] = True
+                view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+                masks[id(variable)] = masks.get(id(variable), np.ones(shape, dtype=bool)) & view
+        return masks
+
     @property
     def prunable_groups(self):
         return [g for g in self.groups if g.blocked is None and len(g.units) > 1]

@@ -28,18 +28,23 @@ True
 import keras
 
 
-def distiller(student, teacher, temperature=4.0, alpha=0.5):
+def distiller(student, teacher, temperature=4.0, alpha=0.5, copy_teacher=True):
     """A `keras.distillation.Distiller` that trains `student` on labels and on
     the softened logits of `teacher` (frozen).
 
     Args:
         student: the model to train (pruned or not); outputs logits.
-        teacher: the trained dense model; outputs logits. A copy of it is
-            frozen (Sequential and Functional models), so `teacher` itself
-            stays trainable; `distiller.teacher` is the copy.
+        teacher: the trained dense model; outputs logits. Keras' Distiller
+            freezes its teacher (`trainable = False`); a copy of it is frozen,
+            so `teacher` itself stays trainable, and `distiller.teacher` is
+            the copy.
         temperature: softmax temperature `T` (> 0). Defaults to 4.0.
         alpha: weight of the task loss in [0, 1]; `1 - alpha` goes to the
             distillation term. Defaults to 0.5.
+        copy_teacher: freeze a copy of `teacher` (True), or `teacher` itself
+            (False: the caller's model is then not trainable afterwards). A
+            model that cannot be copied (a subclassed model without
+            `get_config`) raises unless this is False. Defaults to True.
 
     Returns:
         A Keras model to `compile` (with the task loss) and `fit`.
@@ -63,7 +68,8 @@ def distiller(student, teacher, temperature=4.0, alpha=0.5):
     # Keras' Distiller freezes its teacher (`trainable = False`); freeze a copy
     # so the caller's model, and every model later derived from it, stays
     # trainable.
-    teacher = _frozen_copy(teacher)
+    if copy_teacher:
+        teacher = _copy(teacher)
     # A KLDivergence *instance*: LogitsDistillation softmaxes the scaled logits
     # and multiplies by T^2 only for it (its default, the string
     # "kl_divergence", resolves to a function and is applied to raw logits).
@@ -78,12 +84,22 @@ def distiller(student, teacher, temperature=4.0, alpha=0.5):
     )
 
 
-def _frozen_copy(model):
-    """A copy of `model` with the same weights (the model itself if it cannot
-    be cloned, e.g. a subclassed model: then Keras freezes it)."""
-    try:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-    except Exception:  # subclassed or custom models clone_model cannot rebuild
-        return model
-    return copy
+def _copy(model):
+    """A copy of `model` with the same weights: cloned (Sequential, Functional),
+    or rebuilt from its config (a subclassed model with `get_config`)."""
+    errors = []
+    for make in (keras.models.clone_model, lambda m: type(m).from_config(m.get_config())):
+        try:
+            copy = make(model)
+            if not copy.built and model.built:
+                copy.build_from_config(model.get_build_config())
+            copy.set_weights(model.get_weights())
+            return copy
+        except Exception as e:  # noqa: BLE001 - every failure is reported below
+            errors.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    raise ValueError(
+        f"Could not copy the teacher '{model.name}' ({type(model).__name__}) to freeze it: keras.models.clone_model "
+        f"failed ({errors[0]}) and so did rebuilding it from its config ({errors[1]}). Keras' Distiller freezes "
+        "its teacher: give the model a get_config(), or pass copy_teacher=False to let it freeze this model "
+        "itself (it is then not trainable afterwards)."
+    )

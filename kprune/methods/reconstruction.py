@@ -45,6 +45,7 @@ from kprune.channels.oneshot import masked_copy, plan_channels, reduced_copy
 from kprune.criteria import least_squares as selection
 from kprune.criteria import sampling
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
+from kprune.utils import user_warnings
 
 
 def _dead_rows(kernel):
@@ -89,7 +90,7 @@ def refit_layer(patches, target, kernel, use_bias, ridge=1e-3):
 def _targets(model, reference, layers=None):
     """Pairs `(layer, reference_layer)` of supported layers that read pruned
     channels (only those named in `layers`, if given)."""
-    pairs = []
+    pairs, missing = [], []
     for node in functional.nodes(model):
         layer = node.operation
         if not sampling.supports(layer) or (layers is not None and layer.name not in layers):
@@ -97,6 +98,7 @@ def _targets(model, reference, layers=None):
         try:
             ref = reference.get_layer(layer.name)
         except ValueError:
+            missing.append(layer.name)
             continue
         if tuple(ref.kernel.shape) != tuple(layer.kernel.shape):
             raise ValueError(
@@ -107,6 +109,13 @@ def _targets(model, reference, layers=None):
         pruned_rows = _dead_rows(sampling.kernel_matrix(layer)) & ~_dead_rows(sampling.kernel_matrix(ref))
         if pruned_rows.any():
             pairs.append((layer, ref))
+    if missing:
+        message = (f"Layers {missing} of the pruned model have no layer of the same name in `reference` "
+                   f"'{reference.name}', so they are not reconstructed. Pass the dense model the pruned one was "
+                   "made from (kprune keeps layer names).")
+        if layers is not None:
+            raise ValueError(message)
+        user_warnings.warn(message, UserWarning)
     return pairs
 
 

@@ -28,7 +28,7 @@ Example:
 import keras
 import numpy as np
 
-from kprune.channels.oneshot import ChannelPlan, masked_copy, rows_of
+from kprune.channels.oneshot import ChannelPlan, masked_copy
 from kprune.dependency.channel_graph import ChannelGraph
 
 
@@ -105,21 +105,7 @@ class MaskedCopy:
     def masks(self, plan):
         """`{id(variable): 0/1 array}` for the variables holding slices of the plan's channels."""
         pruned = plan.units(self.graph)
-        masks = {}
-        if not pruned:
-            return masks
-        for usage in self.graph.usages:
-            keep = self.graph.keep_positions(usage, pruned)
-            if len(keep) == len(usage.ids):
-                continue
-            for variable, axis, repeat in usage.slices:
-                shape = tuple(variable.shape)
-                axis = axis % len(shape)
-                alive = np.zeros(shape[axis], dtype=bool)
-                alive[rows_of(keep, repeat)] = True
-                view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
-                masks[id(variable)] = masks.get(id(variable), np.ones(shape, dtype=bool)) & view
-        return masks
+        return self.graph.keep_masks(pruned) if pruned else {}
 
     def apply(self, plan, weights=None):
         """Set the copy's weights to `weights` (default `self.base`) with the

@@ -69,7 +69,7 @@ import keras
 from kprune._internal import functional
 from kprune.registry import keras_layers
 from kprune.sparsity import mask_math
-from kprune.sparsity.masking import host_array, mask_product
+from kprune.sparsity.masking import MaskConstraint, host_array
 from kprune.sparsity.pruning_schedule import ConstantSparsity, PruningSchedule
 from kprune.sparsity.pruning_wrapper import MagnitudeMasks, MaskedWrapper
 from kprune.utils import backends
@@ -77,25 +77,6 @@ from kprune.utils import backends
 # The attribute of a model that holds its `InPlacePruning` (set with
 # `object.__setattr__`, so Keras neither tracks nor saves it).
 _ATTRIBUTE = "_kprune_in_place"
-
-
-class _InPlaceMaskConstraint(keras.constraints.Constraint):
-    """`w -> mask_product(inner(w), mask)`: the variable's own constraint, then the mask.
-
-    Unlike the wrappers' constraint it always applies the mask: on JAX the
-    compiled optimizer step reads the mask (which the step's state does not
-    hold) as a constant when it is traced, and `InPlacePruning` has the step
-    traced again whenever a mask changes.
-    """
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, w):
-        if self.inner is not None:
-            w = self.inner(w)
-        return mask_product(w, self.mask)
 
 
 class PrunedInPlace(MagnitudeMasks):
@@ -140,7 +121,7 @@ class PrunedInPlace(MagnitudeMasks):
         ]
         self.pruning_step = keras.Variable(step, dtype="int32", trainable=False, name="pruning_step")
         for v, mask in zip(self._masked, self.masks):
-            v.constraint = _InPlaceMaskConstraint(mask, v.constraint)
+            v.constraint = MaskConstraint(mask, v.constraint)
 
     def update_masks(self, sparsity):
         """Recompute the masks at `sparsity` (see `PruneLowMagnitude.update_masks`)."""

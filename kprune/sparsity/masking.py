@@ -48,6 +48,45 @@ def mask_product(value, mask):
     return ops.multiply(value, ops.cast(mask, value.dtype))
 
 
+class MaskConstraint(keras.constraints.Constraint):
+    """`w -> mask_product(inner(w), mask)`: a variable's own constraint, then its mask.
+
+    Keras applies a variable's constraint after every optimizer step, so the
+    pruned entries stay exactly 0 whatever the optimizer's momentum says.
+
+    Args:
+        mask: the boolean mask variable.
+        inner: the variable's own constraint, applied first, or None.
+        when_readable: skip the mask where it cannot be read (JAX's optimizer
+            step inside `fit` or `stateless_apply`, see
+            `kprune.utils.backends.mask_is_readable`): the wrappers' forward
+            pass applies the mask there and the callback zeroes the
+            optimizer's state. False (pruning in place) always applies it: on
+            JAX the compiled step then reads the mask as a constant, and the
+            step is traced again whenever a mask changes. Defaults to False.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> mask = keras.Variable(np.array([True, False, True]))
+    >>> np.asarray(MaskConstraint(mask)(keras.ops.convert_to_tensor([1.0, 2.0, 3.0]))).tolist()
+    [1.0, 0.0, 3.0]
+    """
+
+    def __init__(self, mask, inner=None, when_readable=False):
+        self.mask = mask
+        self.inner = inner
+        self.when_readable = bool(when_readable)
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        if self.when_readable and not backends.mask_is_readable(
+                self.mask, w.value if isinstance(w, keras.Variable) else w):
+            return w
+        return mask_product(w, self.mask)
+
+
 def host_array(variable):
     """A read-only NumPy view of `variable`'s current value, without a copy on
     CPU: the read shares the variable's buffer, and a later `assign` gives the

@@ -35,27 +35,9 @@ from kprune._internal import keras_layers as keras_internals
 from kprune.registry import keras_layers
 from kprune.sparsity import mask_math, smallest_device
 from kprune.sparsity import smallest as selection
-from kprune.sparsity.masking import apply_mask, host_array, mask_product, write_mask
+from kprune.sparsity.masking import MaskConstraint, apply_mask, host_array, write_mask
 from kprune.sparsity.pruning_schedule import ConstantSparsity, PruningSchedule
 from kprune.utils import backends
-
-
-class _MaskConstraint(keras.constraints.Constraint):
-    """Applies the layer's own constraint, then the mask."""
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, w):
-        if self.inner is not None:
-            w = self.inner(w)
-        if not backends.mask_is_readable(self.mask, w.value if isinstance(w, keras.Variable) else w):
-            # JAX's optimizer step inside `fit` or `stateless_apply`: the mask
-            # cannot be read here (see kprune.utils.backends); the forward pass
-            # applies it, and the callback zeroes the optimizer's state.
-            return w
-        return mask_product(w, self.mask)
 
 
 class MaskedWeights:
@@ -173,7 +155,7 @@ class MaskedWrapper(MaskedWeights, keras.layers.Wrapper):
                 dtype="bool", trainable=False,
             )
             self.masks.append(mask)
-            v.constraint = _MaskConstraint(mask, v.constraint)
+            v.constraint = MaskConstraint(mask, v.constraint, when_readable=True)
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), initializer="zeros", dtype="int32", trainable=False
         )
@@ -293,7 +275,7 @@ class MagnitudeMasks(MaskedWeights):
             variable = w.variable
             if self._on_device(variable):
                 k = mask_math.target_zeros(int(np.prod(variable.shape)), sparsity)
-                keep, nonzero = smallest_device.smallest_magnitudes(variable.value, k)
+                keep, nonzero = smallest_device.select_smallest_on_device(variable.value, k)
                 self.set_mask(variable, mask, keep, bool(keras.ops.convert_to_numpy(nonzero)))
                 continue
             keep, pruned_nonzero = self._new_mask(host_array(variable), w.input_axis, sparsity)

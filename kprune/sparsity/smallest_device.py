@@ -2,7 +2,7 @@
 
 `kprune.sparsity.smallest` finds the `k` smallest magnitudes in NumPy, which on a GPU
 or TPU means copying every pruned weight to the host and the mask back at
-each update. `smallest_magnitudes(value, k)` gives the same answer with
+each update. `select_smallest_on_device(value, k)` gives the same answer with
 `keras.ops` on the tensor where it lives:
 
 1. *Keys.* The float bits of `value` are read as integers of the same width
@@ -31,7 +31,7 @@ _INT_VIEW = {"float16": ("int16", 0x7C00), "bfloat16": ("int16", 0x7F80), "float
 
 
 def supports(dtype):
-    """Whether `smallest_magnitudes` handles weights of `dtype`."""
+    """Whether `select_smallest_on_device` handles weights of `dtype`."""
     return keras.backend.standardize_dtype(dtype) in _INT_VIEW
 
 
@@ -48,7 +48,7 @@ def magnitude_keys(value):
     return ops.minimum(keys, inf + 1)
 
 
-def smallest_magnitudes(value, k):
+def select_smallest_on_device(value, k):
     """Keep-mask of `value` with its `k` smallest magnitudes pruned, on its device.
 
     The same entries as `kprune.sparsity.smallest.smallest_magnitudes` (ties by
@@ -66,7 +66,7 @@ def smallest_magnitudes(value, k):
     Example:
 
     >>> import numpy as np
-    >>> keep, nonzero = smallest_magnitudes(np.array([0.3, -0.1, 0.2, 0.1], "float32"), 2)
+    >>> keep, nonzero = select_smallest_on_device(np.array([0.3, -0.1, 0.2, 0.1], "float32"), 2)
     >>> np.asarray(keep).tolist(), bool(nonzero)
     ([True, False, True, False], True)
     """

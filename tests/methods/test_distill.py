@@ -68,3 +68,37 @@ def test_distillation_term_matches_the_formula():
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kprune.distiller(_net(), _net(), **kwargs)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self, config=True, **kwargs):
+        super().__init__(**kwargs)
+        self.with_config = config
+        self.dense = L.Dense(3)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def get_config(self):
+        if not self.with_config:
+            raise NotImplementedError("no config")
+        return {"config": True, "name": self.name}
+
+
+def test_a_subclassed_teacher_is_copied_or_the_caller_chooses_to_freeze_it():
+    """Keras' Distiller freezes its teacher: kprune freezes a copy, and when
+    no copy can be made it says so rather than freezing the caller's model."""
+    student = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    teacher = _Subclassed()
+    teacher(np.ones((1, 4), "float32"))
+    model = kprune.distiller(student, teacher)
+    assert model.teacher is not teacher and teacher.trainable and not model.teacher.trainable
+    np.testing.assert_array_equal(model.teacher.dense.kernel.numpy(), teacher.dense.kernel.numpy())
+    opaque = _Subclassed(config=False, name="opaque")
+    opaque(np.ones((1, 4), "float32"))
+    with pytest.raises(ValueError, match=r"Could not copy the teacher 'opaque' \(_Subclassed\) to freeze it: .*"
+                                         r"pass copy_teacher=False"):
+        kprune.distiller(student, opaque)
+    assert opaque.trainable
+    model = kprune.distiller(student, opaque, copy_teacher=False)
+    assert model.teacher is opaque and not opaque.trainable

@@ -122,6 +122,24 @@ def test_reconstruct_needs_the_masked_model(rng):
         kprune.reconstruct(small, model, rng.random((8, 10, 10, 3), dtype=np.float32))
 
 
+def test_a_layer_missing_from_the_reference_is_named_not_skipped(rng):
+    """A reference whose layers have other names cannot guide the refit: the
+    layers it cannot match are named (a warning; an error when asked for)."""
+    model = _model()
+    masked = kprune.mask_channels(model, kprune.plan_channels(model, 0.5, importance="l1", round_to=1))
+    renamed = keras.models.clone_model(model, clone_function=lambda layer: layer.__class__.from_config(
+        {**layer.get_config(), "name": "other_" + layer.name if layer.name == "c3" else layer.name}))
+    renamed.set_weights(model.get_weights())
+    x = rng.random((32, 10, 10, 3), dtype=np.float32)
+    with pytest.warns(UserWarning, match=r"Layers \['c3'\] of the pruned model have no layer of the same name in "
+                                         r"`reference`") as record:
+        _, errors = kprune.reconstruct(masked, renamed, x, return_errors=True)
+    ours = [w for w in record if "no layer of the same name" in str(w.message)]
+    assert [w.filename for w in ours] == [__file__] and "c3" not in errors and "c2" in errors
+    with pytest.raises(ValueError, match=r"Layers \['c3'\] of the pruned model have no layer"):
+        kprune.reconstruct(masked, renamed, x, layers=["c3"])
+
+
 def test_prune_and_reconstruct_beats_plain_pruning_on_outputs(rng):
     model = _model()
     x = rng.random((128, 10, 10, 3), dtype=np.float32)

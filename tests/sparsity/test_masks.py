@@ -234,7 +234,7 @@ def test_device_selection_matches_the_numpy_selection(rng, dtype, kind):
     for n in (1, 7, 1000, 70001):
         w = _device_case(rng, n, kind, np_dtype)
         for k in sorted({0, 1, n // 2, int(0.9 * n), n - 1, n}):
-            keep, nonzero = smallest_device.smallest_magnitudes(w, k)
+            keep, nonzero = smallest_device.select_smallest_on_device(w, k)
             expected = selection.select_smallest(w, k)
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(keep), expected.keep)
             assert bool(keras.ops.convert_to_numpy(nonzero)) is expected.pruned_nonzero
