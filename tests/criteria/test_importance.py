@@ -8,7 +8,6 @@ from _backend import tensorflow_only
 from keras import layers as L
 
 import kprune
-from kprune.criteria import importance
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
 

@@ -21,7 +21,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kprune  # noqa: E402
-from kprune.criteria import importance  # noqa: E402
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph  # noqa: E402
 from kprune.sparsity.prune import collect_wrappers  # noqa: E402

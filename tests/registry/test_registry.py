@@ -1,8 +1,6 @@
 """The layer registry: built-in records, `register_layer` for custom layers,
 vector-only layers, and the architecture rules it makes possible."""
 
-import ast
-import pathlib
 
 import keras
 import numpy as np
@@ -169,70 +167,3 @@ def test_attention_macs_count_projections_and_both_matmuls(tmp_path):
     report = kprune.export_tflite(model, str(tmp_path / "mha.tflite"), measure_latency=False)
     assert report.verified
     assert kprune.summary(str(tmp_path / "mha.tflite")).macs == kprune.count_macs(model)
-
-
-# ------------------------------------------------------------- architecture
-
-PACKAGE = pathlib.Path(kprune.__file__).parent
-
-
-def _imports():
-    """{module: set of kprune modules it imports}, lazy imports included."""
-    modules = {p.stem: p for p in PACKAGE.glob("*.py")}
-    edges = {}
-    for name, path in modules.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "kprune":
-                    deps |= {a.name for a in node.names if a.name in modules}
-                elif node.module.startswith("kprune."):
-                    deps.add(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("kprune.")}
-        edges[name] = deps - {name, "__init__"}
-    return edges
-
-
-def test_no_import_cycles():
-    edges = _imports()
-    state = {}
-
-    def visit(node, stack):
-        state[node] = "open"
-        for dep in edges.get(node, ()):
-            if state.get(dep) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
-            if dep not in state:
-                visit(dep, stack + [dep])
-        state[node] = "done"
-
-    for module in edges:
-        if module not in state:
-            visit(module, [module])
-
-
-def test_no_private_names_imported_across_modules():
-    offenders = []
-    for path in PACKAGE.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kprune"):
-                offenders += [f"{path.name}: {a.name}" for a in node.names
-                              if a.name.startswith("_") and a.name != "__version__"]
-    assert not offenders, offenders
-
-
-def test_layer_types_are_named_only_in_the_registry():
-    """Only the registry modules branch on Keras layer classes (and the XNNPACK
-    policy, whose list is what that runtime's sparse kernels accept)."""
-    allowed = {"keras_layers.py", "rules.py", "op_rules.py", "kgraph.py", "policy.py"}
-    offenders = []
-    for path in PACKAGE.glob("*.py"):
-        if path.name in allowed:
-            continue
-        text = path.read_text()
-        for name in ("L.Conv2D", "layers.Conv2D", "L.Dense", "layers.BatchNormalization",
-                     "L.BatchNormalization", "layers.DepthwiseConv2D"):
-            if f"isinstance(layer, {name}" in text or f"isinstance(op, {name}" in text:
-                offenders.append(f"{path.name}: {name}")
-    assert not offenders, offenders
