@@ -16,7 +16,8 @@ from kprune.channels.oneshot import mask_channels, plan_channels, remove_channel
 from kprune.criteria.regularizers import BNScaleRegularizer
 from kprune.dependency.channel_plan import ChannelPlan
 from kprune.export.evaluate import TFLiteEvaluation, evaluate_tflite
-from kprune.export.exporter import ExportReport, export_tflite
+from kprune.export.exporter import export_tflite
+from kprune.export.report import ExportReport
 from kprune.methods.distillation import distiller
 from kprune.methods.fine_tune import fine_tuner
 from kprune.methods.layerwise import prune_layerwise
