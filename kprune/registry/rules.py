@@ -10,7 +10,10 @@ A `LayerRule` says everything kprune knows about a layer type:
 * `macs(layer, input_shapes, output_shapes)`: multiply-accumulates of one
   call on one example;
 * `scale(layer)`: a per-channel scale that `importance="bn_scale"` reads
-  (BatchNormalization's gamma), or None.
+  (BatchNormalization's gamma), or None;
+* `linear(layer)`: the layer as a matrix product `y = x W`
+  (`kprune.registry.linear.LinearView`), or None -- what one-shot pruning of
+  language models (`kprune.llm`) prunes.
 
 kprune's built-in records (`kprune.registry.keras_layers`) and the records users add with
 `kprune.register_layer` live in the same table, which the queries at the end
@@ -102,12 +105,15 @@ class LayerRule:
         macs: `(layer, input_shapes, output_shapes) -> int`, or None (0).
         scale: `layer -> variable or None`, the per-channel scale that
             `importance="bn_scale"` reads.
+        linear: `layer -> LinearView or None`, the layer as `y = x W`
+            (`kprune.registry.linear`).
     """
 
     prunable: Optional[Callable] = None
     channels: Optional[Callable] = None
     macs: Optional[Callable] = None
     scale: Optional[Callable] = None
+    linear: Optional[Callable] = None
 
 
 _RULES = {}
@@ -290,6 +296,17 @@ def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     rule = rule_for(unwrap(layer))
     return rule.scale(unwrap(layer)) if rule is not None and rule.scale is not None else None
+
+
+def linear_view(layer):
+    """The `LinearView` of a built layer (`y = rows(x) @ matrix(kernel)`), or
+    None for a layer that is not a plain matrix product (a kprune wrapper: of
+    its layer)."""
+    layer = unwrap(layer)
+    rule = rule_for(layer)
+    if rule is None or rule.linear is None or not layer.built:
+        return None
+    return rule.linear(layer)
 
 
 def resized_config(layer, width_key, width):
