@@ -105,7 +105,7 @@ NAMESPACES = {
     "search": {"Budget", "SearchOptions", "SearchSpace", "SearchResult", "SensitivityResult", "LatencyTable", "MacsTimer",
                "match_latency", "uniform", "accuracy", "sensitivity", "netadapt", "simulated_annealing", "ADMM",
                "admm", "amc", "auto_compress"},
-    "llm": {"prune_oneshot", "OneShotReport", "LayerReport"},
+    "llm": {"prune_oneshot", "keep_zeros", "OneShotReport", "LayerReport"},
     "export": {"export_tflite", "ExportReport", "evaluate_tflite", "TFLiteEvaluation"},
     "stats": {"summary", "ModelSummary", "LayerStats", "count_macs", "count_params", "layer_stats", "tflite_stats"},
 }

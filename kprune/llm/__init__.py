@@ -12,11 +12,13 @@ May import: `kprune._internal`, `kprune.utils`, `kprune.registry`,
 `kprune.criteria`, `kprune.channels`, `kprune.methods`.
 """
 
+from kprune.llm.fine_tune import keep_zeros
 from kprune.llm.oneshot import prune_oneshot
 from kprune.llm.report import LayerReport, OneShotReport
 
 __all__ = [
     "LayerReport",
     "OneShotReport",
+    "keep_zeros",
     "prune_oneshot",
 ]

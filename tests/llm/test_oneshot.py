@@ -187,3 +187,22 @@ def test_magnitude_needs_no_data():
     model = mlp()
     report = kprune.prune_oneshot(model, 0.5, method="magnitude", verbose=0)
     assert report.overall_sparsity == 0.5 and report.peak_activation_bytes == 0
+
+
+def test_sparse_fine_tune_keeps_the_zeros_and_the_pattern(data, rng):
+    model = mlp()
+    kprune.prune_oneshot(model, "2:4", method="sparsegpt", data=data, blocksize=8, verbose=0)
+    zeros = {name: numpy(model.get_layer(name).kernel) == 0 for name in ("a", "b", "c")}
+    before = {name: numpy(model.get_layer(name).kernel) for name in zeros}
+    # In-place masks from `weight != 0`, never recomputed (with the callback too).
+    assert kprune.llm.keep_zeros(model) is model
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(data, rng.normal(size=(len(data), 4)), batch_size=8, epochs=2, verbose=0,
+              callbacks=[kprune.UpdatePruningStep()])
+    tuned = kprune.strip_pruning(model)
+    for name, mask in zeros.items():
+        kernel = numpy(tuned.get_layer(name).kernel)
+        np.testing.assert_array_equal(kernel == 0, mask, err_msg=name)
+        assert not np.array_equal(kernel, before[name]), name  # it trained
+    checked = kprune.check_sparsity_m_by_n(tuned, 2, 4)
+    assert checked == {"a/kernel": True, "b/kernel": True, "c/kernel": True, "head/kernel": False}
