@@ -53,6 +53,7 @@ from kprune.llm.selection import COMPARISONS, parse_sparsity
 from kprune.llm.sparsegpt import sparsegpt
 from kprune.llm.statistics import DTYPES, relative_error
 from kprune.llm.wanda import magnitude_scores, prune_matrix, wanda_scores
+from kprune.sparsity.mask_math import target_zeros
 from kprune.utils.progress import Progress
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -130,6 +131,17 @@ def _zeros(variable):
     return float(ops.convert_to_numpy(ops.mean(ops.cast(ops.equal(variable.value, 0), "float32"))))
 
 
+def _at_target(view, target):
+    """Whether a kernel already holds at least the zeros of `target` (a pruned layer)."""
+    size = view.shape[0] * view.shape[1]
+    if isinstance(target, tuple):
+        wanted = size // target[1] * target[0]
+    else:
+        wanted = target_zeros(size, target)
+    zeros = int(ops.convert_to_numpy(ops.sum(ops.cast(ops.equal(view.variable.value, 0), "int32"))))
+    return zeros >= wanted
+
+
 def _collect(propagation, index, linears, hessian, dtype):
     """Run block `index` on every batch with its linears' inputs captured."""
     step = propagation.steps[index]
@@ -167,7 +179,7 @@ def _outlier_pass(model, steps, batches, blocks, excluded, options, verbose):
 
 def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="uniform", exclude=None,
                   comparison=None, batch_size=8, blocksize=128, percdamp=0.01, statistics_dtype="float32",
-                  owl_threshold=5.0, owl_lambda=0.08, measure_error=False, verbose=1):
+                  owl_threshold=5.0, owl_lambda=0.08, measure_error=False, resume=False, verbose=1):
     """Prune the linear layers of `model` in one shot, block by block (see the module docstring).
 
     Args:
@@ -201,6 +213,10 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
         measure_error: also compute each layer's relative output error
             `||XW - XW'||^2 / ||XW||^2` (needs the Hessians: memory
             `d_in^2` per input of a block). SparseGPT always reports it.
+        resume: skip the blocks whose every layer already holds the zeros of
+            its target (they only run forward): call again with the same
+            arguments and `resume=True` after an interrupted run. The
+            skipped layers are reported with `error` None. Defaults to False.
         verbose: 1 shows a progress bar (one step per block), 0 nothing.
 
     Returns:
@@ -259,6 +275,16 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
             continue
         step = steps[index]
         linears = [item for item in step.linears if item[1] not in excluded]
+        if resume and all(_at_target(view, targets[name]) for _, name, view in linears):
+            for _, name, view in linears:
+                report.layers.append(LayerReport(name, step.name, view.shape, _fraction(targets[name]),
+                                                 _zeros(view.variable)))
+            report.block_sparsity[step.name] = float(np.mean([_fraction(targets[n]) for _, n, _ in linears]))
+            if propagation is not None:
+                propagation.run(index)
+            done += 1
+            progress.update(done, sparsity=report.sparsity_by_block()[step.name])
+            continue
         collector = None
         if needs_data:
             collector, _ = _collect(propagation, index, linears, hessian, statistics_dtype)

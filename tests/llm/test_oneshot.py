@@ -206,3 +206,19 @@ def test_sparse_fine_tune_keeps_the_zeros_and_the_pattern(data, rng):
         assert not np.array_equal(kernel, before[name]), name  # it trained
     checked = kprune.check_sparsity_m_by_n(tuned, 2, 4)
     assert checked == {"a/kernel": True, "b/kernel": True, "c/kernel": True, "head/kernel": False}
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(method, data):
+    expected = mlp()
+    kprune.prune_oneshot(expected, 0.5, method=method, data=data, blocksize=8, verbose=0)
+    keras.utils.set_random_seed(0)
+    keras.backend.clear_session()
+    model = mlp()
+    # An interrupted run: the first block pruned, the others not yet.
+    kprune.prune_oneshot(model, 0.5, method=method, data=data, blocksize=8, exclude=["b", "c", "head"], verbose=0)
+    report = kprune.prune_oneshot(model, 0.5, method=method, data=data, blocksize=8, resume=True,
+                                  measure_error=True, verbose=0)
+    assert [layer.error is None for layer in report.layers] == [True, False, False]  # "a" skipped
+    for name in ("a", "b", "c"):
+        np.testing.assert_array_equal(numpy(model.get_layer(name).kernel), numpy(expected.get_layer(name).kernel))
