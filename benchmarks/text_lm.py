@@ -40,6 +40,7 @@ import os
 import sys
 import sysconfig
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -220,7 +221,9 @@ def trained_model(family="llama3", config=None, training=None, text=None, log=No
     keras.utils.set_random_seed(training["seed"])
     model = build(family, **config)
     if os.path.exists(weights) and os.path.exists(record_path):
-        model.load_weights(weights)
+        with warnings.catch_warnings():  # the saved optimizer state is not wanted here
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(weights)
         with open(record_path) as f:
             record = json.load(f)
         record["cached"] = True

@@ -50,7 +50,7 @@ from kprune.llm.graph import Propagation, block_steps, head_names, model_steps, 
 from kprune.llm.hooks import BlockStatistics, capture
 from kprune.llm.report import LayerReport, OneShotReport
 from kprune.llm.selection import COMPARISONS, parse_sparsity
-from kprune.llm.sparsegpt import sparsegpt
+from kprune.llm.sparsegpt import inverse_hessian_factor, sparsegpt
 from kprune.llm.statistics import DTYPES, relative_error
 from kprune.llm.wanda import magnitude_scores, prune_matrix, wanda_scores
 from kprune.sparsity.mask_math import target_zeros
@@ -109,15 +109,22 @@ def _layer_targets(ratios, pattern, blocks, steps, excluded):
     return {name: per_block[block] for name, block in layers.items()}
 
 
-def _prune_layer(name, view, method, target, comparison, stats, options):
-    """Prune one layer's kernel in place; returns `(error, damping)`."""
+def _prune_layer(name, view, method, target, comparison, stats, options, factors):
+    """Prune one layer's kernel in place; returns `(error, damping)`. `factors`
+    keeps SparseGPT's factor of the last Hessian for the layers that share it."""
     matrix = view.matrix(view.variable.value)
     damping = error = None
     if method == "sparsegpt":
         before = ops.convert_to_numpy(matrix)
+        if factors.get("stats") is not stats:
+            factors.clear()  # one factor at a time: d_in^2 float64
+            factors.update(stats=stats, factor=inverse_hessian_factor(
+                stats.hessian, options["percdamp"], name=name))
         new, _, damping = sparsegpt(before, stats.hessian, target, blocksize=options["blocksize"],
-                                    percdamp=options["percdamp"], name=name)
-        error = relative_error(stats.hessian, before, new)
+                                    percdamp=options["percdamp"], name=name, factor=factors["factor"])
+        if options["measure_error"]:
+            error = relative_error(stats.hessian, before, new)
+        new = new.astype(before.dtype)
     else:
         scores = magnitude_scores(matrix) if method == "magnitude" else wanda_scores(matrix, stats.norms)
         new = prune_matrix(matrix, scores, target, comparison)
@@ -211,8 +218,9 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
         statistics_dtype: `"float32"` (default) or `"float64"` for Hessians.
         owl_threshold, owl_lambda: OWL's M (5) and lambda (0.08).
         measure_error: also compute each layer's relative output error
-            `||XW - XW'||^2 / ||XW||^2` (needs the Hessians: memory
-            `d_in^2` per input of a block). SparseGPT always reports it.
+            `||XW - XW'||^2 / ||XW||^2` on its calibration inputs (Wanda and
+            magnitude then accumulate Hessians too: memory `d_in^2` per input
+            of a block; time two `d_in^2 d_out` products per layer).
         resume: skip the blocks whose every layer already holds the zeros of
             its target (they only run forward): call again with the same
             arguments and `resume=True` after an interrupted run. The
@@ -289,13 +297,14 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
         if needs_data:
             collector, _ = _collect(propagation, index, linears, hessian, statistics_dtype)
             report.peak_statistics_bytes = max(report.peak_statistics_bytes, collector.nbytes)
+        factors = {}
         for _, name, view in linears:
             stats = collector.statistics(name) if collector is not None else None
-            error, damping = _prune_layer(name, view, method, targets[name], comparison, stats, options)
+            error, damping = _prune_layer(name, view, method, targets[name], comparison, stats, options, factors)
             report.layers.append(LayerReport(name, step.name, view.shape, _fraction(targets[name]),
                                              _zeros(view.variable), error, damping))
         report.block_sparsity[step.name] = float(np.mean([_fraction(targets[n]) for _, n, _ in linears]))
-        del collector
+        del collector, factors
         if propagation is not None:
             propagation.store(index, [propagation.call(step, b) for b in range(propagation.batches)])
             report.peak_activation_bytes = propagation.peak

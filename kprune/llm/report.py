@@ -25,7 +25,7 @@ class LayerReport:
         target: the sparsity asked for the layer (a fraction; N:M: N/M).
         sparsity: the fraction of its kernel that is exactly 0 afterwards.
         error: `||X W - X W'||^2 / ||X W||^2` on the calibration inputs it
-            saw (with `measure_error=True`; SparseGPT always), else None.
+            saw (with `measure_error=True`), else None.
         damping: SparseGPT's relative damping used (None for other methods).
     """
 

@@ -29,9 +29,9 @@ ties broken by position (`kprune.sparsity.mask_math`); when a Cholesky
 factorization fails, the damping is multiplied by 10 and retried (up to
 `retries` times) with a warning naming the layer, where the reference stops.
 
-Cost `O(d_in^3 + d_out d_in^2)`; memory: `H` and two copies of the matrix in
-float64. Each output column is updated independently given `H`: a kernel
-sharded along its outputs needs `H` on every device and, for the
+Cost `O(d_in^3 + d_out d_in^2)`; memory: one float64 `d_in x d_in` array
+(factorized in place) and the matrix in float64. Each output column is
+updated independently given `H`: a kernel sharded along its outputs needs `H` on every device and, for the
 unstructured mask only, the block's `blocksize x d_out` scores gathered for
 one threshold; N:M needs nothing across outputs.
 
@@ -51,47 +51,59 @@ True
 """
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg import lapack
 
 from kprune.sparsity.mask_math import m_by_n_mask, magnitude_mask
 from kprune.utils import user_warnings
+
+
+def _dead_and_mean(hessian):
+    diagonal = np.diagonal(hessian)
+    dead = diagonal == 0
+    return dead, float((diagonal.sum(dtype=np.float64) + dead.sum()) / len(diagonal))
 
 
 def inverse_hessian_factor(hessian, percdamp=0.01, retries=5, name="layer"):
     """`(U, dead, damping)`: the upper Cholesky factor of `(H + lambda I)^-1`.
 
     Dead inputs (`H_ii = 0`) get `H_ii = 1`. `damping` is the `percdamp`
-    that succeeded (multiplied by 10 after each failure).
+    that succeeded (multiplied by 10 after each failure). `U` is valid on
+    and above its diagonal only (below it LAPACK leaves other values).
+
+    Memory: one `d_in x d_in` float64 array, factorized and inverted in
+    place (LAPACK `potrf`, `potri`, `potrf`; `chol_lower(A)^T` is the upper
+    factor); the caller's `hessian` is not modified.
 
     Raises:
         ValueError: the factorization failed `retries` more times.
     """
-    h = np.array(hessian, dtype=np.float64)  # a copy: the caller's H is kept
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    mean_diagonal = float(np.mean(np.diag(h)))
+    dead, mean_diagonal = _dead_and_mean(hessian)
     damping = float(percdamp)
     for attempt in range(retries + 1):
-        damped = h + damping * mean_diagonal * np.eye(len(h))
-        try:
-            lower = np.linalg.cholesky(damped)
-            inverse_lower = scipy.linalg.solve_triangular(lower, np.eye(len(h)), lower=True)
-            upper = np.linalg.cholesky(inverse_lower.T @ inverse_lower).T
+        h = np.array(hessian, dtype=np.float64, order="F")  # the one working copy
+        h[dead, dead] = 1.0
+        h.flat[::len(h) + 1] += damping * mean_diagonal
+        lower, info = lapack.dpotrf(h, lower=1, overwrite_a=1, clean=0)
+        if info == 0:
+            inverse, info = lapack.dpotri(lower, lower=1, overwrite_c=1)  # lower triangle of H^-1
+        if info == 0:
+            factor, info = lapack.dpotrf(inverse, lower=1, overwrite_a=1, clean=0)
+        del h
+        if info == 0 and np.all(np.isfinite(np.diagonal(factor))):
             if attempt:
                 user_warnings.warn(
                     f"SparseGPT: the Hessian of layer '{name}' is not positive definite with "
                     f"damping {percdamp} x mean(diag H); it factorized with damping {damping:g}. "
                     "More calibration tokens than inputs, or `statistics_dtype='float64'`, avoid this.")
-            return upper, dead, damping
-        except np.linalg.LinAlgError:
-            damping *= 10.0
+            return factor.T, dead, damping
+        damping *= 10.0
     raise ValueError(
         f"SparseGPT: the Hessian of layer '{name}' could not be factorized even with damping "
-        f"{damping / 10:g} x mean(diag H). Received: a Hessian of {len(h)} inputs with "
+        f"{damping / 10:g} x mean(diag H). Received: a Hessian of {len(dead)} inputs with "
         f"diagonal mean {mean_diagonal:g}. Give more calibration data.")
 
 
-def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5, name="layer"):
+def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5, name="layer", factor=None):
     """Prune `matrix` with SparseGPT (see the module docstring).
 
     Args:
@@ -102,6 +114,8 @@ def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5
         percdamp: relative damping (the reference's 0.01).
         retries: how many times to multiply the damping by 10 on failure.
         name: the layer's name, for messages.
+        factor: `inverse_hessian_factor(hessian, percdamp, retries)` if
+            already computed (layers that read the same inputs share it).
 
     Returns:
         `(new_matrix, pruned, damping)`: the updated float64 matrix with
@@ -114,7 +128,7 @@ def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5
         raise ValueError(
             f"SparseGPT {pattern[0]}:{pattern[1]} needs `blocksize` ({blocksize}) and the inputs of "
             f"layer '{name}' ({d_in}) to be multiples of {pattern[1]}.")
-    u, dead, damping = inverse_hessian_factor(hessian, percdamp, retries, name)
+    u, dead, damping = factor if factor is not None else inverse_hessian_factor(hessian, percdamp, retries, name)
     w[:, dead] = 0.0
     mask = np.zeros(w.shape, dtype=bool)
     for i1 in range(0, d_in, blocksize):
