@@ -35,9 +35,8 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 import common
+import numpy as np
 import text_lm
 
 PATTERNS = ["0.5", "0.6", "0.7", "2:4", "4:8"]
@@ -50,7 +49,8 @@ QUICK = dict(model=dict(num_layers=2, hidden_dim=64, num_query_heads=4, num_key_
              training=dict(steps=60, batch_size=8, seq_len=64), patterns=["0.5", "2:4"], owl=[("wanda", "0.6")],
              calibration=(32, 64), eval_windows=64,
              memory_model=dict(num_layers=2, hidden_dim=256, num_query_heads=8, num_key_value_heads=2,
-                               intermediate_dim=768), memory_runs=[MEMORY_RUNS[1], MEMORY_RUNS[3]], memory_calibration=(8, 128))
+                               intermediate_dim=768),
+             memory_runs=[MEMORY_RUNS[1], MEMORY_RUNS[3]], memory_calibration=(8, 128))
 FULL = dict(model={}, training={}, patterns=PATTERNS, owl=OWL, calibration=(128, 128), eval_windows=None,
             memory_model=MEMORY_MODEL, memory_runs=MEMORY_RUNS, memory_calibration=(16, 256))
 
