@@ -222,3 +222,30 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(method, data):
     assert [layer.error is None for layer in report.layers] == [True, False, False]  # "a" skipped
     for name in ("a", "b", "c"):
         np.testing.assert_array_equal(numpy(model.get_layer(name).kernel), numpy(expected.get_layer(name).kernel))
+
+
+def test_convolutions_are_pruned_as_patch_matrices(rng):
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    images = rng.normal(size=(24, 10, 10, 3)).astype("float32")
+    errors = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        keras.utils.set_random_seed(0)
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        report = kprune.prune_oneshot(clone, 0.5, method=method, data=images, comparison="output",
+                                      measure_error=True, blocksize=9, verbose=0)
+        assert [layer.name for layer in report.layers] == ["conv1", "conv2"]
+        assert [layer.shape for layer in report.layers] == [(27, 8), (72, 16)]
+        for name in ("conv1", "conv2"):
+            kernel = numpy(clone.get_layer(name).kernel)
+            matrix = kernel.reshape(-1, kernel.shape[-1])
+            if method == "sparsegpt":
+                assert (matrix == 0).mean() == 0.5
+            else:
+                assert ((matrix == 0).sum(axis=0) == target_zeros(matrix.shape[0], 0.5)).all()
+        errors[method] = [layer.error for layer in report.layers]
+    assert all(s < min(w, m) for s, w, m in zip(errors["sparsegpt"], errors["wanda"], errors["magnitude"]))
