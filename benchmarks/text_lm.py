@@ -181,15 +181,17 @@ def train(model, tokens, steps, batch_size, seq_len, learning_rate, warmup, weig
 
 
 def perplexity(model, tokens, seq_len=128, batch_size=16, max_windows=None):
-    """`exp(mean cross-entropy)` of next-token prediction over non-overlapping windows of `tokens`."""
+    """`exp(mean cross-entropy)` of next-token prediction over non-overlapping windows of `tokens`
+    (`max_windows` of them spread evenly over the text, or all)."""
     import keras
 
     n = (tokens.size - 1) // seq_len
-    if max_windows is not None:
-        n = min(n, max_windows)
+    chosen = np.arange(n)
+    if max_windows is not None and max_windows < n:
+        chosen = np.linspace(0, n - 1, max_windows).round().astype(int)  # spread over the whole text
     total, count = 0.0, 0
-    for start in range(0, n, batch_size):
-        rows = range(start, min(n, start + batch_size))
+    for start in range(0, len(chosen), batch_size):
+        rows = chosen[start:start + batch_size]
         batch = np.stack([tokens[r * seq_len:r * seq_len + seq_len + 1] for r in rows]).astype("int32")
         x = {"token_ids": batch[:, :-1], "padding_mask": np.ones_like(batch[:, :-1])}
         logits = keras.ops.convert_to_numpy(model(x)).astype(np.float64)
