@@ -213,7 +213,9 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
             or `"matrix"` (one threshold per matrix). Defaults to
             `"matrix"` for magnitude, `"output"` for Wanda, as in the
             references; N:M is per output. Not used by SparseGPT.
-        batch_size: examples per batch when `data` is an array. Defaults to 8.
+        batch_size: examples per block call when `data` is an array (the
+            block's own temporaries grow with it; the references run 1).
+            Defaults to 8.
         blocksize, percdamp: SparseGPT's (defaults 128 and 0.01).
         statistics_dtype: `"float32"` (default) or `"float64"` for Hessians.
         owl_threshold, owl_lambda: OWL's M (5) and lambda (0.08).
@@ -224,7 +226,9 @@ def prune_oneshot(model, sparsity=0.5, method="wanda", data=None, ratios="unifor
         resume: skip the blocks whose every layer already holds the zeros of
             its target (they only run forward): call again with the same
             arguments and `resume=True` after an interrupted run. The
-            skipped layers are reported with `error` None. Defaults to False.
+            skipped layers are reported with `error` None. (With
+            `ratios="owl"` the ratios are measured again, on the partly
+            pruned model.) Defaults to False.
         verbose: 1 shows a progress bar (one step per block), 0 nothing.
 
     Returns:
