@@ -23,7 +23,7 @@ Usage:
 `--families` runs one (the smallest) architecture per family, as the test
 suite does (tests/integration/test_applications.py); `--quick` runs one
 architecture (MobileNetV3Small, about 1 minute), afresh. The full run (40
-architectures) took 2.4 hours of per-architecture time (2026-11-29, loaded
+architectures) took 7,962 s (2.2 hours) of per-architecture time (2026-11-29, loaded
 machine, over two sessions); the state file `<results>/architectures.state.jsonl`
 (ignored by git) lets an interrupted run resume.
 """

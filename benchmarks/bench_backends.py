@@ -32,7 +32,8 @@ SPARSITY = 0.9
 FREQUENCIES = (100, 10)
 GOAL_RATIO = 1.05  # pruned / plain step time at frequency 100 (median and mean)
 FULL = {"batch_size": 32, "chunk_steps": 23, "warmup_chunks": 2, "timed_chunks": 24, "sync": True}
-QUICK = {"batch_size": 32, "chunk_steps": 23, "warmup_chunks": 1, "timed_chunks": 4, "sync": True}  # 115 steps: f=100 updates once
+# Quick: 115 steps, so that frequency 100 updates the masks once.
+QUICK = {"batch_size": 32, "chunk_steps": 23, "warmup_chunks": 1, "timed_chunks": 4, "sync": True}
 log = common.logger("bench_backends")
 
 
@@ -49,15 +50,12 @@ def worker(cfg):
     x = rng.random((n, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, size=(n,)).astype(np.int32)
 
-    def variant(name, model, callbacks):
-        common.compile_classifier(keras, model)
-        return {"name": name, "model": model, "callbacks": callbacks, "callback_base": keras.callbacks.Callback}
-
-    variants = [variant("plain", common.mnist_cnn(keras), lambda: [])]
-    for f in FREQUENCIES:
+    def prune(model, f):
         schedule = kprune.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
-        model = kprune.prune_low_magnitude(common.mnist_cnn(keras), pruning_schedule=schedule)
-        variants.append(variant(f"pruned_f{f}", model, lambda: [kprune.UpdatePruningStep()]))
+        return kprune.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    variants = common.pruning_variants(keras, lambda: common.mnist_cnn(keras), prune, kprune.UpdatePruningStep,
+                                       FREQUENCIES, lambda m: common.compile_classifier(keras, m))
 
     def fit(model, callbacks):
         model.fit(x, y, batch_size=cfg["batch_size"], epochs=1, shuffle=False, verbose=0, callbacks=callbacks)

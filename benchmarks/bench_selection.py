@@ -42,8 +42,8 @@ one-shot rows took 42 minutes, the SSS part 5.5, the layerwise part 13; dense
 training 10 epochs; the short fine-tune is 1 epoch per row, to keep 66 rows
 within budget; 2026-11-29); `--quick` trains the dense model 2 epochs and
 prunes only 50% with l1 and thinet, one gamma over 1 epoch and one layerwise
-row (about 2 minutes). `--only sss` (or `channels`, `layerwise`) runs one
-part and replaces only that part's rows in the existing result (the dense
+row (l1, no reconstruction; about 1.5 minutes). `--only sss` (or `channels`,
+`layerwise`) runs one part and replaces only that part's rows in the existing result (the dense
 model is retrained with the same seed first, about 30 s, and must match; the
 SSS part takes about 7 minutes, the layerwise part about 5).
 """
@@ -69,7 +69,7 @@ FULL = {"ratios": (0.3, 0.5, 0.7), "criteria": CRITERIA, "dense_epochs": 10, "fi
         "layerwise_steps": 5}
 QUICK = {"ratios": (0.5,), "criteria": ("l1", "thinet"), "dense_epochs": 2,
          "finetune_epochs": 1, "sss_epochs": 1, "gammas": (0.3,), "calibration": 128, "reconstruct_images": 64,
-         "layerwise": (("thinet", True),), "layerwise_ratio": 0.5, "layerwise_steps": 2}
+         "layerwise": (("l1", False),), "layerwise_ratio": 0.5, "layerwise_steps": 2}
 SEED = 0
 # The config keys each part reads (for --only, which updates one part of a result).
 PARTS = {"channels": ("ratios", "criteria"), "sss": ("sss_epochs", "gammas"),

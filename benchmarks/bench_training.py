@@ -108,16 +108,16 @@ def time_variants(cfg, keras, api, label):
     keras.utils.set_random_seed(0)
     ds = synthetic_dataset(cfg)
 
-    def variant(name, model, callbacks):
+    def prune(model, f):
+        schedule = api.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
+        return api.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def compile_model(model):
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        return {"name": name, "model": model, "callbacks": callbacks, "callback_base": keras.callbacks.Callback}
 
-    variants = [variant("plain", common.mnist_cnn(keras), lambda: [])]
-    for f in FREQUENCIES:
-        schedule = api.ConstantSparsity(SPARSITY, begin_step=0, frequency=f)
-        model = api.prune_low_magnitude(common.mnist_cnn(keras), pruning_schedule=schedule)
-        variants.append(variant(f"pruned_f{f}", model, lambda: [api.UpdatePruningStep()]))
+    variants = common.pruning_variants(keras, lambda: common.mnist_cnn(keras), prune, api.UpdatePruningStep,
+                                       FREQUENCIES, compile_model)
     timed = common.time_fit_chunks(variants, fit_on(ds), cfg, log, label)
     return variants, timed, int(variants[0]["model"].count_params())
 
@@ -169,16 +169,14 @@ def channel_training(cfg):
     ccfg = dict(cfg, timed_chunks=cfg["channel_timed_chunks"])
     total = (ccfg["warmup_chunks"] + ccfg["timed_chunks"]) * ccfg["chunk_steps"]
 
-    def variant(name, model, callbacks):
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-        return {"name": name, "model": model, "callbacks": callbacks, "callback_base": keras.callbacks.Callback}
+    def prune(model, f):
+        return kprune.prune_channels(model, kprune.PolynomialDecay(0.0, CHANNEL_SPARSITY, begin_step=0,
+                                                                   end_step=total, frequency=f))
 
-    build = lambda: keras.applications.MobileNetV2(input_shape=(side, side, 3), alpha=0.5, weights=None, classes=10)  # noqa: E731
-    variants = [variant("plain", build(), lambda: [])]
-    for f in FREQUENCIES:
-        schedule = kprune.PolynomialDecay(0.0, CHANNEL_SPARSITY, begin_step=0, end_step=total, frequency=f)
-        variants.append(variant(f"pruned_f{f}", kprune.prune_channels(build(), schedule),
-                                lambda: [kprune.UpdatePruningStep()]))
+    variants = common.pruning_variants(
+        keras, lambda: keras.applications.MobileNetV2(input_shape=(side, side, 3), alpha=0.5, weights=None, classes=10),
+        prune, kprune.UpdatePruningStep, FREQUENCIES,
+        lambda m: m.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy"))
     timed = common.time_fit_chunks(variants, fit_on(ds), ccfg, log, "MobileNetV2/prune_channels")
     warm_steps = ccfg["warmup_chunks"] * ccfg["chunk_steps"]
     results = {"model": f"MobileNetV2(alpha=0.5, {side}x{side}, classes=10)",
@@ -243,6 +241,15 @@ def memory_worker(cfg):
 
 
 
+def pruned_dense(api, keras, side):
+    """A built Dense(side) on `side` inputs, wrapped by `api.prune_low_magnitude` (kprune or
+    tfmot) at constant sparsity SPARSITY, pruning at every step."""
+    layer = api.prune_low_magnitude(keras.layers.Dense(side),
+                                    pruning_schedule=api.ConstantSparsity(SPARSITY, begin_step=0, frequency=1))
+    layer.build((None, side))
+    return layer
+
+
 def kprune_mask_update(cfg):
     import keras
     import numpy as np
@@ -254,11 +261,7 @@ def kprune_mask_update(cfg):
     for size in cfg["mask_sizes"]:
         side = int(round(size**0.5))
         rng = np.random.default_rng(1)
-        layer = kprune.PruneLowMagnitude(
-            keras.layers.Dense(side),
-            pruning_schedule=kprune.ConstantSparsity(SPARSITY, begin_step=0, frequency=1),
-        )
-        layer.build((None, side))
+        layer = pruned_dense(kprune, keras, side)
         kernel = layer.layer.kernel
         mask = layer.masks[0]
         ones = np.ones((side, side), bool)
@@ -358,11 +361,7 @@ def tfmot_mask_update(cfg):
     for size in cfg["mask_sizes"]:
         side = int(round(size**0.5))
         rng = np.random.default_rng(1)
-        layer = sparsity.prune_low_magnitude(
-            keras.layers.Dense(side),
-            pruning_schedule=sparsity.ConstantSparsity(SPARSITY, begin_step=0, frequency=1),
-        )
-        layer.build((None, side))
+        layer = pruned_dense(sparsity, keras, side)
         weight, mask, threshold = layer.pruning_vars[0]
         # Any step >= begin_step prunes at frequency 1; 1 is what the first
         # training step sees.

@@ -494,6 +494,19 @@ def step_timer(callback_base, times, sync=False):
     return First(), Last()
 
 
+def pruning_variants(keras, build, prune, callback, frequencies, compile_model):
+    """`[plain, pruned_f<f> for f in frequencies]` for `time_fit_chunks`: `build()` a fresh
+    model, `prune(model, f)` it, `compile_model(model)` each; `callback()` is the pruning
+    callback a pruned variant trains with (`api.UpdatePruningStep`)."""
+
+    def variant(name, model, callbacks):
+        compile_model(model)
+        return {"name": name, "model": model, "callbacks": callbacks, "callback_base": keras.callbacks.Callback}
+
+    return [variant("plain", build(), lambda: [])] + [
+        variant(f"pruned_f{f}", prune(build(), f), lambda: [callback()]) for f in frequencies]
+
+
 def time_fit_chunks(variants, fit, cfg, log, label):
     """Per-step times of `variants` trained in interleaved `fit` chunks: `{name: [seconds]}`.
 
