@@ -16,12 +16,9 @@ from kprune.channels.oneshot import mask_channels, plan_channels, remove_channel
 from kprune.criteria.regularizers import BNScaleRegularizer
 from kprune.dependency.channel_plan import ChannelPlan
 from kprune.export.evaluate import TFLiteEvaluation, evaluate_tflite
-from kprune.export.exporter import ExportReport, export_tflite
-from kprune.methods.distillation import distiller
-from kprune.methods.fine_tune import fine_tuner
-from kprune.methods.layerwise import prune_layerwise
-from kprune.methods.reconstruction import prune_and_reconstruct, reconstruct
-from kprune.methods.structure_selection import (
+from kprune.export.exporter import export_tflite
+from kprune.export.report import ExportReport
+from kprune.methods.branch_selection import (
     BranchScale,
     ResidualBranch,
     StructureSparsity,
@@ -30,6 +27,10 @@ from kprune.methods.structure_selection import (
     residual_branches,
     structure_selection,
 )
+from kprune.methods.distillation import distiller
+from kprune.methods.fine_tune import fine_tuner
+from kprune.methods.layerwise import prune_layerwise
+from kprune.methods.reconstruction import prune_and_reconstruct, reconstruct
 from kprune.registry.registration import register_layer
 from kprune.registry.rules import ChannelSpec, PrunableLayer
 from kprune.search.algorithms.admm import ADMM, admm
@@ -52,7 +53,7 @@ from kprune.sparsity.sparsity_check import check_sparsity_m_by_n
 from kprune.sparsity.update import update_masks
 from kprune.stats.keras_stats import count_macs, count_params
 from kprune.stats.records import ModelSummary
-from kprune.stats.summary import summary
+from kprune.stats.summaries import summary
 
 __all__ = [
     "ADMM",

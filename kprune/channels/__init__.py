@@ -13,10 +13,9 @@ May import: every subpackage up to `kprune.criteria`.
 from kprune.channels.channel_wrapper import PruneChannels
 from kprune.channels.gradual import channel_sparsity, prune_channels
 from kprune.channels.oneshot import mask_channels, plan_channels, remove_channels
-from kprune.dependency.channel_plan import ChannelPlan
+from kprune.dependency.channel_plan import ChannelPlan as ChannelPlan  # documented in kprune.dependency
 
 __all__ = [
-    "ChannelPlan",
     "PruneChannels",
     "channel_sparsity",
     "mask_channels",

@@ -36,7 +36,7 @@ def _demo(args):
 
 
 def _inspect(args):
-    from kprune.stats.summary import summary
+    from kprune.stats.summaries import summary
 
     print(summary(args.file))
     return 0

@@ -24,7 +24,10 @@ from kprune.criteria.hessian import HessianCriterion
 from kprune.criteria.reconstruction_criteria import RECONSTRUCTION_CRITERIA
 
 WEIGHT_CRITERIA = dict(importance_lib.CRITERIA)
+"""`{name: criterion}` of the criteria that read the weights alone: `(graph, group) -> scores`."""
+
 DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, "hessian": HessianCriterion}
+"""`{name: class}` of the criteria built on calibration data: `class(name, data, loss)` is the criterion."""
 
 
 def get(importance, data=None, loss=None):

@@ -1,6 +1,6 @@
 """Export for phones: strip, remove channels, quantize, convert, verify, report.
 
-`exporter` (`export_tflite` in named steps, and its `ExportReport`),
+`exporter` (`export_tflite` in named steps), `report` (its `ExportReport`),
 `prepare` (the plain model it converts: masks applied, pruning removed,
 unread channels removed), `convert` (TFLite conversion with the best encoding
 LiteRT runs), `tf_convert` and `worker` (the same steps on TensorFlow from a
@@ -11,7 +11,8 @@ May import: every subpackage up to `kprune.methods`.
 """
 
 from kprune.export.evaluate import TFLiteEvaluation, evaluate_tflite
-from kprune.export.exporter import ExportReport, export_tflite
+from kprune.export.exporter import export_tflite
+from kprune.export.report import ExportReport
 
 __all__ = [
     "ExportReport",

@@ -3,7 +3,7 @@
 `tflite_interpreter(path_or_bytes)` opens a .tflite file (or its bytes) in
 LiteRT's `Interpreter`, turning "not a TFLite model" into a ValueError that
 names the file; `decoded_interpreter` runs it once with every tensor kept
-(what `kprune.stats.tflite_stats` reads).
+(what `kprune.stats.tflite_ops` reads).
 
 The helpers `kprune.export` runs its file with live here too: sample inputs
 (an array, a list or dict of arrays, or a callable/iterable of batches) become

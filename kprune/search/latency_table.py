@@ -47,7 +47,7 @@ from kprune.litert import timing
 from kprune.registry import keras_layers
 from kprune.search.space import LayerFractions
 from kprune.stats.keras_stats import layer_stats
-from kprune.stats.tflite_stats import tflite_stats
+from kprune.stats.tflite_ops import tflite_stats
 from kprune.utils import atomic
 from kprune.utils.native_logs import quiet_native_logs
 from kprune.utils.progress import Progress, heading
@@ -84,7 +84,7 @@ def interpolate(xs, ys, table, x, y):
 class MacsTimer:
     """A deterministic latency: `overhead_ms + ms_per_mmac * MACs / 1e6` of a .tflite file.
 
-    The MACs are those `kprune.stats.tflite_stats` counts in the file
+    The MACs are those `kprune.stats.tflite_ops` counts in the file
     (convolutions, fully connected ops and activation-by-activation matmuls),
     so the figure depends on the file alone, never on the machine or its
     load. Pass it as `timer=` to `LatencyTable`, `FileLatency` or

@@ -20,7 +20,7 @@ so the callbacks never import `kprune.channels`.
 May import: `kprune._internal`, `kprune.utils`, `kprune.registry`, `kprune.litert`.
 """
 
-from kprune.registry.rules import PrunableLayer
+from kprune.registry.rules import PrunableLayer as PrunableLayer  # documented in kprune.registry
 from kprune.sparsity.prune import prune_low_magnitude, prune_scope, strip_pruning
 from kprune.sparsity.pruning_callbacks import PruningSummaries, UpdatePruningStep
 from kprune.sparsity.pruning_policy import PruneForLatencyOnXNNPack, PruningPolicy
@@ -32,7 +32,6 @@ from kprune.sparsity.update import update_masks
 __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
-    "PrunableLayer",
     "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PruningPolicy",

@@ -65,7 +65,7 @@ def _keras_weights(model):
 
 def _tflite_weights(path_or_bytes):
     """`(name, value, -1)` of the weights of CONV_2D and FULLY_CONNECTED ops
-    (decoded: the file is run once, as `kprune.stats.tflite_stats` does)."""
+    (decoded: the file is run once, as `kprune.stats.tflite_ops` does)."""
     interp, ops = decoded_interpreter(path_or_bytes, "model_or_tflite")
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     decoded_from = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] in _DECODE_OPS}

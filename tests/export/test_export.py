@@ -14,7 +14,8 @@ from ai_edge_litert.interpreter import Interpreter
 import kprune
 from kprune.export import convert as convert_lib
 from kprune.export import exporter as export_lib
-from kprune.export.exporter import ExportReport, export_tflite
+from kprune.export.exporter import export_tflite
+from kprune.export.report import ExportReport
 from kprune.stats import summary
 
 

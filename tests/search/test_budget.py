@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.search.budget import Budget, Constraint, LayerCostModel, bilinear_features
 from kprune.search import uniform
+from kprune.search.budget import Budget, Constraint, LayerCostModel, bilinear_features
 from kprune.search.latency_table import LatencyTable, MacsTimer, grid, interpolate
 from kprune.search.rescale import fill_budget, scale_to_budget
 from kprune.search.space import SearchSpace, allowed_widths

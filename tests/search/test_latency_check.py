@@ -18,7 +18,8 @@ import kprune
 from kprune.litert import runtime as litert
 from kprune.litert import timing
 from kprune.search import uniform
-from kprune.search.latency_check import FileLatency, refit
+from kprune.search.file_latency import FileLatency
+from kprune.search.latency_check import refit
 from kprune.search.latency_table import MacsTimer
 from kprune.search.result import SearchResult
 

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import kprune
-from kprune.stats import keras_stats as summary_lib
 from kprune.stats import LayerStats, ModelSummary, count_macs, count_params, layer_stats, summary
+from kprune.stats import keras_stats as summary_lib
 
 
 def _model():

@@ -2,7 +2,7 @@
 
 One `kprune.stats.records.ModelSummary` whatever the source: a Keras model
 (`kprune.stats.keras_stats`), a .keras file (loaded in safe mode) or a
-.tflite file (`kprune.stats.tflite_stats`), so the three can be compared.
+.tflite file (`kprune.stats.tflite_ops`), so the three can be compared.
 """
 
 import os
@@ -11,7 +11,7 @@ import keras
 
 from kprune.stats.keras_stats import layer_stats
 from kprune.stats.records import ModelSummary
-from kprune.stats.tflite_stats import tflite_stats
+from kprune.stats.tflite_ops import tflite_stats
 from kprune.utils.files import check_file, load_keras_file
 
 
@@ -37,7 +37,7 @@ def summary(model_or_path):
     Example:
 
     >>> import keras, kprune
-    >>> from kprune.stats.summary import summary
+    >>> from kprune.stats.summaries import summary
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4, name="dense")],
     ...                          name="tiny")
     >>> s = summary(model)
