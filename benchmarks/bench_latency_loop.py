@@ -17,7 +17,7 @@ within 3%, the two measurements' spread on the returned file, and an
 independent re-measurement of that file (`FileLatency`, a new process-level
 export) relative to the budget.
 
-The re-measurement uses `kprune.search.latency_check.FileLatency`
+The re-measurement uses `kprune.search.file_latency.FileLatency`
 (internal): the file timing the loop itself uses, measured here.
 
 Usage:
@@ -48,7 +48,7 @@ def one_repeat(index):
     import keras
 
     import kprune
-    from kprune.search.latency_check import FileLatency
+    from kprune.search.file_latency import FileLatency
 
     model = small_cnn(keras)
     space = kprune.SearchSpace(model, round_to=4)

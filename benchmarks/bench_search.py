@@ -247,7 +247,7 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             tuned = accuracy(pruned, data["test"])
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
-            # as kprune.search.latency_check.FileLatency: at least round_ms per file and round
+            # as kprune.search.file_latency.FileLatency: at least round_ms per file and round
             runs = max(timing_cfg["runs"], int(timing_cfg["round_ms"] / dense_report.latency_ms))
             rounds = timing_cfg["rounds"]
             pruned_ms, dense_ms, ratio = timing.interleaved_latency(path, dense_path, io_names, sample, rounds, runs)
