@@ -20,7 +20,7 @@ Usage:
 tfmot's side needs tensorflow-model-optimization and tf-keras (`pip install -e
 ".[bench]"`), or `KPRUNE_TFMOT_PYTHON=<python with them>` to run it in another
 environment; a quick run without them records kprune's side only. `--quick`
-leaves out the export cells of `pruning_with_keras`.
+leaves out the export cells of `pruning_with_keras`. The full run took 65 s (2026-12-07).
 """
 
 import json
@@ -155,6 +155,8 @@ def markdown(data):
             same = ours["sparsity_after_batch"] == t["sparsity_after_batch"]
             lines.append(f"- {name}: {'the same' if same else 'differs'}; tfmot "
                          f"{runs(t['sparsity_after_batch'])}; kprune {runs(ours['sparsity_after_batch'])}")
+        lines += ["", "An `end_step` off the frequency's turns is where they differ: kprune applies the final "
+                  "sparsity at `end_step` (deliberately, as in `pruning_with_keras` above)."]
     return "\n".join(lines)
 
 
