@@ -344,7 +344,7 @@ def test_training_starts_from_masked_weights_after_set_weights():
 
 # Sparsity of a Dense(10) kernel (100 weights) after each of 30 batches of
 # `fit(batch_size=1)`, and `pruning_step` after them, measured with tfmot 0.8.1
-# (`TF_USE_LEGACY_KERAS=1 python benchmarks/tfmot_guides.py`, "schedule_trace"
+# (`python benchmarks/bench_tfmot_guides.py`, "schedule_trace" under "tfmot"
 # in benchmarks/results/tfmot_guides.json).
 TFMOT_TRACES = {
     "polynomial": [0.0] * 9 + [0.7] * 10 + [0.8] * 11,
