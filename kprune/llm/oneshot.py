@@ -15,9 +15,10 @@ The procedure of the references (Wanda's `prune_wanda`, SparseGPT's
    block's outlier ratio (`kprune.llm.owl`) and sets its sparsity.
 
 Memory: the model's weights, the statistics of one block (SparseGPT: one
-`d_in x d_in` Hessian per distinct input of its layers -- q/k/v share one)
-and the activations that cross the current block (its inputs and outputs on
-all calibration batches). Nothing is copied but the one matrix being pruned.
+`d_in x d_in` Hessian per distinct input of its layers -- q/k/v share one --
+each freed once its factor is computed, unless `measure_error`) and the
+activations that cross the current block (its inputs and outputs on all
+calibration batches). Nothing is copied but the one matrix being pruned.
 
 The model is pruned in place: its kernels hold exact zeros and it stays an
 ordinary Keras model (`save`, `kprune.summary`, `kprune.export_tflite`);
@@ -115,12 +116,14 @@ def _prune_layer(name, view, method, target, comparison, stats, options, factors
     matrix = view.matrix(view.variable.value)
     damping = error = None
     if method == "sparsegpt":
-        before = ops.convert_to_numpy(matrix)
         if factors.get("stats") is not stats:
             factors.clear()  # one factor at a time: d_in^2 float64
             factors.update(stats=stats, factor=inverse_hessian_factor(
                 stats.hessian, options["percdamp"], name=name))
-        new, _, damping = sparsegpt(before, stats.hessian, target, blocksize=options["blocksize"],
+            if not options["measure_error"]:
+                stats.release_hessian()  # the factor replaces it for every layer that shares it
+        before = ops.convert_to_numpy(matrix)
+        new, _, damping = sparsegpt(before, None, target, blocksize=options["blocksize"],
                                     percdamp=options["percdamp"], name=name, factor=factors["factor"])
         if options["measure_error"]:
             error = relative_error(stats.hessian, before, new)

@@ -51,10 +51,13 @@ True
 """
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from kprune.sparsity.mask_math import m_by_n_mask, magnitude_mask
 from kprune.utils import user_warnings
+
+
+_gemm = blas.get_blas_funcs("gemm", dtype=np.float64)
 
 
 def _dead_and_mean(hessian):
@@ -108,7 +111,8 @@ def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5
 
     Args:
         matrix: `(d_in, d_out)` array.
-        hessian: `(d_in, d_in)` array, `H = (2/N) X^T X`.
+        hessian: `(d_in, d_in)` array, `H = (2/N) X^T X` (not read when
+            `factor` is given: it may be None).
         sparsity: a fraction in [0, 1), or `(n, m)`: n zeros in every m inputs.
         blocksize: inputs per block (the reference's 128; a multiple of m).
         percdamp: relative damping (the reference's 0.01).
@@ -154,5 +158,9 @@ def sparsegpt(matrix, hessian, sparsity, blocksize=128, percdamp=0.01, retries=5
             err1[:, i] = err
         w[:, i1:i2] = w1
         mask[:, i1:i2] = mask1
-        w[:, i2:] -= err1 @ u[i1:i2, i2:]
+        if i2 < d_in:  # w[:, i2:] -= err1 @ U[block, rest], in place (no d_out x d_in temporary)
+            rest = w[:, i2:]  # F-ordered: BLAS writes into it
+            updated = _gemm(-1.0, err1, u[i1:i2, i2:], beta=1.0, c=rest, overwrite_c=True)
+            if not np.shares_memory(updated, rest):
+                rest[...] = updated
     return w.T, mask.T, damping

@@ -95,6 +95,12 @@ class InputStatistics:
                 self._gemm(2.0 / total, x, x, beta=1.0, c=self.hessian.T, trans_a=True, overwrite_c=True)
         self.count = total
 
+    def release_hessian(self):
+        """Free `H` once nothing needs it (SparseGPT's factor replaces it); no more rows can be added."""
+        self.hessian = None
+        self._gemm = None
+        self.count = None
+
     @property
     def nbytes(self):
         """Bytes held (for memory reports)."""
