@@ -18,7 +18,11 @@
    hidden 1024, 16/4 heads, FFN 2816: 346 MiB of float32 weights) with 16 windows of 256 tokens:
    seconds of `prune_oneshot`, and the peak resident memory during it (sampled every 2 ms from
    `/proc/self/statm`) above the resident memory before it, against the model's weight bytes;
-   with the statistics and activations that kprune reports holding.
+   with the statistics and activations that kprune reports holding. The workers run with glibc's
+   `MALLOC_MMAP_THRESHOLD_=131072` (every allocation of 128 KiB or more is its own mapping, returned
+   when freed) and `malloc_trim(0)` before the baseline, so that resident memory follows what is
+   held (with glibc's defaults, pages freed while the model was built stay resident and pruning
+   reuses them unseen: peaks of +1 to +214 MiB for the same work).
 
 Goals (issue 26): SparseGPT lowest reconstruction error in every layer; SparseGPT's and Wanda's
 perplexity rise at most half of magnitude's at 50% and at 2:4; peak memory during pruning at most
@@ -28,6 +32,8 @@ A full run takes ~25 min after the model is cached (~10 min more the first time)
 (a 2-layer model trained 60 steps, fewer settings, a small memory model) takes ~2 min.
 """
 
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -135,6 +141,10 @@ def memory_worker(method, pattern, batch_size, config, calibration):
     data = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     model({k: v[:2] for k, v in data.items()})  # warm-up: the first call's allocations are not pruning's
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    # The baseline is live memory only: the heap pages that building the model freed go back to the
+    # system first (else pruning reuses them unseen and the peak is undercounted).
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     before, peak, stop = rss_bytes(), [0], threading.Event()
 
     def sample():
@@ -166,7 +176,10 @@ def memory_runs(settings, log):
     for method, pattern, batch_size in settings["memory_runs"]:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", method, pattern, str(batch_size),
                json.dumps(settings["memory_model"]), json.dumps(settings["memory_calibration"])]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=common.child_env(), timeout=3600)
+        # Every allocation of 128 KiB or more is its own mapping, returned to the system when freed:
+        # resident memory follows what is held (glibc's default raises this threshold as memory is freed).
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                              env=common.child_env(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072"))
         if done.returncode:
             raise RuntimeError(f"memory worker {method} {pattern} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -274,9 +287,11 @@ def markdown(perplexity, memory, goals, lowest, settings):
     lines += ["## Time and memory", "",
               f"Random-weight Llama 3 ({first['params']:,} parameters, {first['weight_bytes'] / 2**20:.0f} MiB of "
               f"float32 weights: {settings['memory_model']}), {first['calibration_tokens']:,} calibration tokens, "
-              "each method in a fresh process (TensorFlow backend, 2 CPU cores). *Peak above before*: the highest "
-              "resident memory during `prune_oneshot` minus the resident memory just before it (model built, "
-              "called once). *Statistics* and *activations*: the most bytes kprune held at once (one block's "
+              "each method in a fresh process (TensorFlow backend, 2 CPU cores shared with other users' work: the "
+              "seconds are inflated by their load). *Peak above before*: the highest "
+              "resident memory during `prune_oneshot` (sampled every 2 ms) minus the resident memory just before "
+              "it (model built, called once, freed heap pages returned with `malloc_trim(0)`; glibc's "
+              "`MALLOC_MMAP_THRESHOLD_=131072`, so that freed arrays leave the resident set). *Statistics* and *activations*: the most bytes kprune held at once (one block's "
               "statistics; the activations crossing a block).", ""]
     rows = [[f"{r['method']} {r['pattern']}", r["batch_size"], common.num(r["seconds"], ".1f"),
              common.num(r["extra_bytes"] / 2**20, ".0f"), common.num(r["extra_over_weights"], ".2f"),
@@ -287,7 +302,7 @@ def markdown(perplexity, memory, goals, lowest, settings):
     rows = [[name, common.num(r["seconds"], ".1f")] for name, r in runs.items()
             if name != "dense" and r["pattern"] in ("0.5", "2:4") and r["ratios"] == "uniform"]
     lines += ["Seconds of `prune_oneshot` on the tiny model (with `measure_error=True`, which adds a Hessian "
-              "per input to Wanda and magnitude):", "", common.md_table(["run", "seconds:"], rows), ""]
+              "per input to Wanda and magnitude; on 2 cores shared with other work, so inflated by its load):", "", common.md_table(["run", "seconds:"], rows), ""]
     return "\n".join(lines)
 
 
