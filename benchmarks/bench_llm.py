@@ -28,8 +28,9 @@ Goals (issue 26): SparseGPT lowest reconstruction error in every layer; SparseGP
 perplexity rise at most half of magnitude's at 50% and at 2:4; peak memory during pruning at most
 weights + 0.5 x weights.
 
-A full run takes ~25 min after the model is cached (~10 min more the first time); `--quick`
-(a 2-layer model trained 60 steps, fewer settings, a small memory model) takes ~2 min.
+A full run takes 25-40 min on 2 shared cores once the model is cached (1,397 s and 2,354 s
+measured on 2026-12-07, under other users' load; ~10 min more the first time); `--quick` (a
+2-layer model trained 60 steps, fewer settings, a small memory model) takes ~2 min.
 """
 
 import ctypes
@@ -291,8 +292,9 @@ def markdown(perplexity, memory, goals, lowest, settings):
               "seconds are inflated by their load). *Peak above before*: the highest "
               "resident memory during `prune_oneshot` (sampled every 2 ms) minus the resident memory just before "
               "it (model built, called once, freed heap pages returned with `malloc_trim(0)`; glibc's "
-              "`MALLOC_MMAP_THRESHOLD_=131072`, so that freed arrays leave the resident set). *Statistics* and *activations*: the most bytes kprune held at once (one block's "
-              "statistics; the activations crossing a block).", ""]
+              "`MALLOC_MMAP_THRESHOLD_=131072`, so that freed arrays leave the resident set). *Statistics* and "
+              "*activations*: the most bytes kprune held at once (one block's statistics; the activations "
+              "crossing a block).", ""]
     rows = [[f"{r['method']} {r['pattern']}", r["batch_size"], common.num(r["seconds"], ".1f"),
              common.num(r["extra_bytes"] / 2**20, ".0f"), common.num(r["extra_over_weights"], ".2f"),
              common.num(r["statistics_bytes"] / 2**20, ".1f"), common.num(r["activation_bytes"] / 2**20, ".1f")]
@@ -302,7 +304,8 @@ def markdown(perplexity, memory, goals, lowest, settings):
     rows = [[name, common.num(r["seconds"], ".1f")] for name, r in runs.items()
             if name != "dense" and r["pattern"] in ("0.5", "2:4") and r["ratios"] == "uniform"]
     lines += ["Seconds of `prune_oneshot` on the tiny model (with `measure_error=True`, which adds a Hessian "
-              "per input to Wanda and magnitude; on 2 cores shared with other work, so inflated by its load):", "", common.md_table(["run", "seconds:"], rows), ""]
+              "per input to Wanda and magnitude; on 2 cores shared with other work, so inflated by its load):", "",
+              common.md_table(["run", "seconds:"], rows), ""]
     return "\n".join(lines)
 
 

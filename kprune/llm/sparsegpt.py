@@ -56,7 +56,6 @@ from scipy.linalg import blas, lapack
 from kprune.sparsity.mask_math import m_by_n_mask, magnitude_mask
 from kprune.utils import user_warnings
 
-
 _gemm = blas.get_blas_funcs("gemm", dtype=np.float64)
 
 
