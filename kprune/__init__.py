@@ -1,7 +1,9 @@
 """kprune: pruning and compression for Keras 3 / TensorFlow.
 
 The training-time sparsity API mirrors `tfmot.sparsity.keras`: a tfmot user
-migrates by replacing `tfmot.sparsity.keras` with `kprune`.
+migrates by replacing `tfmot.sparsity.keras` with `kprune`, and
+`tfmot.quantization.keras` (and `tfmot.experimental.combine`) with
+`kprune.quantization`.
 """
 
 __version__ = "0.1.0"
@@ -31,6 +33,7 @@ from kprune.methods.distillation import distiller
 from kprune.methods.fine_tune import fine_tuner
 from kprune.methods.layerwise import prune_layerwise
 from kprune.methods.reconstruction import prune_and_reconstruct, reconstruct
+from kprune import quantization  # noqa: F401  (tfmot.quantization.keras's namespace)
 from kprune.registry.registration import register_layer
 from kprune.registry.rules import ChannelSpec, PrunableLayer
 from kprune.search.algorithms.admm import ADMM, admm
