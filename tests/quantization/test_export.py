@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import accuracy, compile_classifier, small_cnn
+from _qat_models import accuracy, compile_classifier, small_cnn
 
 import kprune
 from kprune.quantization import quantize_model

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import compile_classifier, small_cnn
+from _qat_models import compile_classifier, small_cnn
 
 import kprune
 from kprune.quantization import (
