@@ -1,9 +1,15 @@
-"""kprune: pruning and compression for Keras 3 / TensorFlow.
+"""kprune: pruning and compression for Keras 3 (TensorFlow, JAX, PyTorch).
 
 The training-time sparsity API mirrors `tfmot.sparsity.keras`: a tfmot user
 migrates by replacing `tfmot.sparsity.keras` with `kprune`, and
 `tfmot.quantization.keras` (and `tfmot.experimental.combine`) with
-`kprune.quantization`.
+`kprune.quantization`. The names below are the short doors to every
+subsystem's public namespace, each a subpackage with its own `__all__`:
+`kprune.sparsity` (tfmot's API), `kprune.registry`, `kprune.dependency`,
+`kprune.criteria`, `kprune.channels`, `kprune.methods`, `kprune.search`,
+`kprune.export` and `kprune.stats` (`kprune.prune_low_magnitude is
+kprune.sparsity.prune_low_magnitude`); quantization-aware training is in
+`kprune.quantization` only, as tfmot keeps it apart.
 """
 
 __version__ = "0.1.0"
