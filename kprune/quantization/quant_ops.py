@@ -45,7 +45,6 @@ Example:
 [[127.0, -127.0], [-51.0, 70.0]]
 """
 
-import keras
 from keras import ops
 
 from kprune.utils import backends
@@ -165,8 +164,3 @@ def moving_average(old, new, count, decay):
     count = ops.cast(count, "float32")
     weight = ops.minimum(float(decay), count / (count + 1.0))
     return weight * old + (1.0 - weight) * new
-
-
-def is_variable(value):
-    """Whether `value` is a Keras variable."""
-    return isinstance(value, keras.Variable)
