@@ -9,7 +9,7 @@ from ai_edge_litert.interpreter import Interpreter
 from _qat_models import accuracy, compile_classifier, small_cnn
 
 import kprune
-from kprune.quantization import quantize_model
+from kprune.quantization import quantize_model, quantize_scope
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,9 @@ def test_saved_qat_model_exports_from_its_file(trained_qat, digits, tmp_path):
     loaded = keras.models.load_model(source)  # no custom_objects
     x = digits[2][:32]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    with quantize_scope():  # and inside tfmot's scope too
+        again = keras.models.load_model(source)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), qat.predict(x, verbose=0))
     report = kprune.export_tflite(source, str(tmp_path / "qat.tflite"), int8_io=True, sample_inputs=x,
                                   measure_latency=False)
     assert report.verified and report.int8_io and report.quantization == "int8 (QAT ranges)"
