@@ -58,6 +58,10 @@ because after one its BatchNorm moving statistics still lag the weights).
 Usage:
     python benchmarks/bench_qat.py [--quick]
 
+A full run took 1,563 s (26 min, tfmot's side included) on 2 cores shared with
+other work (load average about 10), 2026-12-07; a quick run about 150 s
+without tfmot.
+
 tfmot's side needs tensorflow-model-optimization and tf-keras (`pip install -e
 ".[bench]"`, or `KPRUNE_TFMOT_PYTHON=<python with them>`); a quick run without
 them skips it.
