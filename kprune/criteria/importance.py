@@ -42,7 +42,7 @@ Every criterion by name, this module's and the others', is in
 import keras
 import numpy as np
 
-from kprune.dependency.channel_graph import rows_of
+from kprune.dependency.unit_space import rows_of
 from kprune.registry import keras_layers
 from kprune.utils import backends
 
@@ -68,8 +68,14 @@ def unit_values(graph, group, usage, variable, axis, repeat):
 
 
 def _filter_sources(group):
-    """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in the group."""
+    """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in
+    the group; for attention heads, every query, key and value kernel and
+    bias that computes the head."""
     for usage in group.usages:
+        if usage.role == "out" and usage.kind == "head":
+            for variable, axis, repeat in usage.slices:
+                yield usage, variable, axis, repeat
+            continue
         if usage.role != "out" or usage.kind not in ("producer", "grouped", "depthwise"):
             continue
         source = usage

@@ -75,6 +75,14 @@ class ChannelSpec(NamedTuple):
 
     A slice is `(variable, axis, repeat)`: channel i owns indices
     `i * repeat ... i * repeat + repeat - 1` along `axis`.
+
+    A producer that reads several inputs (attention's query, key and value)
+    gives `input_slices`: `((arguments, slices), ...)`, the slices read from
+    the first of `arguments` (names or positions of its `call`'s parameters)
+    that the call passes -- `(("key", "value"), key_slices)` for a key that
+    defaults to the value. An attention layer's `heads`
+    (`kprune.registry.attention.HeadSpec`) are units of their own, inside the
+    layer: the channel graph makes them prunable groups.
     """
 
     kind: str
@@ -83,6 +91,8 @@ class ChannelSpec(NamedTuple):
     width_key: str = None
     multiplier: int = 1
     reason: str = ""
+    input_slices: tuple = ()
+    heads: object = None
 
 
 def block(reason):
@@ -112,6 +122,11 @@ class LayerRule:
 
 _RULES = {}
 
+# Normalizations across channels (LayerNormalization, RMS norms): removing a
+# channel changes every output, so the channels reaching them stay whole.
+ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(
+    "normalizes across channels: removing channels changes its statistics"))
+
 # Width key of a grouped convolution with one input channel per group: its
 # `filters` and `groups` shrink together (see `resized_config`).
 DEPTHWISE_FILTERS = "filters/groups"
@@ -131,6 +146,31 @@ def register_named(qualified_name, rule):
     """Record `rule` for the class named `qualified_name` ("module.Class"),
     without importing its module."""
     _NAMED_RULES[qualified_name] = rule
+
+
+# Builders of models that holds layers kprune cannot clone one by one (a
+# KerasHub backbone or task), by "module.QualifiedName" (`register_model_builder`).
+_MODEL_BUILDERS = {}
+
+
+def register_model_builder(qualified_name, builder):
+    """Record how to rebuild models of the class named `qualified_name`
+    ("module.Class") with other weights: `builder(model, values_of,
+    blocks=None)` returns a new model of the same kind whose weights are
+    `values_of(variable)` for each variable of `model` -- of the same shapes
+    (a masked copy) or smaller ones (channels or heads removed: the builder
+    reads the new widths from the arrays) -- keeping the transformer blocks
+    at the indices `blocks` (all when None)."""
+    _MODEL_BUILDERS[qualified_name] = builder
+
+
+def model_builder(model):
+    """The builder registered for `model`'s class (or its nearest base), or None."""
+    for cls in type(model).__mro__:
+        builder = _MODEL_BUILDERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if builder is not None:
+            return builder
+    return None
 
 
 def rule_for(layer):
@@ -292,13 +332,16 @@ def channel_scale(layer):
     return rule.scale(unwrap(layer)) if rule is not None and rule.scale is not None else None
 
 
-def resized_config(layer, width_key, width):
-    """`layer`'s config with `width` channels under `width_key` (from its `ChannelSpec`)."""
-    config = layer.get_config()
+def resized_config(layer, width_key, width, config=None):
+    """`layer`'s config (or `config`, to resize several keys) with `width`
+    channels under `width_key` (from its `ChannelSpec`, or a `HeadSpec`'s
+    head-count key). A shape-valued key (`target_shape`, `EinsumDense`'s
+    `output_shape`) gets `width` as its last entry."""
+    config = dict(layer.get_config() if config is None else config)
     if width_key == DEPTHWISE_FILTERS:
         multiplier = config["filters"] // config["groups"]
         config["filters"], config["groups"] = int(width), int(width) // multiplier
-    elif width_key == "target_shape":
+    elif isinstance(config.get(width_key), (tuple, list)):
         config[width_key] = tuple(config[width_key][:-1]) + (int(width),)
     else:
         config[width_key] = int(width)

@@ -28,7 +28,8 @@ Example:
 import keras
 import numpy as np
 
-from kprune.channels.oneshot import ChannelPlan, masked_copy
+from kprune.channels.oneshot import masked_copy
+from kprune.dependency.channel_plan import ChannelPlan
 from kprune.dependency.channel_graph import ChannelGraph
 
 
