@@ -44,7 +44,6 @@ import keras
 from keras import layers as L
 
 from kprune.registry.einsum import einsum_input_axis, einsum_macs
-from kprune.registry.transformer_layers import ATTENTION
 
 # The queries the rest of kprune asks (defined with the table in kprune.registry.rules;
 # importing them from here guarantees the built-in records are registered).
@@ -71,6 +70,7 @@ from kprune.registry.rules import (  # noqa: F401
     unwrap,
     variable,
 )
+from kprune.registry.transformer_layers import ATTENTION
 
 
 def _channels_last(layer):

@@ -29,8 +29,8 @@ import keras
 import numpy as np
 
 from kprune.channels.oneshot import masked_copy
-from kprune.dependency.channel_plan import ChannelPlan
 from kprune.dependency.channel_graph import ChannelGraph
+from kprune.dependency.channel_plan import ChannelPlan
 
 
 def accuracy(x, y, batch_size=256):
