@@ -54,6 +54,7 @@ from kprune.sparsity.update import update_masks
 from kprune.stats.keras_stats import count_macs, count_params
 from kprune.stats.records import ModelSummary
 from kprune.stats.summaries import summary
+from kprune import transformers  # noqa: F401  (registers kprune's KerasHub builders and backbone classes)
 
 __all__ = [
     "ADMM",

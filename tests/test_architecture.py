@@ -26,6 +26,7 @@ LAYERS = [
     "criteria",    # channel importance, sampling, least squares
     "channels",    # one-shot and gradual channel pruning
     "methods",     # reconstruction, layer-wise, SSS, distillation
+    "transformers",  # KerasHub models rebuilt smaller, depth pruning, block criteria
     "export",      # conversion to TFLite, verification, the report
     "search",      # budgets, spaces, latency tables, the searches
     "cli",         # the `kprune` command and the demo

@@ -75,7 +75,7 @@ def _check_rebuildable(graph, flags, rebuilt):
     """Raise if units inside a layer that holds layers are removed and no
     builder knows how to rebuild that layer smaller (`rebuilt`: ids of the
     layers inside models a builder rebuilds)."""
-    for name, layer in graph.traced:
+    for name, layer, _, _ in graph.traced:
         if id(layer) in rebuilt:
             continue
         inner = {id(sub) for sub in functional.sublayers(layer)}

@@ -149,8 +149,9 @@ CRITERIA = {"l1": _norm(1), "l2": _norm(2), "fpgm": fpgm, "bn_scale": bn_scale}
 
 
 def batches(data, with_targets, batch_size=64):
-    """`(x, y)` batches from an array, a tuple `(x, y)`, a list of input
-    arrays (cut into `batch_size` examples) or a `tf.data.Dataset` of batches."""
+    """`(x, y)` batches from an array, a tuple `(x, y)`, a list or a dict of
+    input arrays (cut into `batch_size` examples) or a `tf.data.Dataset` of
+    batches."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -168,11 +169,14 @@ def batches(data, with_targets, batch_size=64):
             "Argument `data` must be `(inputs, targets)` for importance 'taylor'. "
             f"Received: data of type {type(data).__name__}"
         )
-    first = x[0] if isinstance(x, list) else x
+    first = x[0] if isinstance(x, list) else next(iter(x.values())) if isinstance(x, dict) else x
     n = len(first)
     for start in range(0, n, batch_size):
         stop = start + batch_size
-        bx = [a[start:stop] for a in x] if isinstance(x, list) else x[start:stop]
+        if isinstance(x, dict):  # a KerasHub model's inputs, by name
+            bx = {key: value[start:stop] for key, value in x.items()}
+        else:
+            bx = [a[start:stop] for a in x] if isinstance(x, list) else x[start:stop]
         yield bx, (None if y is None else y[start:stop])
 
 

@@ -50,6 +50,7 @@ Attention heads are groups too:
 """
 
 import contextlib
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -60,6 +61,17 @@ from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
 
 HEAD_MODES = ("kv", "query")
+
+
+class Traced(NamedTuple):
+    """A layer walked through its calls: its name in the model, the layer, and
+    the channel ids of its inputs and outputs (a transformer block's first
+    input and output are the residual stream)."""
+
+    name: str
+    layer: object
+    input_ids: list
+    output_ids: list
 
 
 class Attention:
@@ -106,7 +118,7 @@ class ChannelGraph(UnitSpace):
         self.widths = {}  # id(layer) -> (config key of its width, its output usage)
         self.head_widths = {}  # id(layer) -> [(config key, usage, heads per unit)]
         self.attention = {}  # id(layer) -> Attention
-        self.traced = []  # (name, layer) of the layers walked through their calls
+        self.traced = []  # `Traced` records of the layers walked through their calls
         # Tensors (of the top-level model) that a layer with weights reads,
         # with their channel ids: where data criteria measure activations.
         self.read_tensors = []
@@ -187,7 +199,7 @@ class ChannelGraph(UnitSpace):
             spec = keras_layers.block(f"its call could not be traced ({message})")
             ins = [self._ids(ids_of, t) for t in node.input_tensors]
             return self._block(op, spec, ins, node.outputs, node, ids_of)
-        self.traced.append((self._prefix + op.name, op))
+        name = self._prefix + op.name
         inputs, input_ids = [], []
         for original in node.input_tensors:
             fresh = trace.inputs[id(original)]
@@ -196,8 +208,10 @@ class ChannelGraph(UnitSpace):
                 ids = self.new(_channels(fresh), block=f"an input of {op.name} of unknown width")
             inputs.append(fresh)
             input_ids.append(ids)
-        with self._prefixed(self._prefix + op.name + "/"):
-            return self._walk(inputs, trace.nodes, trace.outputs, input_ids)
+        with self._prefixed(name + "/"):
+            outputs = self._walk(inputs, trace.nodes, trace.outputs, input_ids)
+        self.traced.append(Traced(name, op, input_ids, outputs))
+        return outputs
 
     @contextlib.contextmanager
     def _prefixed(self, prefix):
@@ -321,7 +335,7 @@ class ChannelGraph(UnitSpace):
         return [np.tile(ins[0], _positions(outs[0], ins[0]))]
 
     def _block(self, op, spec, ins, outs, node, ids_of):
-        reason = f"{op.name} ({type(op).__name__}): {spec.reason}"
+        reason = f"{self._prefix}{op.name} ({type(op).__name__}): {spec.reason}"
         for ids in ins:
             self.block(ids, reason)
         return [self.new(_channels(t), block=f"output of {reason}") for t in outs]

@@ -178,6 +178,17 @@ class UnitSpace:
         for usage in self.usages:
             self._usages_by_layer.setdefault(id(usage.layer), []).append(usage)
 
+    def group_of(self, channel_id):
+        """The `ChannelGroup` that holds channel id `channel_id`, or None (a
+        channel no weight slice touches)."""
+        root = self.roots[channel_id]
+        for group in self.groups:
+            units = group.units
+            k = int(np.searchsorted(units, root))
+            if k < len(units) and units[k] == root:
+                return group
+        return None
+
     def usages_of(self, layer):
         """The usages of `layer` (in graph order)."""
         return self._usages_by_layer.get(id(layer), [])
