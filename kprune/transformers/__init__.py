@@ -10,7 +10,9 @@ to KerasHub and to depth:
   model -- the stock class with a new config where it can say the new widths,
   else kprune's registered subclass with per-layer widths and an explicit
   `head_dim` (`hub_llama`: `PrunedLlama3Backbone`, ...) -- registered with
-  `kprune.registry.rules.register_model_builder` when KerasHub is installed;
+  `kprune.registry.rules.register_model_builder` when KerasHub is installed
+  (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT; `hub_llama`, `hub_gemma_qwen`,
+  `hub_gpt2_bert` hold the subclasses);
 * `widths`: a block's widths read from its pruned weights;
 * depth: `blocks` (a model's transformer blocks), `block_scores`
   (`plan_blocks`, Block Influence and angular distance), `depth`
@@ -38,11 +40,18 @@ __all__ = [
 if importlib.util.find_spec("keras_hub") is not None:
     # KerasHub is optional: its models' builders and kprune's backbone
     # classes (registered with Keras for `from_preset`) exist when it is installed.
+    from kprune.transformers.hub_gemma_qwen import PrunedGemmaBackbone, PrunedQwen3Backbone
+    from kprune.transformers.hub_gpt2_bert import PrunedBertBackbone, PrunedGPT2Backbone, PrunedGPT2CausalLM
     from kprune.transformers.hub_llama import PrunedLlama3Backbone
     from kprune.transformers.hub_rebuild import rebuild_backbone, rebuild_task
 
     __all__ += [
+        "PrunedBertBackbone",
+        "PrunedGPT2Backbone",
+        "PrunedGPT2CausalLM",
+        "PrunedGemmaBackbone",
         "PrunedLlama3Backbone",
+        "PrunedQwen3Backbone",
         "rebuild_backbone",
         "rebuild_task",
     ]
