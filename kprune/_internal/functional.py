@@ -71,6 +71,12 @@ def function_of(model, purpose="Channel pruning"):
     return model
 
 
+def input_structure(model):
+    """The structure of a Sequential or Functional model's inputs (a tensor, a
+    list, or a dict by name), as its graph was built."""
+    return function_of(model, purpose="Reading a model's inputs").input
+
+
 def nodes(model):
     """The call nodes of a graph model in dependency order (inputs first),
     input placeholders left out. Nested models are single nodes."""
