@@ -111,3 +111,21 @@ def test_head_sparsity_must_name_known_unit_kinds():
         kprune.plan_channels(vit(layers=1), {"hidden": 0.5})
     with pytest.raises(ValueError, match=r"Argument `heads` must be one of \('kv', 'query'\)"):
         kprune.plan_channels(vit(layers=1), 0.5, heads="all")
+
+
+def test_heads_and_units_are_pruned_gradually_during_fit():
+    model = vit()
+    pruned = kprune.prune_channels(model, kprune.PolynomialDecay(0.0, 0.5, 0, 4, frequency=1), round_to=1)
+    pruned.compile("adam", "mse")
+    x, y = _data(16), np.zeros((16, 3), "float32")
+    pruned.fit(x, y, epochs=2, batch_size=4, callbacks=[kprune.UpdatePruningStep()], verbose=0)
+    stripped = kprune.strip_pruning(pruned)
+    # A pruned head's query, key and value columns and output rows are all 0.
+    mha = stripped.get_layer("mha_0")
+    rows = np.abs(mha.output_dense.kernel.numpy()).sum(axis=(1, 2)) == 0
+    assert rows.sum() == HEADS // 2
+    assert not np.abs(mha.query_dense.kernel.numpy()[:, rows]).any()
+    small = kprune.remove_channels(pruned)
+    assert small.get_layer("mha_0").get_config()["num_heads"] == HEADS // 2
+    assert small.get_layer("fc1_0").units == MLP // 2
+    np.testing.assert_allclose(small(x), stripped(x), atol=1e-5)
