@@ -21,6 +21,7 @@ Example:
 ['Dense', 'Multiply']
 """
 
+import contextlib
 import inspect
 import warnings
 from typing import NamedTuple
@@ -347,6 +348,46 @@ def rebuild(model, call):
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
     )
+
+
+@contextlib.contextmanager
+def recording_inputs(layers, record):
+    """While active, every call of a layer in `layers` first hands its first
+    input to `record(layer, x)` (an eager tensor when the model runs eagerly).
+
+    Keras has no forward hooks: the layers' `call` is wrapped on the
+    instances, and restored on exit. This is how data criteria read what a
+    layer inside a KerasHub block reads (the input of an attention layer's
+    output projection, of an FFN's down projection).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2)
+    >>> seen = []
+    >>> with recording_inputs([dense], lambda layer, x: seen.append(tuple(x.shape))):
+    ...     _ = dense(keras.ops.ones((3, 4)))
+    >>> seen, "call" in vars(dense)
+    ([(3, 4)], False)
+    """
+    patched = []  # (layer, its own `call` attribute or None)
+    try:
+        for layer in dict.fromkeys(layers):  # each layer once
+            original = layer.call
+            own = vars(layer).get("call")
+
+            def call(*args, _layer=layer, _original=original, **kwargs):
+                record(_layer, args[0] if args else next(iter(kwargs.values())))
+                return _original(*args, **kwargs)
+
+            object.__setattr__(layer, "call", call)
+            patched.append((layer, own))
+        yield
+    finally:
+        for layer, own in patched:
+            if own is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", own)
 
 
 def scope_hides(variable):

@@ -11,7 +11,7 @@ closer to the dense model. `copy_with_values` builds the model that holds
 those arrays: a Sequential or Functional model is cloned layer by layer (with
 new widths in the configs of producers and attention layers), a model
 registered with a builder (a KerasHub backbone or task:
-`kprune.registry.rules.register_model_builder`) is rebuilt by it, wherever it
+`kprune.registry.model_builders.register_model_builder`) is rebuilt by it, wherever it
 sits in the model.
 
 Example:
@@ -35,6 +35,7 @@ from kprune._internal import functional
 from kprune.dependency.unit_space import rows_of
 from kprune.registry import keras_layers
 from kprune.registry.attention import fold_value_bias
+from kprune.registry.model_builders import model_builder
 from kprune.sparsity.prune import clone_with, copy_layer
 
 
@@ -99,7 +100,7 @@ def copy_with_values(model, graph, flags, remove):
         return values[id(variable)]
 
     def rebuild(nested):
-        builder = keras_layers.model_builder(nested)
+        builder = model_builder(nested)
         return builder(nested, values_of) if builder is not None else None
 
     rebuilt = rebuild(model)
@@ -107,7 +108,7 @@ def copy_with_values(model, graph, flags, remove):
         return rebuilt
     if remove:
         covered = {id(sub) for layer in functional.sublayers(model)
-                   if keras_layers.model_builder(layer) is not None for sub in functional.sublayers(layer)}
+                   if model_builder(layer) is not None for sub in functional.sublayers(layer)}
         _check_rebuildable(graph, flags, covered)
 
     def clone_layer(old):

@@ -57,11 +57,13 @@ def plan_channels(
             `{"heads": 0.5, "channels": 0.25}` (a missing kind: 0). A
             transformer's channel groups are its FFN units; its residual
             stream (the hidden size) stays whole.
-        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`; the
-            data criteria `"taylor"`, `"apoz"`, `"mean_activation"`,
-            `"hessian"` (`kprune.criteria.hessian`), `"thinet"` and `"lasso"`
+        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`,
+            `"random"`; the data criteria `"taylor"`, `"taylor_element"`
+            (LLM-Pruner), `"apoz"`, `"mean_activation"`, `"activation"`
+            (Minitron), `"fluctuation"` (FLAP), `"hessian"`
+            (`kprune.criteria.hessian`), `"thinet"` and `"lasso"`
             (`kprune.criteria.reconstruction_criteria`), which need `data`; or a callable
-            `(graph, group) -> scores` (see `kprune.criteria.importance`).
+            `(graph, group) -> scores` (see `kprune.criteria.catalog`).
         global_ranking: rank units across groups (scores divided by their
             group's mean) instead of within each group: True (a fraction of
             the units), or `"params"` (scores per parameter, until a fraction
@@ -79,11 +81,11 @@ def plan_channels(
             still be pruned).
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
-        data: inputs (or `(inputs, targets)` for `"taylor"` and `"hessian"`) the data-driven
-            criteria run the model on: an array, a tuple of arrays or a
-            `tf.data.Dataset` of batches. Defaults to None.
-        loss: the loss for `"taylor"` and `"hessian"` (a Keras loss or its name); defaults to
-            the compiled model's loss.
+        data: inputs (or `(inputs, targets)` for the Taylor criteria and `"hessian"`) the
+            data-driven criteria run the model on: an array, a tuple of arrays, a dict by
+            input name (a KerasHub model's) or a `tf.data.Dataset` of batches. Defaults to None.
+        loss: the loss for the Taylor criteria and `"hessian"` (a Keras loss or its name);
+            defaults to the compiled model's loss.
         config_list: NNI's format instead of `sparsity`/`ratios`/`exclude`/
             `global_ranking`, e.g. `[{"sparsity": 0.5, "op_types": ["Conv2D"]},
             {"exclude": True, "op_names": ["fc3"]}]` (see

@@ -178,7 +178,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
         scores = score_fn(graph, group)
         if scores is None:
             name = getattr(score_fn, "__name__", type(score_fn).__name__)
-            entry["reason"] = f"no weights for importance {name!r}"
+            entry["reason"] = f"importance {name!r} gives it no scores"
             continue
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (len(group.units),):

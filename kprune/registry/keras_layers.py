@@ -61,7 +61,6 @@ from kprune.registry.rules import (  # noqa: F401
     describe,
     is_prunable_layer,
     macs,
-    model_builder,
     prunable_weights,
     register,
     register_named,

@@ -45,6 +45,7 @@ import keras
 from keras import layers as L
 
 from kprune._internal.functional import sublayers
+from kprune.registry.einsum import einsum_kernel_input_axis
 
 
 class PrunableWeight(NamedTuple):
@@ -146,31 +147,6 @@ def register_named(qualified_name, rule):
     """Record `rule` for the class named `qualified_name` ("module.Class"),
     without importing its module."""
     _NAMED_RULES[qualified_name] = rule
-
-
-# Builders of models that holds layers kprune cannot clone one by one (a
-# KerasHub backbone or task), by "module.QualifiedName" (`register_model_builder`).
-_MODEL_BUILDERS = {}
-
-
-def register_model_builder(qualified_name, builder):
-    """Record how to rebuild models of the class named `qualified_name`
-    ("module.Class") with other weights: `builder(model, values_of,
-    blocks=None)` returns a new model of the same kind whose weights are
-    `values_of(variable)` for each variable of `model` -- of the same shapes
-    (a masked copy) or smaller ones (channels or heads removed: the builder
-    reads the new widths from the arrays) -- keeping the transformer blocks
-    at the indices `blocks` (all when None)."""
-    _MODEL_BUILDERS[qualified_name] = builder
-
-
-def model_builder(model):
-    """The builder registered for `model`'s class (or its nearest base), or None."""
-    for cls in type(model).__mro__:
-        builder = _MODEL_BUILDERS.get(f"{cls.__module__}.{cls.__qualname__}")
-        if builder is not None:
-            return builder
-    return None
 
 
 def rule_for(layer):
@@ -324,6 +300,25 @@ def channel_spec(layer, input_shape=None):
     if layer.weights and _vector_only(layer) and input_shape is not None:
         return _vector_channels(layer, tuple(input_shape))
     return block(f"kprune has no channel rule for {type(layer).__name__}")
+
+
+def reader_input_axis(layer, variable, axis):
+    """The axis of `layer`'s input that its weight `variable`'s `axis` reads
+    (an `"in"` slice of the channel graph), or None: the last axis for a
+    Dense or channels-last convolution kernel's input axis, the contracted
+    input axis of an `EinsumDense` (an attention output projection's heads:
+    -2). Data criteria read a unit's activations there."""
+    layer = unwrap(layer)
+    equation = getattr(layer, "equation", None)
+    shape = tuple(variable.shape)
+    axis = axis % len(shape)
+    if isinstance(equation, str):
+        return einsum_kernel_input_axis(equation, axis)
+    weights = prunable_weights(layer) if rule_for(layer) is not None else []
+    for weight in weights:
+        if weight.variable is variable and weight.input_axis % len(shape) == axis:
+            return -1
+    return None
 
 
 def channel_scale(layer):

@@ -63,7 +63,7 @@ def clone_with(model, clone_layer, weights_of, input_width=None, rebuild=None):
     nested model's i-th input in the clone (when channels were removed).
     `rebuild(nested_model)`, if given, returns the copy of a nested model that
     is not cloned layer by layer (a KerasHub backbone: its builder,
-    `kprune.registry.rules.model_builder`), or None to clone it.
+    `kprune.registry.model_builders.model_builder`), or None to clone it.
     The result shares no variable with `model`.
     """
     copies = []

@@ -10,7 +10,7 @@ to KerasHub and to depth:
   model -- the stock class with a new config where it can say the new widths,
   else kprune's registered subclass with per-layer widths and an explicit
   `head_dim` (`hub_llama`: `PrunedLlama3Backbone`, ...) -- registered with
-  `kprune.registry.rules.register_model_builder` when KerasHub is installed
+  `kprune.registry.model_builders.register_model_builder` when KerasHub is installed
   (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT; `hub_llama`, `hub_gemma_qwen`,
   `hub_gpt2_bert` hold the subclasses);
 * `widths`: a block's widths read from its pruned weights;

@@ -43,7 +43,7 @@ import numpy as np
 from kprune._internal import functional
 from kprune.dependency.channel_graph import ChannelGraph
 from kprune.methods.branch_selection import residual_branches
-from kprune.registry import keras_layers
+from kprune.registry.model_builders import model_builder
 from kprune.sparsity.prune import clone_with, copy_layer
 from kprune.transformers.blocks import hub_backbone, transformer_blocks
 
@@ -167,7 +167,7 @@ def mask_blocks(model, plan):
 
 
 def _copy(model, values_of, blocks=None):
-    builder = keras_layers.model_builder(model)
+    builder = model_builder(model)
     if builder is not None:
         return builder(model, values_of, blocks) if blocks is not None else builder(model, values_of)
     return clone_with(model, lambda old: (copy_layer(old),) * 2,
@@ -206,7 +206,7 @@ def remove_blocks(model, plan):
     if not plan.removed:
         return _copy(model, lambda v: keras.ops.convert_to_numpy(v.value))
     if hub_backbone(model) is not None:
-        if keras_layers.model_builder(model) is None:
+        if model_builder(model) is None:
             raise ValueError(
                 f"Model '{model.name}' holds a KerasHub backbone; remove blocks from the backbone "
                 "or the task itself (kprune rebuilds those)."

@@ -1,7 +1,7 @@
 """Rebuilding a KerasHub backbone or task with pruned weights: the smaller model.
 
 `rebuild_backbone(backbone, values_of, blocks)` is the builder kprune
-registers for KerasHub's backbones (`kprune.registry.rules.register_model_builder`):
+registers for KerasHub's backbones (`kprune.registry.model_builders.register_model_builder`):
 `kprune.mask_channels` and `kprune.remove_channels` call it with each
 variable's new array, `kprune.transformers.remove_blocks` with the blocks to
 keep. It reads every kept block's widths from the arrays
@@ -42,7 +42,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from kprune.registry.rules import register_model_builder
+from kprune.registry.model_builders import register_model_builder
 from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama
 from kprune.transformers.widths import block_widths, uniform
 
