@@ -181,3 +181,16 @@ def test_global_ranking_gives_per_layer_widths_and_one_key_value_count_is_requir
     if len({len(g["pruned"]) for g in kv.groups if g["unit"] == "kv_group"}) > 1:
         with pytest.raises(ValueError, match="different numbers of key/value heads"):
             kprune.remove_channels(model, kv)
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_the_smaller_model_exports_to_a_verified_file_with_the_counted_macs(name, tmp_path):
+    model = _model(name)
+    _, small = _shrink(model, name)
+    x = _inputs(name, 4)
+    shapes = {key: (SEQ,) for key in x}
+    path = str(tmp_path / f"{name}.tflite")
+    report = kprune.export_tflite(small, path, sample_inputs=x, measure_latency=False)
+    assert report.verified
+    macs = kprune.count_macs(small, shapes)
+    assert report.macs == kprune.summary(path).macs == macs < kprune.count_macs(model, shapes)
