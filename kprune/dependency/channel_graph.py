@@ -119,6 +119,11 @@ class ChannelGraph(UnitSpace):
         self.head_widths = {}  # id(layer) -> [(config key, usage, heads per unit)]
         self.attention = {}  # id(layer) -> Attention
         self.traced = []  # `Traced` records of the layers walked through their calls
+        # Every operation walked, held for the graph's life: the tables above are
+        # keyed by `id(op)`, and a traced call's `keras.ops` operations would
+        # otherwise be freed once walked, their ids reused by the next block's
+        # (which would then look like the same operation called again).
+        self._operations = []
         # Tensors (of the top-level model) that a layer with weights reads,
         # with their channel ids: where data criteria measure activations.
         self.read_tensors = []
@@ -171,6 +176,7 @@ class ChannelGraph(UnitSpace):
         """Relate the channel ids of one node's inputs and outputs; returns the
         ids of its outputs."""
         op = keras_layers.unwrap(node.operation)
+        self._operations.append(op)
         if functional.is_layer(op):
             tensors = functional.ordered_input_tensors(node)
         else:
