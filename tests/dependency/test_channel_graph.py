@@ -4,6 +4,7 @@ traced block, freed once walked, must not pass for the next block's (CPython
 reuses the address; under JAX it did, tying every block's FFN units into one group)."""
 
 import keras
+
 from kprune.dependency.channel_graph import ChannelGraph
 
 
