@@ -17,12 +17,15 @@ memory blow-up stays with it), and results are appended to a JSON lines
 state file, so an interrupted run resumes where it stopped.
 
 Usage:
-    python benchmarks/bench_architectures.py [--families] [--only NAME ...]
-        [--out benchmarks/results/architectures.json] [--fresh] [--retry-crashed]
+    python benchmarks/bench_architectures.py [--quick] [--families] [--only NAME ...]
+        [--fresh] [--retry-crashed]
 
 `--families` runs one (the smallest) architecture per family, as the test
-suite does (tests/integration/test_applications.py). The full run (40 architectures)
-takes about an hour on 2 cores; the table goes into the README.
+suite does (tests/integration/test_applications.py); `--quick` runs one
+architecture (MobileNetV3Small, about 1 minute), afresh. The full run (40
+architectures) took 7,962 s (2.2 hours) of per-architecture time (2026-11-29, loaded
+machine, over two sessions); the state file `<results>/architectures.state.jsonl`
+(ignored by git) lets an interrupted run resume.
 """
 
 import argparse
@@ -30,10 +33,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+import common
+
+QUICK = ("MobileNetV3Small",)
 
 # Smallest input each family accepts with weights=None (NASNet and the
 # Inception family need more than 32 pixels).
@@ -152,18 +157,25 @@ def run_case(name, workdir):
     return result
 
 
-def _table(results):
-    lines = ["| architecture | input | params | (a) prune/fit/strip/export | (b) channels 0.3 | params after (b) | max abs diff | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+def markdown(results):
+    rows = []
     for r in results:
         a, b = r.get("unstructured", {}), r.get("channels", {})
         diff = b.get("max_abs_diff")
-        lines.append(
-            f"| {r['name']} | {r.get('input', '')} | {r.get('params', 0):,} | {a.get('status', '-')} "
-            f"| {b.get('status', '-')} | {b.get('params_after', 0):,} "
-            f"| {'-' if diff is None else f'{diff:.1e}'} "
-            f"| {a.get('seconds', 0) + b.get('seconds', 0):.0f} |")
-    return "\n".join(lines)
+        rows.append([r["name"], r.get("input", ""), f"{r.get('params', 0):,}", a.get("status", "-"),
+                     b.get("status", "-"), f"{b.get('params_after', 0):,}", "-" if diff is None else f"{diff:.1e}",
+                     f"{r.get('seconds', a.get('seconds', 0) + b.get('seconds', 0)):.0f}"])
+    ok = sum(r.get("unstructured", {}).get("status") == "ok" and r.get("channels", {}).get("status") == "ok"
+             for r in results)
+    return "\n".join([
+        "Every constructor in the installed `keras.applications` (`weights=None`, 32x32 inputs, 75x75 for the "
+        "Inception family and 71x71 for Xception, 10 classes, logits) through (a) `prune_low_magnitude` (50%) -> "
+        "`fit` 2 steps -> `strip_pruning` -> `summary` -> `export_tflite` (verified in LiteRT) and (b) "
+        "`plan_channels(0.3)` -> `mask_channels` -> `remove_channels`, outputs compared with the masked model's "
+        "(max |diff| <= 1e-4 x max(1, max |output|)). Each architecture runs in its own process.", "",
+        f"{ok} of {len(results)} architectures ok in both pipelines.", "",
+        common.md_table(["architecture", "input:", "params:", "(a) prune/fit/strip/export", "(b) channels 0.3",
+                         "params after (b):", "max abs diff:", "time (s):"], rows)])
 
 
 def _child(name, workdir):
@@ -172,10 +184,9 @@ def _child(name, workdir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__, "one architecture (MobileNetV3Small), afresh")
     parser.add_argument("--families", action="store_true", help="one architecture per family")
-    parser.add_argument("--only", nargs="+", help="these architectures")
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "architectures.json"))
+    parser.add_argument("--only", nargs="+", help="these architectures (added to the table of earlier runs)")
     parser.add_argument("--fresh", action="store_true", help="ignore the state of an earlier run")
     parser.add_argument("--retry-crashed", action="store_true", help="run again the architectures that crashed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -184,31 +195,27 @@ def main(argv=None):
     if args.child:
         return _child(args.child, args.workdir)
 
-    import tempfile
-
-    from bench_io import write_atomic, write_json
-
-    names = args.only or (sorted(FAMILIES.values()) if args.families else architectures())
-    state = args.out + ".state.jsonl"
+    run = common.Run("architectures", args.quick)
+    names = args.only or (QUICK if args.quick else sorted(FAMILIES.values()) if args.families else architectures())
+    state = os.path.join(common.results_dir(args.quick), "architectures.state.jsonl")
     done = {}
-    if os.path.exists(state) and not args.fresh:
+    if os.path.exists(state) and not (args.fresh or args.quick):
         with open(state) as f:
             for line in f:
                 row = json.loads(line)
                 if not (args.retry_crashed and "CRASHED" in (row["unstructured"]["status"], row["channels"]["status"])):
                     done[row["name"]] = row
+    elif os.path.exists(state):
+        os.remove(state)
     with tempfile.TemporaryDirectory() as workdir:
         for k, name in enumerate(names, 1):
             if name in done:
-                print(f"[{k}/{len(names)}] {name}: done earlier", file=sys.stderr)
+                run.log(f"[{k}/{len(names)}] {name}: done earlier")
                 continue
             start = time.perf_counter()
-            # The child imports this checkout's kprune even when it is not installed.
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [os.path.dirname(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
             proc = subprocess.run([sys.executable, __file__, "--child", name, "--workdir", workdir],
-                                  capture_output=True, text=True, env=env)
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                                  capture_output=True, text=True, env=common.child_env())
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode or not lines:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 row = {"name": name, "unstructured": {"status": "CRASHED", "error": tail},
@@ -216,20 +223,19 @@ def main(argv=None):
             else:
                 row = json.loads(lines[-1])
             done[name] = row
-            os.makedirs(os.path.dirname(os.path.abspath(state)), exist_ok=True)
+            os.makedirs(os.path.dirname(state), exist_ok=True)
             with open(state, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"[{k}/{len(names)}] {name}: {row['unstructured']['status']} / "
-                  f"{row['channels']['status']} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+            run.log(f"[{k}/{len(names)}] {name}: {row['unstructured']['status']} / "
+                    f"{row['channels']['status']} ({time.perf_counter() - start:.0f} s)")
     # Every architecture measured so far (an `--only` run adds to the table);
     # the state file stays: it is the record that `--fresh` discards.
     order = {n: i for i, n in enumerate(architectures())}
     results = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
-    table = _table(results)
-    print(table)
-    write_json({"results": results}, args.out)
-    write_atomic(os.path.splitext(args.out)[0] + ".md", table + "\n")
+    run.write({"results": results}, markdown(results), "Every `keras.applications` architecture")
+    failed = [r["name"] for r in results if "ok" != r["unstructured"]["status"] or "ok" != r["channels"]["status"]]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

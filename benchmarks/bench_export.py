@@ -3,9 +3,9 @@
 
 The tfmot tutorial's MNIST CNN (Conv2D 32@5x5 + MaxPool, Conv2D 64@5x5 +
 MaxPool, Dense 1024, Dense 10; 3,274,634 parameters) is trained on
-scikit-learn's digits, resized from 8x8 to 28x28 (`tf.image.resize`,
-bilinear; `kprune.cli.demo.load_digits_data` split, seed 0: 1437 training and 360
-test images). Then, each exported with `kprune.export_tflite` (verified against
+scikit-learn's digits, resized from 8x8 to 28x28 (bilinear, as
+`tf.image.resize`; `common.digits`, seed 0: 1437 training and 360 test
+images). Then, each exported with `kprune.export_tflite` (verified against
 Keras in LiteRT on 64 test images) and evaluated on the whole test set both in
 Keras and in LiteRT:
 
@@ -24,7 +24,7 @@ d. structured: `kprune.plan_channels(dense, 0.5, importance="l2",
    round_to=8)` + `kprune.remove_channels` (32/64/1024 -> 16/32/512 channels),
    fine-tuned; float32 and int8.
 
-For reference (full runs; `--tfmot`/`--no-tfmot` override), the same
+For reference (`--no-tfmot` skips it), the same
 pipeline in tfmot 0.8.1 on tf_keras in a subprocess with
 `TF_USE_LEGACY_KERAS=1`, starting from the same dense weights:
 `prune_low_magnitude` with the same schedule, the same fine-tuning,
@@ -47,37 +47,25 @@ dynamic); every step's test accuracy, Keras and LiteRT, within 1 point of the
 dense Keras model's.
 
 Usage:
-    python benchmarks/bench_export.py [--quick] [--out PATH] [--[no-]tfmot]
+    python benchmarks/bench_export.py [--quick] [--[no-]tfmot]
 
-`--quick` trains fewer epochs, times latency for less long and skips tfmot
-(about 1 minute); the full run takes about 4 minutes on 2 cores. Prints progress to stderr, the
-tables to stdout, and writes JSON to `benchmarks/results/export.json` (or
-`--out`).
+`--quick` trains fewer epochs and times latency for less long (about 2
+minutes); the full run took 161 s (2026-11-23). tfmot's side needs
+tensorflow-model-optimization and tf-keras (`pip install -e ".[bench]"`, or
+`KPRUNE_TFMOT_PYTHON=<python with them>`); a quick run without them skips it.
 """
 
 import argparse
-import contextlib
 import gzip
-import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+import common
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "results", "export.json")
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from bench_io import write_json  # noqa: E402
-from bench_training import build_cnn  # noqa: E402  (one definition of the CNN)
 
 SPARSITY = (0.5, 0.9)  # PolynomialDecay initial -> final
 CHANNEL_SPARSITY = 0.5
@@ -93,32 +81,7 @@ FULL = {"dense_epochs": 8, "prune_epochs": 8, "structured_epochs": 6, "batch_siz
 QUICK = {"dense_epochs": 3, "prune_epochs": 3, "structured_epochs": 2, "batch_size": 32,
          "frequency": 10, "calibration": 128, "latency_budget_s": 0.5, "latency_warmup": 5}
 LEARNING_RATE = {"dense": 1e-3, "finetune": 5e-4}
-
-
-def log(msg):
-    print(f"[bench_export {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def mb(n):
-    return "n/a" if n is None else f"{n / 1e6:.3f} MB"
-
-
-# ----------------------------------------------------------------------- data
-def load_data():
-    """Digits at 28x28x1 in [0, 1]: `(x_train, y_train, x_test, y_test)`."""
-    import numpy as np
-    import tensorflow as tf
-
-    from kprune.cli.demo import load_digits_data
-
-    tf.get_logger().setLevel("ERROR")  # predict() on several models warns about retracing
-
-    x_train, y_train, x_test, y_test = load_digits_data(seed=SEED)
-
-    def resize(x):
-        return np.asarray(tf.image.resize(x, (28, 28), method="bilinear"), np.float32)
-
-    return resize(x_train), y_train, resize(x_test), y_test
+log = common.logger("bench_export")
 
 
 def schedule_steps(cfg, n_train):
@@ -129,22 +92,6 @@ def schedule_steps(cfg, n_train):
     return steps, max(f, int(0.6 * steps) // f * f)
 
 
-def compile_model(keras, model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def keras_accuracy(model, x, y):
-    import numpy as np
-
-    return float(np.mean(np.argmax(model.predict(x, batch_size=128, verbose=0), -1) == y))
-
-
-# --------------------------------------------------------------------- LiteRT
 def tflite_accuracy(path, x, y, batch=60):
     """Test accuracy of a .tflite file in LiteRT (float inputs/outputs)."""
     import numpy as np
@@ -165,96 +112,17 @@ def tflite_accuracy(path, x, y, batch=60):
     return float(np.mean(np.concatenate(predictions) == y))
 
 
-class Runner:
-    """One LiteRT interpreter (1 thread, batch 1) and its invoke times."""
-
-    def __init__(self, name, path, x):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.name = name
-        self.interpreter = Interpreter(model_path=path, num_threads=1)
-        self.interpreter.allocate_tensors()
-        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"], x)
-        self.times, self.per_round = [], 1
-
-    def run(self, n, record=True):
-        invoke, clock = self.interpreter.invoke, time.perf_counter
-        for _ in range(n):
-            t = clock()
-            invoke()
-            if record:
-                self.times.append(clock() - t)
-
-
-def interleaved_latency(files, x, cfg):
-    """`({name: {"ms", "p10_ms", "invokes"}}, rounds, {name: [seconds]})` for
-    `files` (`{name: path}`): after warm-up, rounds of ~30 ms per model, the
-    order rotated and reversed every round, until every model has run
-    `latency_budget_s` seconds (and at least 20 invokes)."""
-    runners = [Runner(name, path, x[:1]) for name, path in files.items()]
-    for r in runners:
-        r.run(1, record=False)  # the first invoke packs (or densifies) the weights
-        t = time.perf_counter()
-        r.run(cfg["latency_warmup"], record=False)
-        r.per_round = max(1, round(0.03 * cfg["latency_warmup"] / (time.perf_counter() - t)))
-    spent = {r.name: 0.0 for r in runners}
-    k = 0
-    while min(spent.values()) < cfg["latency_budget_s"] or min(len(r.times) for r in runners) < 20:
-        order = runners[k % len(runners):] + runners[:k % len(runners)]
-        for r in (order if k % 2 == 0 else order[::-1]):
-            t = time.perf_counter()
-            r.run(r.per_round)
-            elapsed = time.perf_counter() - t
-            spent[r.name] += elapsed
-            r.per_round = max(1, round(0.03 * r.per_round / elapsed))  # keep rounds ~30 ms
-        k += 1
-    return {r.name: latency_stats(r.times) for r in runners}, k, {r.name: r.times for r in runners}
-
-
-def latency_stats(times_s):
-    ms = sorted(t * 1e3 for t in times_s)
-    return {"ms": statistics.median(ms), "p10_ms": ms[len(ms) // 10], "invokes": len(ms)}
-
-
-@contextlib.contextmanager
-def quiet():
-    """Send fds 1 and 2 to a temporary file (the converter prints the
-    SavedModel signature and calibration settings from C++); on an error, or
-    for Python warnings, show what was captured."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile("w+") as capture:
-        failed = True
-        try:
-            for fd in (1, 2):
-                os.dup2(capture.fileno(), fd)
-            yield
-            failed = False
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, old in zip((1, 2), saved):
-                os.dup2(old, fd)
-                os.close(old)
-            capture.seek(0)
-            lines = capture.read().splitlines()
-            shown = lines[-30:] if failed else [line for line in lines if "Warning:" in line]
-            for line in shown:
-                print(f"  | {line}", file=sys.stderr, flush=True)
-
-
 # -------------------------------------------------------------------- kprune
 def export_step(model, path, step, data, cfg, **kwargs):
     """`kprune.export_tflite` + LiteRT accuracy; the step's result dict."""
-    import kprune.export
+    import kprune
 
     x_train, _, x_test, y_test = data
     if kwargs.get("quantize") == "int8":
         kwargs["representative_data"] = x_train[:cfg["calibration"]]
     t = time.perf_counter()
-    with quiet():
-        report = kprune.export.export_tflite(model, path, sample_inputs=x_test[:64], **kwargs)
+    with common.quiet():
+        report = kprune.export_tflite(model, path, sample_inputs=x_test[:64], **kwargs)
     export_s = time.perf_counter() - t
     step.update({
         "tflite_accuracy": tflite_accuracy(path, x_test, y_test),
@@ -300,10 +168,10 @@ def kprune_pipeline(cfg, data, workdir):
     # a. dense
     log(f"[1/4] dense: training {cfg['dense_epochs']} epochs")
     t = time.perf_counter()
-    dense = compile_model(keras, build_cnn(keras), LEARNING_RATE["dense"])
+    dense = common.compile_classifier(keras, common.mnist_cnn(keras), LEARNING_RATE["dense"])
     dense.fit(x_train, y_train, epochs=cfg["dense_epochs"], **fit)
     info["dense_train_s"] = time.perf_counter() - t
-    dense_acc = keras_accuracy(dense, x_test, y_test)
+    dense_acc = common.accuracy(dense, x_test, y_test)
     info["dense_params"] = int(dense.count_params())
     log(f"  trained in {info['dense_train_s']:.1f}s; Keras test accuracy {dense_acc:.4f}")
     steps.append(export_step(dense, os.path.join(workdir, "dense.tflite"),
@@ -317,12 +185,12 @@ def kprune_pipeline(cfg, data, workdir):
     log(f"[2/4] unstructured: PolynomialDecay {SPARSITY[0]} -> {SPARSITY[1]} over steps 0-{end_step} "
         f"(frequency {cfg['frequency']}), fine-tuning {cfg['prune_epochs']} epochs ({n_steps} steps)")
     t = time.perf_counter()
-    pruned = compile_model(keras, kprune.prune_low_magnitude(dense, pruning_schedule=schedule),
-                           LEARNING_RATE["finetune"])
+    pruned = common.compile_classifier(keras, kprune.prune_low_magnitude(dense, pruning_schedule=schedule),
+                                       LEARNING_RATE["finetune"])
     pruned.fit(x_train, y_train, epochs=cfg["prune_epochs"], callbacks=[kprune.UpdatePruningStep()], **fit)
     info["prune_train_s"] = time.perf_counter() - t
     stripped = kprune.strip_pruning(pruned)
-    pruned_acc = keras_accuracy(stripped, x_test, y_test)
+    pruned_acc = common.accuracy(stripped, x_test, y_test)
     kernels = [w for w in stripped.weights if "kernel" in w.path]
     info["unstructured_kernel_sparsity"] = {
         w.path: float(np.mean(keras.ops.convert_to_numpy(w) == 0)) for w in kernels}
@@ -345,15 +213,15 @@ def kprune_pipeline(cfg, data, workdir):
     log(f"[3/4] structured: plan_channels({CHANNEL_SPARSITY}, l2, round_to={ROUND_TO}) on the dense "
         f"model, remove_channels, fine-tune {cfg['structured_epochs']} epochs")
     plan = kprune.plan_channels(dense, CHANNEL_SPARSITY, importance="l2", round_to=ROUND_TO)
-    small = compile_model(keras, kprune.remove_channels(dense, plan), LEARNING_RATE["finetune"])
+    small = common.compile_classifier(keras, kprune.remove_channels(dense, plan), LEARNING_RATE["finetune"])
     info["structured_params"] = int(small.count_params())
     info["structured_widths"] = [int(getattr(layer, "filters", None) or layer.units)
                                  for layer in small.layers if hasattr(layer, "filters") or hasattr(layer, "units")]
-    info["structured_accuracy_before_finetune"] = keras_accuracy(small, x_test, y_test)
+    info["structured_accuracy_before_finetune"] = common.accuracy(small, x_test, y_test)
     t = time.perf_counter()
     small.fit(x_train, y_train, epochs=cfg["structured_epochs"], **fit)
     info["structured_train_s"] = time.perf_counter() - t
-    small_acc = keras_accuracy(small, x_test, y_test)
+    small_acc = common.accuracy(small, x_test, y_test)
     log(f"  widths {info['structured_widths']}, {info['structured_params']:,} params; accuracy "
         f"{info['structured_accuracy_before_finetune']:.4f} after removal, {small_acc:.4f} after "
         f"fine-tuning ({info['structured_train_s']:.1f}s)")
@@ -369,7 +237,7 @@ def kprune_pipeline(cfg, data, workdir):
 
 
 # ---------------------------------------------------------- tfmot (tf_keras)
-def tfmot_worker(cfg, data_path, workdir, result_path):
+def tfmot_worker(cfg):
     """The tfmot pipeline, in a process run with TF_USE_LEGACY_KERAS=1."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise RuntimeError("the tfmot worker needs TF_USE_LEGACY_KERAS=1")
@@ -378,26 +246,26 @@ def tfmot_worker(cfg, data_path, workdir, result_path):
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    d = np.load(data_path)
+    d, workdir = np.load(cfg["data_path"]), cfg["workdir"]
     x_train, y_train, x_test, y_test = (d[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     keras.utils.set_random_seed(SEED)
-    model = build_cnn(keras)
+    model = common.mnist_cnn(keras)
     model.set_weights([d[f"w{i}"] for i in range(len(model.weights))])
     result = {"tfmot_version": tfmot.__version__ if hasattr(tfmot, "__version__") else None,
-              "dense_keras_accuracy": keras_accuracy(model, x_test, y_test)}
+              "dense_keras_accuracy": common.accuracy(model, x_test, y_test)}
     sparsity = tfmot.sparsity.keras
     n_steps, end_step = schedule_steps(cfg, len(x_train))
     schedule = sparsity.PolynomialDecay(SPARSITY[0], SPARSITY[1], begin_step=0, end_step=end_step,
                                         frequency=cfg["frequency"])
     log(f"tfmot: fine-tuning {cfg['prune_epochs']} epochs with the same schedule")
     t = time.perf_counter()
-    pruned = compile_model(keras, sparsity.prune_low_magnitude(model, pruning_schedule=schedule),
-                           LEARNING_RATE["finetune"])
+    pruned = common.compile_classifier(keras, sparsity.prune_low_magnitude(model, pruning_schedule=schedule),
+                                       LEARNING_RATE["finetune"])
     pruned.fit(x_train, y_train, batch_size=cfg["batch_size"], epochs=cfg["prune_epochs"], verbose=0,
                callbacks=[sparsity.UpdatePruningStep()])
     result["prune_train_s"] = time.perf_counter() - t
     stripped = sparsity.strip_pruning(pruned)
-    result["keras_accuracy"] = keras_accuracy(stripped, x_test, y_test)
+    result["keras_accuracy"] = common.accuracy(stripped, x_test, y_test)
     kernels = [w for w in stripped.weights if "kernel" in w.name]
     result["kernel_sparsity"] = {w.name: float(np.mean(w.numpy() == 0)) for w in kernels}
     log(f"tfmot: fine-tuned in {result['prune_train_s']:.1f}s; Keras test accuracy "
@@ -413,7 +281,7 @@ def tfmot_worker(cfg, data_path, workdir, result_path):
             converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         t = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):
+        with common.quiet():
             content = converter.convert()
         path = os.path.join(workdir, f"{key}.tflite")
         with open(path, "wb") as f:
@@ -421,41 +289,19 @@ def tfmot_worker(cfg, data_path, workdir, result_path):
         files[key] = {"path": path, "convert_s": time.perf_counter() - t}
         log(f"tfmot: {key} {len(content):,} bytes ({files[key]['convert_s']:.1f}s)")
     result["files"] = files
-    with open(result_path, "w") as f:
-        json.dump(result, f)
+    return result
 
 
 def run_tfmot(cfg, data, weights, workdir, timeout):
-    """Run `tfmot_worker` in a subprocess; its result dict, or raise RuntimeError."""
+    """Run `tfmot_worker` in a subprocess (`TF_USE_LEGACY_KERAS=1`); its result, or raise WorkerError."""
     import numpy as np
 
     x_train, y_train, x_test, y_test = data
     data_path = os.path.join(workdir, "tfmot_data.npz")
     np.savez(data_path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, **weights)
-    result_path = os.path.join(workdir, "tfmot_result.json")
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    cmd = [sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(cfg), data_path, workdir, result_path]
-    # Only the worker's progress lines are shown; the rest of its stderr (TF
-    # and converter logs) is kept for the error message.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    tail = []
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stderr:
-            if line.startswith("[bench_export"):
-                print(line, end="", file=sys.stderr, flush=True)
-            else:
-                tail = (tail + [line.rstrip()])[-20:]
-        proc.wait()
-    finally:
-        timer.cancel()
-    if not timer.is_alive() and proc.returncode and proc.returncode < 0:
-        tail.append(f"killed after the {timeout}s time limit")
-    if proc.returncode != 0 or not os.path.exists(result_path):
-        raise RuntimeError(f"tfmot worker exited with status {proc.returncode}: " + " | ".join(tail[-5:]))
-    with open(result_path) as f:
-        return json.load(f)
+    return common.run_worker("bench_export.py", "tfmot", {**cfg, "data_path": data_path, "workdir": workdir},
+                             timeout=timeout, echo="[bench_export", python=common.tfmot_python(),
+                             env=common.child_env(TF_USE_LEGACY_KERAS="1"))
 
 
 def tfmot_steps(result, data):
@@ -509,161 +355,144 @@ def add_latency(steps, latency, dense):
                 s["speedup_p10"] = dense["p10_ms"] / lat["p10_ms"]
 
 
-def environment():
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
-    for pkg in ("tensorflow", "keras", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert",
-                "numpy", "kprune"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def fmt(v, spec):
-    return "n/a" if v is None else format(v, spec)
-
-
-def goal_text(s):
-    if not s.get("goals"):
-        return ""
-    missed = [g["goal"] for g in s["goals"] if not g["pass"]]
-    return "yes" if not missed else "NO: " + "; ".join(missed)
-
-
-def step_rows(steps):
-    header = (f"{'step':<32}{'acc keras':>10}{'acc tflite':>11}{'params':>11}{'nonzero':>10}{'MACs':>11}"
-              f"{'file bytes':>12}{'gzip bytes':>12}{'latency ms':>11}{'p10 ms':>8}{'speedup':>8}  goal met?")
-    lines = [header, "-" * len(header)]
-    for s in steps:
-        label = s["label"] + (" [sparse enc]" if s.get("sparse_encoding") else "")
-        lines.append(
-            f"{label:<32}{fmt(s.get('keras_accuracy'), '.4f'):>10}{fmt(s.get('tflite_accuracy'), '.4f'):>11}"
-            f"{fmt(s.get('params'), ','):>11}{fmt(s.get('nonzero_params'), ','):>10}{fmt(s.get('macs'), ','):>11}"
-            f"{s['file_bytes']:>12,}{s['gzip_bytes']:>12,}{fmt(s.get('latency_ms'), '.3f'):>11}"
-            f"{fmt(s.get('latency_p10_ms'), '.3f'):>8}{fmt(s.get('speedup'), '.2f') + 'x':>8}  {goal_text(s)}"
-        )
-    return lines
-
-
-def render(result):
-    cfg, info = result["config"], result["info"]
-    lines = [
-        f"TFLite export: MNIST CNN ({info.get('dense_params', 0):,} params) on digits 28x28 "
-        f"({result['data']['train']} train / {result['data']['test']} test); "
-        f"dense Keras accuracy {result['dense_accuracy']:.4f}",
-        f"epochs: dense {cfg['dense_epochs']}, pruning {cfg['prune_epochs']} (PolynomialDecay "
-        f"{SPARSITY[0]} -> {SPARSITY[1]}, end step {cfg['end_step']}), structured fine-tune "
-        f"{cfg['structured_epochs']}; latency: LiteRT 1 thread, batch 1, interleaved, median "
-        f"({cfg['latency_budget_s']}s per model)",
-        "",
-        "kprune (Keras 3)",
-    ]
-    lines += step_rows(result["steps"])
-    if result.get("tfmot_steps"):
-        lines += ["", f"tfmot {result['tfmot'].get('tfmot_version') or ''} (tf_keras), same dense weights "
-                  "and schedule (reference; no goals)"]
-        lines += step_rows(result["tfmot_steps"])
-        by_key = {s["key"]: s for s in result["steps"]}
-        pairs = [("float32 (dense encoding)", "unstructured_fp32_dense_enc", "tfmot_fp32"),
-                 ("float32 (kprune auto)", "unstructured_fp32", "tfmot_fp32"),
-                 ("int8", "unstructured_int8", "tfmot_int8"), ("dynamic", "unstructured_dynamic", "tfmot_dynamic")]
-        tf_by_key = {s["key"]: s for s in result["tfmot_steps"]}
-        lines.append("gzip bytes kprune / tfmot: " + ", ".join(
-            f"{name} {by_key[k]['gzip_bytes'] / tf_by_key[t]['gzip_bytes']:.3f}"
-            for name, k, t in pairs if k in by_key and t in tf_by_key))
-        lines.append("(kprune's export also removes Dense units no pruned weight reads any more; tfmot keeps them)")
-    elif result.get("tfmot_error"):
-        lines += ["", f"tfmot: {result['tfmot_error']}"]
-    noise = result["latency"]["noise_control"]
-    ref = result["latency"]["dense_reference"]
-    lines += ["", f"speedup: dense median / median, the dense median ({ref['ms']:.3f} ms, p10 {ref['p10_ms']:.3f}) "
-              "pooled over the dense file's two interpreters; p10: 10th percentile ms (less sensitive to other load).",
-              f"Noise check, dense vs the same file in its second interpreter: x{noise['speedup']:.2f} "
-              f"(p10 x{noise['speedup_p10']:.2f}).",
-              "acc keras of an int8/dynamic row is its float Keras model's.",
-              f"load average {result['loadavg_start']} -> {result['loadavg_end']}", "", "Goals"]
-    for g in result["goals"]:
-        lines.append(f"  {'PASS' if g['pass'] else 'MISS'}  {g['goal']}")
-    notes = [f"{s['label']}: {n}" for s in result["steps"] for n in s.get("notes", [])]
-    if notes:
-        lines += ["", "Export notes"] + [f"  {n}" for n in notes]
-    lines += [f"ERROR {e}" for e in result["errors"]]
-    return "\n".join(lines)
-
-
 def summary_goals(result):
     out = []
     for s in result["steps"]:
         for g in s.get("goals", []):
             value = g["value"]
-            shown = f"{mb(value)}" if "gzip" in g["goal"] else f"{value * 100:+.2f} points"
+            shown = f"{value / 1e6:.3f} MB" if "gzip" in g["goal"] else f"{value * 100:+.2f} points"
             out.append({"goal": f"{s['label']}: {g['goal']} ({shown})", "pass": g["pass"]})
     return out
 
 
+def export_rows(r):
+    return [(s, "kprune") for s in r.get("steps") or []] + [(s, "tfmot") for s in r.get("tfmot_steps") or []]
+
+
+def markdown(r):
+    """Sizes, latency and accuracy tables; goals."""
+    num, ratio, table = common.num, common.ratio, common.md_table
+    cfg, info = r.get("config", {}), r.get("info", {})
+    dense = next((s for s in r.get("steps") or [] if s.get("key") == "dense_fp32"), {})
+    goals = cfg.get("goals", {})
+    lines = [
+        f"The tfmot tutorial's MNIST CNN trained on scikit-learn digits resized to 28x28 "
+        f"({num((r.get('data') or {}).get('train'), 'd')} train / {num((r.get('data') or {}).get('test'), 'd')} "
+        f"test), exported with `kprune.export_tflite`. Unstructured: `prune_low_magnitude` + PolynomialDecay "
+        f"{' -> '.join(str(v) for v in cfg.get('sparsity', []))} over {cfg.get('prune_epochs')} epochs; structured: "
+        f"`plan_channels({cfg.get('channel_sparsity')}, round_to={cfg.get('round_to')})` + `remove_channels` "
+        f"(widths {info.get('structured_widths')}), fine-tuned {cfg.get('structured_epochs')} epochs. gzip at "
+        f"level 9. Goals: 90% float32 gzip <= {num((goals.get('fp32_gzip_bytes') or 0) / 1e6, 'g')} MB, int8 <= "
+        f"{num((goals.get('int8_gzip_bytes') or 0) / 1e6, 'g')} MB.",
+        "", "## Sizes", "",
+    ]
+    rows = []
+    for s, lib in export_rows(r):
+        size_goal = [g for g in s.get("goals", []) if "gzip" in g.get("goal", "")]
+        rows.append([s.get("label", s.get("key")), lib, s.get("quantization"),
+                     "sparse" if s.get("sparse_encoding") else "dense", num(s.get("params"), ","),
+                     num(s.get("nonzero_params"), ","), num(s.get("file_bytes"), ","), num(s.get("gzip_bytes"), ","),
+                     num(ratio(dense.get("gzip_bytes"), s.get("gzip_bytes")), ".1f", "x"),
+                     ("met" if all(g.get("pass") for g in size_goal) else "**missed**") if size_goal else ""])
+    lines.append(table(["step", "library", "weights", "encoding", "params:", "nonzero:", "file bytes:",
+                        "gzip bytes:", "gzip vs dense:", "size goal"], rows))
+    if r.get("tfmot_error"):
+        lines += ["", f"tfmot pipeline: {r['tfmot_error']}"]
+    if r.get("tfmot_steps"):
+        lines += ["", "kprune's export also removes the Dense units that no unpruned weight reads any more "
+                  "(`remove_pruned_channels=True`; outputs unchanged), hence its smaller parameter counts; tfmot's "
+                  "`strip_pruning` + `TFLiteConverter` keeps them."]
+    lat = r.get("latency") or {}
+    noise, ref = lat.get("noise_control") or {}, lat.get("dense_reference") or {}
+    lines += ["", "## Latency: dense vs unstructured vs structured vs int8", "",
+              "LiteRT, 1 thread, batch 1; all files in interleaved rounds "
+              f"({lat.get('rounds')} rounds, order rotated and reversed), median and 10th percentile per invoke. "
+              "Speedups are relative to the dense float32 file"
+              + (f" ({num(ref.get('ms'), '.3f')} ms: the median of its invokes in two interpreters, pooled)"
+                 if ref else "")
+              + f". Noise check: the dense file's two interpreters differ by x{num(noise.get('speedup'))} "
+              f"(p10 x{num(noise.get('speedup_p10'))}); read speedups within about that margin.", ""]
+    rows = [[s.get("label", s.get("key")), lib, s.get("kind"), s.get("quantization"), num(s.get("macs"), ","),
+             num(s.get("latency_ms"), ".3f"), num(s.get("latency_p10_ms"), ".3f"), num(s.get("speedup"), ".2f", "x"),
+             num(s.get("speedup_p10"), ".2f", "x")] for s, lib in export_rows(r) if s.get("latency_ms") is not None]
+    lines.append(table(["step", "library", "pruning", "weights", "MACs:", "median ms:", "p10 ms:", "speedup:",
+                        "p10 speedup:"], rows))
+    dense_acc = r.get("dense_accuracy")
+    drop = goals.get("accuracy_drop", GOAL_ACCURACY_DROP)
+    lines += ["", "## Accuracy", "",
+              f"Test set of {num((r.get('data') or {}).get('test'), 'd')} digits; dense Keras accuracy "
+              f"{num(dense_acc, '.4f')}. Goal: every step within {num(drop * 100, 'g')} point of it, in Keras and in "
+              "LiteRT (an int8/dynamic row's Keras accuracy is its float model's).", ""]
+    rows = []
+    for s, lib in export_rows(r):
+        ka, ta = s.get("keras_accuracy"), s.get("tflite_accuracy")
+        worst = min((a for a in (ka, ta) if a is not None), default=None)
+        delta = None if worst is None or dense_acc is None else (worst - dense_acc) * 100
+        ok = "" if delta is None else ("yes" if worst >= dense_acc - drop - 1e-9 else "NO")
+        rows.append([s.get("label", s.get("key")), lib, num(ka, ".4f"), num(ta, ".4f"), num(delta, "+.2f"), ok])
+    lines.append(table(["step", "library", "Keras:", "LiteRT:", "worst - dense (points):", "within goal"], rows))
+    lines += ["", "## Goals", "", common.goal_lines(r.get("goals") or [])]
+    lines += [f"- ERROR {e}" for e in r.get("errors") or []]
+    return "\n".join(lines)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer epochs, shorter timing (smoke run, < 1.5 minutes)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output path (default: {DEFAULT_OUT})")
-    parser.add_argument("--tfmot", action=argparse.BooleanOptionalAction, default=None,
-                        help="also run the tfmot (tf_keras) pipeline (default: on in full runs, off with --quick)")
-    parser.add_argument("--_worker", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
+    p = common.add_worker_arguments(common.parser(__doc__))
+    p.add_argument("--tfmot", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the tfmot (tf_keras) pipeline (default: on; a quick run skips it when tfmot "
+                        "is not installed)")
+    args = p.parse_args(argv)
     if args._worker:
-        cfg_json, data_path, workdir, result_path = args._worker
-        tfmot_worker(json.loads(cfg_json), data_path, workdir, result_path)
-        return 0
+        import json
 
+        common.write_worker_result(args._result, tfmot_worker(json.loads(args._config)))
+        return 0
     cfg = dict(QUICK if args.quick else FULL)
-    t_start = time.perf_counter()
-    result = {
-        "benchmark": "export", "schema": 1, "quick": args.quick,
-        "command": " ".join([os.path.relpath(sys.argv[0]) if sys.argv[0] else "bench_export.py", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
-        "errors": [],
-    }
-    log(f"start ({'quick' if args.quick else 'full'} run)")
-    data = load_data()
-    n_steps, end_step = schedule_steps(cfg, len(data[0]))
+    run = common.Run("export", args.quick)
+    result = {"errors": []}
+    x_train, y_train, x_test, y_test = common.digits(28, seed=SEED)
+    data = (x_train, y_train, x_test, y_test)
+    n_steps, end_step = schedule_steps(cfg, len(x_train))
     result["config"] = {**cfg, "sparsity": list(SPARSITY), "end_step": end_step, "prune_steps": n_steps,
                         "channel_sparsity": CHANNEL_SPARSITY, "round_to": ROUND_TO, "importance": "l2",
                         "learning_rate": LEARNING_RATE, "seed": SEED, "threads": 1,
                         "goals": {"fp32_gzip_bytes": GOAL_FP32_GZIP, "int8_gzip_bytes": GOAL_INT8_GZIP,
                                   "accuracy_drop": GOAL_ACCURACY_DROP}}
-    result["data"] = {"train": len(data[0]), "test": len(data[2]), "shape": [28, 28, 1],
-                      "source": "sklearn digits (kprune.cli.demo.load_digits_data, seed 0), tf.image.resize bilinear"}
-    log(f"data: {len(data[0])} training and {len(data[2])} test images, 28x28")
+    result["data"] = {"train": len(x_train), "test": len(x_test), "shape": [28, 28, 1],
+                      "source": "sklearn digits (common.digits(28), seed 0), bilinear as tf.image.resize"}
+    log(f"data: {len(x_train)} training and {len(x_test)} test images, 28x28")
+    missing = common.tfmot_missing() if args.tfmot else "--no-tfmot"
     with tempfile.TemporaryDirectory(prefix="bench_export_") as workdir:
         steps, info, weights = kprune_pipeline(cfg, data, workdir)
         result["steps"], result["info"] = steps, info
         result["dense_accuracy"] = steps[0]["keras_accuracy"]
         result["tfmot_steps"], result["tfmot"], result["tfmot_error"] = [], None, None
-        if args.tfmot if args.tfmot is not None else not args.quick:
+        if missing and (args.quick or not args.tfmot):
+            result["tfmot_error"] = f"skipped: {missing}"
+            log(f"[4/4] tfmot: skipped ({missing})")
+        else:
             log("[4/4] tfmot: same pipeline in tf_keras (subprocess, TF_USE_LEGACY_KERAS=1)")
             try:
+                if missing:
+                    raise common.WorkerError(missing)
                 tm = run_tfmot(cfg, data, weights, workdir, timeout=300 if args.quick else 900)
                 result["tfmot"] = {k: v for k, v in tm.items() if k != "files"}
                 result["tfmot_steps"] = tfmot_steps(tm, data)
-            except Exception as e:  # the kprune results stand on their own
-                result["tfmot_error"] = f"{type(e).__name__}: {e}"
-                result["errors"].append(f"tfmot: {result['tfmot_error']}")
-                log(f"ERROR {result['tfmot_error']}")
-        else:
-            log("[4/4] tfmot: skipped (--quick or --no-tfmot; --tfmot runs it)")
+            except common.WorkerError as e:  # the kprune results stand on their own
+                result["tfmot_error"] = str(e)
+                result["errors"].append(f"tfmot: {e}")
+                log(f"ERROR {e}")
         all_steps = steps + result["tfmot_steps"]
         files = {s["key"]: s["path"] for s in all_steps}
         files[NOISE_CONTROL] = files["dense_fp32"]  # a second interpreter of the dense file
         log(f"latency: {len(files)} interpreters, LiteRT 1 thread, interleaved, {cfg['latency_budget_s']}s each")
-        latency, rounds, times = interleaved_latency(files, data[2], cfg)
+        runners = [common.Runner(name, path, x_test[:1]) for name, path in files.items()]
+        latency, rounds = common.interleave(runners, cfg["latency_budget_s"], cfg["latency_warmup"])
         control = latency[NOISE_CONTROL]
-        reference = latency_stats(times["dense_fp32"] + times[NOISE_CONTROL])
+        times = {r.name: r.times for r in runners}
+        reference = common.latency_stats(times["dense_fp32"] + times[NOISE_CONTROL])
         result["latency"] = {
-            "method": "interleaved rounds of ~30 ms, order rotated and reversed each round; median per invoke",
+            "method": "interleaved rounds of ~30 ms, order rotated and reversed; median per invoke",
             "rounds": rounds, "per_model": latency,
             "dense_reference": {**reference, "what": "both dense interpreters' invokes pooled; speedups divide it"},
             "noise_control": {"what": "the dense file in a second interpreter, timed like the others",
@@ -675,12 +504,7 @@ def main(argv=None):
     for s in all_steps:
         s.pop("path", None)
     result["goals"] = summary_goals(result)
-    result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    result["environment"] = environment()
-    result["elapsed_s"] = time.perf_counter() - t_start
-    write_json(result, args.out)
-    print(render(result), flush=True)
-    log(f"done in {result['elapsed_s']:.0f}s; wrote {os.path.relpath(args.out)}")
+    run.write(result, markdown(result), "Size and accuracy: the tfmot tutorial's CNN, exported")
     return 1 if result["errors"] else 0
 
 

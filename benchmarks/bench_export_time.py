@@ -14,47 +14,62 @@ ResNet50 (`weights=None`, 224x224, float32) is wrapped with
 - export + latency: the same with the default `measure_latency=True`
   (50 timed LiteRT runs on one thread).
 
-The variants alternate (`--repeats` rounds after one warm-up round), so load
-changes affect them alike; the ratio of medians is the figure of issue 16
-(goal: export at most 1.5x the converter alone). The export report's
-per-phase timings of the last round are printed too.
+The variants alternate (2 rounds after one warm-up round), so load changes
+affect them alike; the ratio of medians is the figure of issue 16 (goal:
+export at most 1.5x the converter alone). The export report's per-phase
+timings of the last round are recorded too.
 
 Usage:
-    python benchmarks/bench_export_time.py [--repeats 2] [--size 224]
-        [--out benchmarks/results/export_time.json]
+    python benchmarks/bench_export_time.py [--quick]
+
+The full run took about 4 minutes (2026-11-30, idle machine). `--quick`
+times MobileNetV2 at 96x96 in one round, without warm-up (about 40 s).
 """
 
-import argparse
-import contextlib
-import io
 import os
 import statistics
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
+import common
+
 GOAL = 1.5
+FULL = {"model": "ResNet50", "size": 224, "repeats": 2, "warmup": 1}
+QUICK = {"model": "MobileNetV2", "size": 96, "repeats": 1, "warmup": 0}
+
+
+def markdown(r):
+    num = common.num
+    median, sizes = r["median_s"], r["bytes"]
+    labels = {"converter": "converter (dense file)", "converter_sparse": "converter, sparse encoding",
+              "export": "`export_tflite(..., measure_latency=False)`",
+              "export_latency": "`export_tflite(...)` (50 timed LiteRT runs)"}
+    rows = [[labels[k], num(median[k], ".1f"), num(median[k] / median["converter"], ".2f"), num(sizes[k], ",")]
+            for k in labels]
+    met = r["export_vs_converter"] <= r["goal"]
+    return "\n".join([
+        f"{r['model']}, weight sparsity {num(r['weight_sparsity'], '.1%')}, median of {r['repeats']} round(s) after "
+        f"{r.get('warmup_rounds', 1)} warm-up round(s) (load average {num(r.get('load_average'), '.1f')}).", "",
+        common.md_table(["variant", "median s:", "x converter:", "file bytes:"], rows), "",
+        f"Goal (export at most {r['goal']}x the converter alone): {'met' if met else '**missed**'}, "
+        f"{r['export_vs_converter']:.2f}x ({r['export_vs_converter_sparse']:.2f}x against the converter call "
+        "that writes the same sparse file). Export's phases: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in (r.get("export_phases_s") or {}).items()) + ".",
+    ] + [f"- note: {n}" for n in r.get("export_notes") or []])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=2, help="timed rounds after a warm-up round")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "export_time.json"))
-    args = parser.parse_args(argv)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = common.parser(__doc__).parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    run = common.Run("export_time", args.quick)
     import keras
     import tensorflow as tf
-    from bench_io import write_json
 
     import kprune
-    from kprune.utils.native_logs import quiet_native_logs
 
-    model = keras.applications.ResNet50(weights=None, input_shape=(args.size, args.size, 3))
+    size = cfg["size"]
+    model = getattr(keras.applications, cfg["model"])(weights=None, input_shape=(size, size, 3))
     pruned = kprune.prune_low_magnitude(model)
     kprune.update_masks(pruned, sparsity=0.5)
     stripped = kprune.strip_pruning(pruned)
@@ -64,7 +79,7 @@ def main(argv=None):
         # A freshly stripped model each time, as export_tflite converts one;
         # only the conversion is timed.
         model = kprune.strip_pruning(pruned)
-        with quiet_native_logs(True), contextlib.redirect_stdout(io.StringIO()):
+        with common.quiet():
             start = time.perf_counter()
             conv = tf.lite.TFLiteConverter.from_keras_model(model)
             if sparse:
@@ -76,7 +91,7 @@ def main(argv=None):
     reports = {}
 
     def export(latency):
-        path = os.path.join(workdir, f"resnet50_{int(latency)}.tflite")
+        path = os.path.join(workdir, f"model_{int(latency)}.tflite")
         if os.path.exists(path):
             os.remove(path)
         start = time.perf_counter()
@@ -87,17 +102,19 @@ def main(argv=None):
                 "export": lambda: export(False), "export_latency": lambda: export(True)}
     times = {k: [] for k in variants}
     sizes = {}
-    for round_ in range(args.repeats + 1):
+    for round_ in range(cfg["warmup"] + cfg["repeats"]):
+        warm = round_ < cfg["warmup"]
         for name, fn in variants.items():
             sizes[name], elapsed = fn()
-            print(f"round {round_} {name}: {elapsed:.1f} s", file=sys.stderr, flush=True)
-            if round_:
+            run.log(f"round {round_ + 1}{' (warm-up)' if warm else ''} {name}: {elapsed:.1f} s")
+            if not warm:
                 times[name].append(elapsed)
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "model": f"ResNet50 weights=None {args.size}x{args.size} float32",
+        "model": f"{cfg['model']} weights=None {size}x{size} float32",
         "weight_sparsity": round(sparsity, 4),
-        "repeats": args.repeats,
+        "repeats": cfg["repeats"],
+        "warmup_rounds": cfg["warmup"],
         "load_average": os.getloadavg()[0],
         "seconds": times,
         "median_s": median,
@@ -107,23 +124,12 @@ def main(argv=None):
         "export_vs_converter_sparse": median["export"] / median["converter_sparse"],
         "goal": GOAL,
         "export_phases_s": reports[False].timings,
-        "export_notes": reports[False].notes,
+        "export_notes": list(reports[False].notes),
         "sparse_encoding": reports[False].sparse_encoding,
     }
-    write_json(result, args.out)
-    print(f"ResNet50 {args.size}x{args.size}, weight sparsity {sparsity:.1%}, "
-          f"median of {args.repeats} (load {result['load_average']:.1f})")
-    print(f"{'variant':<16}{'seconds':>9}{'x converter':>13}{'bytes':>14}")
-    for name in variants:
-        print(f"{name:<16}{median[name]:>9.1f}{median[name] / median['converter']:>13.2f}{sizes[name]:>14,}")
-    ok = result["export_vs_converter"] <= GOAL
-    print(f"goal export <= {GOAL}x converter: {'met' if ok else 'MISSED'} "
-          f"({result['export_vs_converter']:.2f}x)")
-    print(f"export vs the sparse-encoding converter: {result['export_vs_converter_sparse']:.2f}x")
-    print("export phases (s):", {k: round(v, 2) for k, v in reports[False].timings.items()})
-    for note in reports[False].notes:
-        print("note:", note)
+    run.write(result, markdown(result), "Export time vs the converter alone")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -61,46 +61,46 @@ checks (the sensitivity scan is run once per model and counted in both
 budgets' rows).
 
 Usage:
-    python benchmarks/bench_search.py [--quick | --full] [--out PATH] [--markdown PATH]
-        [--models rescnn,mobilenetv2] [--methods uniform,sensitivity,netadapt,annealing,auto_compress,amc,amc_ls]
+    python benchmarks/bench_search.py [--quick | --long] [--models rescnn,mobilenetv2]
+        [--methods uniform,sensitivity,netadapt,annealing,auto_compress,amc,amc_ls]
 
 `--methods` runs a subset (uniform always runs: it is the baseline of the goals).
 
-Default: 46 minutes on 2 cores shared with other jobs (latency table of
-MobileNetV2 2-3 minutes on the first run, then cached; each row's fine-tune,
-export and timing 0.5-1.5 minutes; AutoCompress and AMC 1-2.5 minutes of
-search each). `--quick` (~8 minutes with all methods): fewer training
-epochs and evaluations, for checking the script. `--full`: more
-training, NetAdapt's finer schedule, more annealing evaluations (about an
-hour). Prints progress to stderr, the table to stdout, and writes JSON to
-`benchmarks/results/search.json` (after each model, so an interrupted run
-keeps the finished models), and with `--markdown` the table as Markdown.
+The file timing uses kprune's internal LiteRT helpers
+(`kprune.litert.runtime`, `kprune.litert.timing.interleaved_latency`): the
+measurement `match_latency` makes, made here on every row.
+
+Default: 33 minutes on 2 cores shared with other jobs (2026-11-29; latency
+table of MobileNetV2 2-3 minutes on the first run, then cached; each row's
+fine-tune, export and timing 0.5-1.5 minutes; AutoCompress and AMC 1-2.5
+minutes of search each). `--quick` (about 3 minutes): the residual CNN under
+the latency budget only (the rows that also go through the latency loop), few
+training epochs and evaluations, short timings, a 5% loop tolerance, for
+checking the script. `--long`: more training, NetAdapt's finer schedule, more
+annealing evaluations (about an hour). The result is written after each model,
+so an interrupted run keeps the finished models.
 """
 
-import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 
+import common
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench_io import write_atomic, write_json  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "results", "search.json")
-
 SETTINGS = {
-    "quick": {"epochs": {"rescnn": 4, "mobilenetv2": 6}, "finetune": 1, "sens_ratios": (0.25, 0.5, 0.75),
-              "sa_evals": 15, "na_steps": 5, "na_reduction": 0.2, "na_decay": 0.9, "lut_points": 2,
-              "ac_rounds": 2, "ac_sa_evals": 4, "ac_admm": (2, 1), "amc_episodes": (12, 4),
-              "amc_ls_episodes": (6, 3)},
+    "quick": {"epochs": {"rescnn": 2, "mobilenetv2": 2}, "finetune": 1, "sens_ratios": (0.25, 0.5, 0.75),
+              "sa_evals": 5, "na_steps": 2, "na_reduction": 0.3, "na_decay": 0.9, "lut_points": 2,
+              "ac_rounds": 1, "ac_sa_evals": 3, "ac_admm": (1, 1), "amc_episodes": (4, 2),
+              "amc_ls_episodes": (2, 1), "rounds": 3, "runs": 50, "round_ms": 20.0, "loop_tolerance": 0.05,
+              "budgets": ("latency",)},
     "default": {"epochs": {"rescnn": 8, "mobilenetv2": 20}, "finetune": 3, "sens_ratios": (0.2, 0.4, 0.6, 0.8),
                 "sa_evals": 40, "na_steps": 10, "na_reduction": 0.1, "na_decay": 0.9, "lut_points": 3,
                 "ac_rounds": 2, "ac_sa_evals": 12, "ac_admm": (3, 1), "amc_episodes": (60, 20),
                 "amc_ls_episodes": (30, 10)},
-    "full": {"epochs": {"rescnn": 15, "mobilenetv2": 40}, "finetune": 8,
+    "long": {"epochs": {"rescnn": 15, "mobilenetv2": 40}, "finetune": 8,
              "sens_ratios": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
              "sa_evals": 150, "na_steps": 30, "na_reduction": 0.05, "na_decay": 0.96, "lut_points": 4,
              "ac_rounds": 3, "ac_sa_evals": 40, "ac_admm": (5, 2), "amc_episodes": (300, 100),
@@ -112,34 +112,19 @@ LABELS = {"uniform": "uniform", "sensitivity": "sensitivity", "netadapt": "NetAd
 ROUND_TO = {"rescnn": 4, "mobilenetv2": 8}
 GOAL_BUDGET = 0.03
 GOAL_GAIN = 0.01
-ROUNDS, RUNS, ROUND_MS = 9, 200, 100.0  # interleaved rounds x invokes (at least ROUND_MS per file and round)
+TIMING = {"rounds": 9, "runs": 200, "round_ms": 100.0}  # interleaved rounds x invokes (at least round_ms per file)
 LOOP_TOLERANCE = 0.02  # match_latency aims 1 point inside the 3% goal: the final file is measured again
 
 
-def log(msg):
-    print(f"[bench_search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = common.logger("bench_search")
 
 
 def load_data(size):
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")
-    y = digits.target.astype("int64")
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    # bilinear upsampling of 8x8 to size x size
-    grid = np.linspace(0, 7, size)
-    i0 = np.floor(grid).astype(int)
-    i1 = np.minimum(i0 + 1, 7)
-    w = (grid - i0).astype("float32")
-    rows = x[:, i0, :] * (1 - w)[None, :, None] + x[:, i1, :] * w[None, :, None]
-    x = rows[:, :, i0] * (1 - w)[None, None, :] + rows[:, :, i1] * w[None, None, :]
-    x = x[..., None]
-    split = int(0.8 * len(x))
-    return {"train": (x[:split], y[:split]), "search": (x[split - 300:split], y[split - 300:split]),
-            "fit": (x[:split - 300], y[:split - 300]), "test": (x[split:], y[split:])}
+    """Digits upsampled to `size` (corners aligned); the last 300 training images are the search split."""
+    x_train, y_train, x_test, y_test = common.digits(size, align_corners=True)
+    n = len(x_train)
+    return {"train": (x_train, y_train), "search": (x_train[n - 300:], y_train[n - 300:]),
+            "fit": (x_train[:n - 300], y_train[:n - 300]), "test": (x_test, y_test)}
 
 
 def build_rescnn(keras):
@@ -161,11 +146,6 @@ def build_rescnn(keras):
     return keras.Model(inputs, L.Dense(10, name="head")(x), name="rescnn")
 
 
-def build_mobilenetv2(keras):
-    return keras.applications.MobileNetV2(input_shape=(32, 32, 1), alpha=0.5, weights=None, classes=10,
-                                          classifier_activation=None)
-
-
 def fast_batchnorm(keras, model):
     """BatchNormalization momentum 0.9 (Keras: 0.99, MobileNetV2: 0.999): with ~25 steps per
     epoch the moving statistics would not converge in a brief training."""
@@ -175,17 +155,8 @@ def fast_batchnorm(keras, model):
     return model
 
 
-def compile_model(keras, model, lr):
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
-
-
 def accuracy(model, data):
-    import numpy as np
-
-    x, y = data
-    return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), -1) == y))
+    return common.accuracy(model, *data, batch_size=256)
 
 
 def run_model(name, settings, data, workdir, methods=METHODS):
@@ -194,12 +165,11 @@ def run_model(name, settings, data, workdir, methods=METHODS):
     import kprune
     from kprune.litert import runtime as litert
     from kprune.litert import timing
-    from kprune.search import uniform
-    from kprune.search.evaluation import accuracy as accuracy_on
 
     keras.utils.set_random_seed(0)
-    model = fast_batchnorm(keras, build_rescnn(keras) if name == "rescnn" else build_mobilenetv2(keras))
-    compile_model(keras, model, 2e-3)
+    model = fast_batchnorm(keras, build_rescnn(keras) if name == "rescnn"
+                           else common.mobilenet_v2(keras, 32, channels=1, alpha=0.5))
+    common.compile_classifier(keras, model, 2e-3)
     started = time.perf_counter()
     model.fit(*data["train"], epochs=settings["epochs"][name], batch_size=64, verbose=0)
     train_s = time.perf_counter() - started
@@ -219,7 +189,7 @@ def run_model(name, settings, data, workdir, methods=METHODS):
     log(f"{name}: latency table ({len(table.entries)} layers) in {lut_s:.0f} s "
         f"(cached: {table.path}); calibration {[(round(p['measured_ms'], 3), round(p['predicted_ms'], 3)) for p in table.calibration['points']]}")
 
-    evaluate = accuracy_on(*data["search"])
+    evaluate = kprune.search.accuracy(*data["search"])
     scan, scan_s = None, 0.0
     if "sensitivity" in methods:
         started = time.perf_counter()
@@ -229,18 +199,22 @@ def run_model(name, settings, data, workdir, methods=METHODS):
 
     def admm_train(m, epochs, callbacks):
         if getattr(m, "optimizer", None) is None:
-            compile_model(keras, fast_batchnorm(keras, m), 2e-3)
+            common.compile_classifier(keras, fast_batchnorm(keras, m), 2e-3)
         m.fit(*data["fit"], epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks)
 
     rows = []
-    for budget_name, budget in (("macs 50%", kprune.Budget(macs=0.5)), ("latency 60%", kprune.Budget(latency=0.6))):
+    budgets = (("macs 50%", kprune.Budget(macs=0.5)), ("latency 60%", kprune.Budget(latency=0.6)))
+    chosen = settings.get("budgets", ("macs", "latency"))
+    for budget_name, budget in [(n, b) for n, b in budgets if n.split()[0] in chosen]:
         # every search checks a latency budget on its exported file (the loop's settings of this benchmark)
-        check = {"tolerance": LOOP_TOLERANCE, "rounds": ROUNDS, "runs": RUNS}
+        timing_cfg = {**TIMING, **{k: settings[k] for k in TIMING if k in settings}}
+        check = {"tolerance": settings.get("loop_tolerance", LOOP_TOLERANCE), "rounds": timing_cfg["rounds"],
+                 "runs": timing_cfg["runs"]}
         for method in methods:
             started = time.perf_counter()
             keras.utils.set_random_seed(2)
             if method == "uniform":
-                result = uniform(model, budget, round_to=round_to, latency=table, check_latency=check, verbose=0)
+                result = kprune.search.uniform(model, budget, round_to=round_to, latency=table, check_latency=check, verbose=0)
             elif method == "auto_compress":
                 rounds, epochs = settings["ac_admm"]
                 result = kprune.auto_compress(model, budget, evaluate, admm_train, num_iterations=settings["ac_rounds"],
@@ -272,14 +246,16 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             pruned = result.model if result.model is not None else kprune.remove_channels(model, result.plan)
             one_shot = accuracy(pruned, data["test"])
             keras.utils.set_random_seed(1)
-            compile_model(keras, fast_batchnorm(keras, pruned), 5e-4)
+            common.compile_classifier(keras, fast_batchnorm(keras, pruned), 5e-4)
             pruned.fit(*data["train"], epochs=settings["finetune"], batch_size=64, verbose=0)
             tuned = accuracy(pruned, data["test"])
             path = os.path.join(workdir, f"{name}_{budget_name.split()[0]}_{method}.tflite")
             report = kprune.export_tflite(pruned, path, latency_runs=50)
-            runs = max(RUNS, int(ROUND_MS / dense_report.latency_ms))  # as kprune.search.latency_check.FileLatency
-            pruned_ms, dense_ms, ratio = timing.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)
-            again = timing.interleaved_latency(path, dense_path, io_names, sample, ROUNDS, runs)[2]
+            # as kprune.search.file_latency.FileLatency: at least round_ms per file and round
+            runs = max(timing_cfg["runs"], int(timing_cfg["round_ms"] / dense_report.latency_ms))
+            rounds = timing_cfg["rounds"]
+            pruned_ms, dense_ms, ratio = timing.interleaved_latency(path, dense_path, io_names, sample, rounds, runs)
+            again = timing.interleaved_latency(path, dense_path, io_names, sample, rounds, runs)[2]
             macs = kprune.count_macs(pruned)
             achieved = macs / dense_report.macs if budget.macs else ratio
             row = {
@@ -312,23 +288,8 @@ def checks_text(row):
     return ">".join(f"{c['measured']:.3f}" for c in checks) if checks else ""
 
 
-def table_text(results):
-    lines = [f"{'model':<12} {'budget':<12} {'method':<13} {'acc 1-shot':>10} {'acc tuned':>9} {'MACs':>6} "
-             f"{'latency':>8} {'pred.':>6} {'in 3%':>5} {'noise':>6} {'search s':>8}  file checks"]
-    for res in results:
-        lines.append(f"{res['name']:<12} {'dense':<12} {'-':<13} {'':>10} {res['dense_accuracy']:>9.3f} {1:>6.3f} "
-                     f"{1:>8.3f} {'':>6} {'':>5} {'':>6} {'':>8}")
-        for r in res["rows"]:
-            lines.append(
-                f"{r['model']:<12} {r['budget']:<12} {r['method']:<13} {r['one_shot_accuracy']:>10.3f} "
-                f"{r['accuracy']:>9.3f} {r['macs_fraction']:>6.3f} {r['latency_fraction']:>8.3f} "
-                f"{r['predicted_latency_fraction']:>6.3f} {'yes' if r['within_3pct'] else 'NO':>5} "
-                f"{r['noise']:>6.1%} {r['search_seconds']:>8.0f}  {checks_text(r)}")
-    return "\n".join(lines)
-
-
 def markdown(results, summary, header):
-    """The table and the goals as Markdown (benchmarks/results_search.md)."""
+    """The table and the goals as Markdown."""
     lines = [header, "", "| model | budget | method | acc one-shot | acc fine-tuned | MACs | latency (file) | pred. | "
              "within 3% | noise | file checks | search s |", "|" + "---|" * 12]
     for res in results:
@@ -358,6 +319,8 @@ def goals(results):
     for res in results:
         for budget in ("macs 50%", "latency 60%"):
             rows = [r for r in res["rows"] if r["budget"] == budget]
+            if not rows:
+                continue
             uniform = next(r for r in rows if r["method"] == "uniform")
             others = [r for r in rows if r["method"] != "uniform"]
             if not others:
@@ -371,55 +334,38 @@ def goals(results):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true")
-    group.add_argument("--full", action="store_true")
-    parser.add_argument("--out", default=DEFAULT_OUT)
-    parser.add_argument("--markdown", default=None, help="also write the table as Markdown to this path")
-    parser.add_argument("--models", default="rescnn,mobilenetv2")
+def main(argv=None):
+    parser = common.parser(__doc__, "the residual CNN, few epochs and evaluations, short timings")
+    parser.add_argument("--long", action="store_true", help="more training and evaluations (about an hour)")
+    parser.add_argument("--models", default=None, help="default: rescnn,mobilenetv2 (--quick: rescnn)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     methods = ["uniform"] + [m for m in args.methods.split(",") if m and m != "uniform"]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    mode = "quick" if args.quick else "full" if args.full else "default"
+    if args.quick and args.long:
+        parser.error("--quick and --long are exclusive")
+    mode = "quick" if args.quick else "long" if args.long else "default"
+    models = (args.models or ("rescnn" if args.quick else "rescnn,mobilenetv2")).split(",")
     settings = SETTINGS[mode]
-    started = time.perf_counter()
-    import tensorflow as tf
+    run = common.Run("search", args.quick)
 
-    def save(results):
-        text, summary = table_text(results), goals(results)
-        write_json({"mode": mode, "methods": methods, "round_to": ROUND_TO, "settings": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}, "results": results,
-            "goals": summary, "table": text, "seconds": time.perf_counter() - started,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__}},
-            args.out)
-        if args.markdown:
-            header = (f"# bench_search.py results\n\n`python benchmarks/bench_search.py` (mode {mode}, methods "
-                      f"{', '.join(methods)}; round_to {ROUND_TO}; {(time.perf_counter() - started) / 60:.0f} "
-                      f"minutes on {os.cpu_count()} shared cores, TensorFlow {tf.__version__}). JSON: "
-                      f"`{os.path.relpath(args.out, os.path.dirname(HERE))}`.")
-            write_atomic(args.markdown, markdown(results, summary, header))
-        return text, summary
+    def save(results, final=False):
+        summary = goals(results)
+        data = {"mode": mode, "methods": methods, "round_to": ROUND_TO, "results": results, "goals": summary,
+                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+        header = (f"Settings {mode}, methods {', '.join(methods)}; round_to {ROUND_TO}; "
+                  f"{run.elapsed_s / 60:.0f} minutes on {os.cpu_count()} shared cores.")
+        run.write(data, markdown(results, summary, header), "Searches under a budget vs uniform ratios", final=final)
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name in args.models.split(","):
-            data = load_data(28 if name == "rescnn" else 32)
-            results.append(run_model(name, settings, data, workdir, methods))
-            save(results)  # after each model: an interrupted run keeps the finished ones
-    text, summary = save(results)
-    print(text)
-    for g in summary:
-        print(f"{g['model']} {g['budget']}: all within 3% of budget: {g['all_within_3pct']}; best "
-              f"{g['best_method']} {g['gain_over_uniform']:+.3f} vs uniform (goal +0.010): "
-              f"{'met' if g['beats_uniform_by_1pt'] else 'missed'}; per method vs uniform: "
-              + ", ".join(f"{m} {v:+.3f}" for m, v in g["gain_by_method"].items()))
-    log(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+        for name in models:
+            results.append(run_model(name, settings, load_data(28 if name == "rescnn" else 32), workdir, methods))
+            save(results, final=name == models[-1])  # after each model: an interrupted run keeps the finished ones
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@ A small ResNet (stem Conv 16 stride 2 + BN + ReLU; stage 1: two identity blocks 
 stages 2 and 3: a stride-2 block with a 1x1 projection shortcut (32, 64
 channels) and an identity block; each block Conv-BN-ReLU-Conv-BN + Add +
 ReLU; global average pooling, Dense 10) is trained on scikit-learn's digits
-resized to 28x28 (`bench_export.load_data`: 1437 training, 360 test images).
+resized to 28x28 (`common.digits(28)`: 1437 training, 360 test images).
 
 One-shot channel pruning of 30%, 50% and 70% of the channels of every
 prunable group (`round_to=1`; residual-tied groups are pruned as one) with
@@ -35,24 +35,25 @@ Goal (issue 12): at 50%, thinet and lasso with reconstruction beat l1
 without it by at least 5 points before fine-tuning.
 
 Usage:
-    python benchmarks/bench_selection.py [--quick] [--only {channels,sss}] [--out PATH]
+    python benchmarks/bench_selection.py [--quick] [--only {channels,sss,layerwise}]
 
 The default run takes about an hour on 2 shared, loaded cores (the 66
 one-shot rows took 42 minutes, the SSS part 5.5, the layerwise part 13; dense
 training 10 epochs; the short fine-tune is 1 epoch per row, to keep 66 rows
-within budget); `--quick` prunes only 50% with l1/thinet/lasso/random, runs
-one gamma and one layerwise row (about 10 minutes). `--only sss` (or `channels`, `layerwise`) runs one
-part and replaces only that part's rows in an existing `--out` JSON (the dense
+within budget; 2026-11-29); `--quick` trains the dense model 2 epochs and
+prunes only 50% with l1 and thinet, one gamma over 1 epoch and one layerwise
+row (l1, no reconstruction; about 1.5 minutes). `--only sss` (or `channels`,
+`layerwise`) runs one part and replaces only that part's rows in the existing result (the dense
 model is retrained with the same seed first, about 30 s, and must match; the
-SSS part takes about 7 minutes, the layerwise part about 5). Prints progress to stderr, the table to stdout, writes the table to
-`<out>.md` and JSON to `benchmarks/results/selection.json` (or `--out`).
+SSS part takes about 7 minutes, the layerwise part about 5).
 """
 
-import argparse
 import json
 import os
 import sys
 import time
+
+import common
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow 2.21's oneDNN kernels crash (segmentation fault / "free(): invalid
@@ -60,22 +61,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Eigen kernels do not. Set before TensorFlow is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, "results", "selection.json")
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from bench_io import write_atomic, write_json  # noqa: E402
-
 CRITERIA = ("l1", "l2", "fpgm", "bn_scale", "taylor", "apoz", "mean_activation", "hessian",
             "thinet", "lasso", "random")
 FULL = {"ratios": (0.3, 0.5, 0.7), "criteria": CRITERIA, "dense_epochs": 10, "finetune_epochs": 1,
         "sss_epochs": 10, "gammas": (0.1, 0.2, 0.3, 0.5), "calibration": 256, "reconstruct_images": 128,
         "layerwise": (("l1", False), ("l1", True), ("thinet", True), ("lasso", True)), "layerwise_ratio": 0.5,
         "layerwise_steps": 5}
-QUICK = {"ratios": (0.5,), "criteria": ("l1", "thinet", "lasso", "random"), "dense_epochs": 6,
-         "finetune_epochs": 1, "sss_epochs": 4, "gammas": (0.3,), "calibration": 256, "reconstruct_images": 128,
-         "layerwise": (("thinet", True),), "layerwise_ratio": 0.5, "layerwise_steps": 5}
+QUICK = {"ratios": (0.5,), "criteria": ("l1", "thinet"), "dense_epochs": 2,
+         "finetune_epochs": 1, "sss_epochs": 1, "gammas": (0.3,), "calibration": 128, "reconstruct_images": 64,
+         "layerwise": (("l1", False),), "layerwise_ratio": 0.5, "layerwise_steps": 2}
 SEED = 0
 # The config keys each part reads (for --only, which updates one part of a result).
 PARTS = {"channels": ("ratios", "criteria"), "sss": ("sss_epochs", "gammas"),
@@ -84,50 +78,17 @@ SHARED = ("dense_epochs", "finetune_epochs", "calibration", "reconstruct_images"
 GOAL_POINTS = 5.0
 
 
-def log(msg):
-    print(f"[bench_selection {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_data():
-    from bench_export import load_data as load
-
-    return load()
+log = common.logger("bench_selection")
 
 
 def build_resnet(keras):
-    """The small ResNet described in the module docstring."""
-    L = keras.layers
-
-    def conv_bn(x, filters, stride=1, name=None):
-        x = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=name)(x)
-        return L.BatchNormalization(momentum=0.9)(x)
-
-    def block(x, filters, stride, name):
-        h = L.ReLU()(conv_bn(x, filters, stride, f"{name}_conv1"))
-        h = conv_bn(h, filters, 1, f"{name}_conv2")
-        if stride != 1 or x.shape[-1] != filters:
-            x = L.BatchNormalization(momentum=0.9)(L.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x))
-        return L.ReLU()(L.Add(name=f"{name}_add")([x, h]))
-
-    x = keras.Input((28, 28, 1))
-    h = L.ReLU()(conv_bn(x, 16, 2, "stem"))  # 28x28 -> 14x14: cheap enough for 66 fine-tunes on 2 cores
-    for name, filters, stride in (("b1", 16, 1), ("b2", 16, 1), ("b3", 32, 2), ("b4", 32, 1),
-                                  ("b5", 64, 2), ("b6", 64, 1)):
-        h = block(h, filters, stride, name)
-    y = L.Dense(10, name="head")(L.GlobalAveragePooling2D()(h))
-    return keras.Model(x, y, name="digits_resnet")
-
-
-def compile_model(keras, model, optimizer):
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
+    """The small ResNet described in the module docstring (28x28 -> 14x14 at the stem:
+    cheap enough for 66 fine-tunes on 2 cores)."""
+    return common.small_resnet(keras, (28, 28, 1), (16, 32, 64), momentum=0.9, name="digits_resnet")
 
 
 def accuracy(model, x, y):
-    import numpy as np
-
-    return float(np.mean(np.argmax(model.predict(x, batch_size=128, verbose=0), -1) == y))
+    return common.accuracy(model, x, y)
 
 
 def criterion_kwargs(name, calib, loss):
@@ -146,7 +107,7 @@ def criterion_kwargs(name, calib, loss):
 
 def finetune(keras, model, data, epochs):
     x_train, y_train, x_test, y_test = data
-    compile_model(keras, model, keras.optimizers.Adam(5e-4))
+    common.compile_classifier(keras, model, optimizer=keras.optimizers.Adam(5e-4))
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
     return accuracy(model, x_test, y_test)
 
@@ -184,7 +145,7 @@ def run_sss(keras, kprune, dense, data, cfg, dense_macs):
     for gamma in cfg["gammas"]:
         keras.utils.set_random_seed(SEED)
         scaled = kprune.structure_selection(dense)
-        compile_model(keras, scaled, keras.optimizers.SGD(0.02, momentum=0.9))
+        common.compile_classifier(keras, scaled, optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
         t = time.perf_counter()
         scaled.fit(x_train, y_train, batch_size=32, epochs=cfg["sss_epochs"], verbose=0,
                    callbacks=[kprune.StructureSparsity(gamma)])
@@ -281,19 +242,19 @@ def goal_of(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = common.parser(__doc__)
     parser.add_argument("--only", choices=tuple(PARTS), default=None,
-                        help="run one part; its rows replace that part of an existing --out")
-    parser.add_argument("--out", default=DEFAULT_OUT)
+                        help="run one part; its rows replace that part of the existing result")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
+    run = common.Run("selection", args.quick)
     previous = None
     if args.only:
-        if not os.path.exists(args.out):
-            raise SystemExit(f"--only {args.only} updates an existing result; {args.out} does not exist")
-        with open(args.out) as f:
-            previous = json.load(f)
+        path = run.paths()[0]
+        if not os.path.exists(path):
+            raise SystemExit(f"--only {args.only} updates an existing result; {path} does not exist")
+        with open(path) as f:
+            previous = json.load(f)["data"]
 
     import keras
     import tensorflow as tf
@@ -303,9 +264,9 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     start = time.perf_counter()
     keras.utils.set_random_seed(SEED)
-    data = load_data()
+    data = common.digits(28, seed=SEED)
     x_train, y_train, x_test, y_test = data
-    dense = compile_model(keras, build_resnet(keras), keras.optimizers.Adam(1e-3))
+    dense = common.compile_classifier(keras, build_resnet(keras), 1e-3)
     log(f"training the dense ResNet ({dense.count_params():,} parameters), {cfg['dense_epochs']} epochs")
     dense.fit(x_train, y_train, batch_size=32, epochs=cfg["dense_epochs"], verbose=0, shuffle=True)
     dense_acc = accuracy(dense, x_test, y_test)
@@ -332,12 +293,9 @@ def main(argv=None):
         result["part_date"] = {**result.get("part_date", {}), args.only: time.strftime("%Y-%m-%d")}
     else:
         result["wall_s"] = wall
-    text = table(result)
-    print(text)
-    write_json(result, args.out)
-    write_atomic(os.path.splitext(args.out)[0] + ".md", text + "\n")
-    log(f"done in {wall:.0f} s; wrote {args.out}")
+    run.write(result, table(result), "Channel selection by reconstruction: accuracy before and after fine-tuning")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

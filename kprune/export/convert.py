@@ -36,7 +36,7 @@ from kprune.utils.native_logs import quiet_native_logs
 
 SPARSITY_FOR_ENCODING = 0.5  # "auto" sparse-encodes from this weight sparsity on
 # LiteRT's CPU kernels (XNNPACK) reject sparse-encoded files of these types.
-_NO_SPARSE_KERNELS = ("int8", "dynamic")
+_NO_SPARSE_KERNELS = ("int8", "dynamic", "qat")
 
 
 def converter_settings(quantize=None, calibration=None, sparse=False, int8_io=False):
@@ -53,9 +53,9 @@ def converter_settings(quantize=None, calibration=None, sparse=False, int8_io=Fa
     if quantize == "int8":
         settings["representative_dataset"] = lambda: iter(calibration)
         settings["target_spec"]["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            settings["inference_input_type"] = tf.int8
-            settings["inference_output_type"] = tf.int8
+    if quantize in ("int8", "qat") and int8_io:
+        settings["inference_input_type"] = tf.int8
+        settings["inference_output_type"] = tf.int8
     return settings
 
 
@@ -74,10 +74,11 @@ def convert(model, quantize=None, calibration=None, sparse=False, int8_io=False,
 
     Args:
         model: a plain Keras model (no kprune wrappers).
-        quantize: None, "dynamic", "float16" or "int8".
+        quantize: None, "dynamic", "float16", "int8" or "qat" (int8 from
+            the fake-quantization ranges of a quantization-aware model).
         calibration: with "int8", a list of samples (lists of arrays).
         sparse: also ask for TFLite's sparse weight encoding.
-        int8_io: with "int8", int8 inputs and outputs.
+        int8_io: with "int8" or "qat", int8 inputs and outputs.
         verbose: let the converter's logs through. Defaults to False.
         input_shapes: `{input name: shape}` to convert at (a model that takes
             a dict goes through Keras' exporter, `keras_export`). Defaults to None.

@@ -10,7 +10,11 @@ A `LayerRule` says everything kprune knows about a layer type:
 * `macs(layer, input_shapes, output_shapes)`: multiply-accumulates of one
   call on one example;
 * `scale(layer)`: a per-channel scale that `importance="bn_scale"` reads
-  (BatchNormalization's gamma), or None.
+  (BatchNormalization's gamma), or None;
+* `quantize`: how TFLite's int8 kernels treat the layer (a `QuantizeSpec`
+  of `kprune.registry.quantize_specs`: its role, the weights quantized per
+  output channel), which quantization-aware training simulates; None: it
+  is not quantized.
 
 kprune's built-in records (`kprune.registry.keras_layers`) and the records users add with
 `kprune.register_layer` live in the same table, which the queries at the end
@@ -113,12 +117,16 @@ class LayerRule:
         macs: `(layer, input_shapes, output_shapes) -> int`, or None (0).
         scale: `layer -> variable or None`, the per-channel scale that
             `importance="bn_scale"` reads.
+        quantize: a `kprune.registry.QuantizeSpec`
+            (`kprune.registry.quantize_specs`), or None: quantization-aware
+            training does not know the layer.
     """
 
     prunable: Optional[Callable] = None
     channels: Optional[Callable] = None
     macs: Optional[Callable] = None
     scale: Optional[Callable] = None
+    quantize: Optional[tuple] = None
 
 
 _RULES = {}
@@ -143,6 +151,16 @@ def register(cls, rule):
     _RULES[cls] = rule
 
 
+def register_quantize(cls, spec):
+    """Add `spec` (a `kprune.registry.QuantizeSpec`) to the record of `cls` (a record of its
+    own, which keeps the rest of the nearest record it had)."""
+    own = _RULES.get(cls)
+    if own is None:
+        inherited = rule_for_class(cls)
+        own = inherited if inherited is not None else LayerRule()
+    _RULES[cls] = dataclasses.replace(own, quantize=spec)
+
+
 def register_named(qualified_name, rule):
     """Record `rule` for the class named `qualified_name` ("module.Class"),
     without importing its module."""
@@ -151,7 +169,12 @@ def register_named(qualified_name, rule):
 
 def rule_for(layer):
     """The `LayerRule` of the nearest registered class of `layer`, or None."""
-    for cls in type(layer).__mro__:
+    return rule_for_class(type(layer))
+
+
+def rule_for_class(layer_class):
+    """The `LayerRule` of the nearest registered class in `layer_class`'s MRO, or None."""
+    for cls in layer_class.__mro__:
         rule = _RULES.get(cls)
         if rule is None and _NAMED_RULES:
             rule = _NAMED_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
@@ -202,12 +225,12 @@ class PrunableLayer:
 
 # ------------------------------------------------------------------ queries
 
-_WRAPPER_NAMES = ("PruneLowMagnitude", "PruneChannels")
+_WRAPPER_NAMES = ("PruneLowMagnitude", "PruneChannels", "QuantizeAnnotate", "QuantizeWrapper")
 
 
 def unwrap(layer):
-    """The layer a kprune wrapper (`PruneLowMagnitude`, `PruneChannels`) wraps,
-    or `layer` itself."""
+    """The layer a kprune wrapper (`PruneLowMagnitude`, `PruneChannels`,
+    `QuantizeAnnotate`, `QuantizeWrapper`) wraps, or `layer` itself."""
     while type(layer).__name__ in _WRAPPER_NAMES and getattr(layer, "layer", None) is not None:
         layer = layer.layer
     return layer

@@ -5,16 +5,14 @@
 code as `benchmarks/bench_architectures.py`, which runs every constructor.
 """
 
-import importlib.util
 import pathlib
+import sys
 
 import pytest
 
-_PATH = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_architectures.py"
-_spec = importlib.util.spec_from_file_location("bench_architectures", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-
+# The benchmark scripts import their shared module (`common`) from their folder.
+sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "benchmarks"))
+import bench_architectures as bench  # noqa: E402
 
 # The default run (CI) takes these families, the cheapest that cover keras.ops
 # nodes (MobileNetV3's hard-swish, squeeze-excite products) and depthwise

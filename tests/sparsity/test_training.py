@@ -342,58 +342,6 @@ def test_training_starts_from_masked_weights_after_set_weights():
     assert np.isfinite(losses.history["loss"]).all()
 
 
-# Sparsity of a Dense(10) kernel (100 weights) after each of 30 batches of
-# `fit(batch_size=1)`, and `pruning_step` after them, measured with tfmot 0.8.1
-# (`TF_USE_LEGACY_KERAS=1 python benchmarks/tfmot_guides.py`, "schedule_trace"
-# in benchmarks/results/tfmot_guides.json).
-TFMOT_TRACES = {
-    "polynomial": [0.0] * 9 + [0.7] * 10 + [0.8] * 11,
-    # end_step 25 is not a turn of frequency 10: tfmot stays at 0.79; kprune
-    # (deliberately) applies 0.8 before step 25.
-    "polynomial_end_not_on_frequency": [0.0] * 9 + [0.63] * 10 + [0.79] * 11,
-    "custom_python_if": [0.0] * 4 + [0.5] * 26,
-}
-
-
-class _After5(kprune.PruningSchedule):
-    """A tfmot-style schedule for a scalar step (Python `if`)."""
-
-    def __call__(self, step):
-        if step >= 5:
-            return True, 0.5
-        return False, 0.0
-
-    def get_config(self):
-        return {}
-
-
-@pytest.mark.parametrize("name", sorted(TFMOT_TRACES))
-def test_step_semantics_match_tfmot(name):
-    schedule = {
-        "polynomial": kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=20, frequency=10),
-        "polynomial_end_not_on_frequency": kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=25, frequency=10),
-        "custom_python_if": _After5(),
-    }[name]
-    model = kprune.prune_low_magnitude(
-        keras.Sequential([keras.Input((10,)), keras.layers.Dense(10)]), pruning_schedule=schedule
-    )
-    model.compile("sgd", "mse")
-    trace = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            trace.append(round(float(np.mean(collect_wrappers(self.model)[0].masks[0].numpy() == 0)), 4))
-
-    x = np.random.default_rng(0).normal(size=(30, 10)).astype("float32")
-    model.fit(x, x, batch_size=1, epochs=1, verbose=0, shuffle=False,
-              callbacks=[kprune.UpdatePruningStep(), Record()])
-    expected = list(TFMOT_TRACES[name])
-    if name == "polynomial_end_not_on_frequency":
-        expected[24:] = [0.8] * 6  # batch 24 is step 25 = end_step
-    assert trace == expected
-    assert int(collect_wrappers(model)[0].pruning_step.numpy()) == 30
-
-
 def test_resumed_fit_continues_the_step_count():
     schedule = kprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=20, frequency=10)
     model = kprune.prune_low_magnitude(
