@@ -6,12 +6,12 @@ Qwen3, GPT-2 and BERT lose half their heads, half their FFN units and a block.
   masked model's outputs (1e-4 on logits);
 * it saves as a preset and loads with `keras_hub.models.Backbone.from_preset`;
 * a causal LM built on it generates the masked model's tokens (greedy);
-* its parameters equal the parameters its widths imply;
+* `count_params` counts its weights, under half the dense model's;
 * it exports to a verified TFLite file whose MACs equal `count_macs`;
 * distillation from the dense model (`kprune.distiller`) brings it back towards it.
 
 Default: Llama 3 through the whole chain, every family masked vs removed;
-presets and generation of the other families under `full_matrix`.
+presets, generation and exports of the other families under `full_matrix`.
 """
 
 import keras
