@@ -9,7 +9,8 @@ subsystem's public namespace, each a subpackage with its own `__all__`:
 `kprune.criteria`, `kprune.channels`, `kprune.methods`, `kprune.search`,
 `kprune.export` and `kprune.stats` (`kprune.prune_low_magnitude is
 kprune.sparsity.prune_low_magnitude`); quantization-aware training is in
-`kprune.quantization` only, as tfmot keeps it apart.
+`kprune.quantization` only, as tfmot keeps it apart, and transformers made
+smaller (KerasHub's rebuilt classes, depth pruning) in `kprune.transformers`.
 """
 
 __version__ = "0.1.0"
@@ -63,6 +64,7 @@ from kprune.sparsity.update import update_masks
 from kprune.stats.keras_stats import count_macs, count_params
 from kprune.stats.records import ModelSummary
 from kprune.stats.summaries import summary
+from kprune import transformers  # noqa: F401  (registers kprune's KerasHub builders and backbone classes)
 
 __all__ = [
     "ADMM",

@@ -21,6 +21,7 @@ Example:
 ['Dense', 'Multiply']
 """
 
+import contextlib
 import inspect
 import warnings
 from typing import NamedTuple
@@ -69,6 +70,12 @@ def function_of(model, purpose="Channel pruning"):
             "graph to analyse)."
         )
     return model
+
+
+def input_structure(model):
+    """The structure of a Sequential or Functional model's inputs (a tensor, a
+    list, or a dict by name), as its graph was built."""
+    return function_of(model, purpose="Reading a model's inputs").input
 
 
 def nodes(model):
@@ -206,6 +213,12 @@ def trace_call(layer, args, kwargs):
     >>> [(type(c.operation).__name__, c.output_shapes) for c in trace_call(block, (x,), {})]
     [('Dense', [(1, 1, 3)]), ('Relu', [(1, 1, 3)])]
     """
+    return _traced(layer, args, kwargs, _trace)
+
+
+def _traced(layer, args, kwargs, run):
+    """`run(layer, args, kwargs)` with the layers inside `layer` tracing their
+    calls for exact shapes, and every trace of it undone afterwards."""
     inner = sublayers(layer)
     lengths = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in [layer] + inner]
     patched = [op for op in inner if "compute_output_spec" not in vars(op)]
@@ -218,7 +231,7 @@ def trace_call(layer, args, kwargs):
             # Keras' warnings about the traced example (a softmax over an axis
             # of size 1 where the sequence length is unknown) are not the user's.
             warnings.simplefilter("ignore")
-            return _trace(layer, args, kwargs)
+            return run(layer, args, kwargs)
     finally:
         for op in patched:
             object.__delattr__(op, "compute_output_spec")
@@ -231,6 +244,12 @@ def trace_call(layer, args, kwargs):
 
 
 def _trace(layer, args, kwargs):
+    inputs, nodes, _ = _trace_nodes(layer, args, kwargs)
+    return [Call(node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs))
+            for node in nodes]
+
+
+def _trace_nodes(layer, args, kwargs):
     fresh = {}
     for t in tree.flatten((args, kwargs)):
         if isinstance(t, keras.KerasTensor) and id(t) not in fresh:
@@ -239,8 +258,69 @@ def _trace(layer, args, kwargs):
         lambda x: fresh[id(x)] if isinstance(x, keras.KerasTensor) else x, (args, kwargs))
     outputs = [t for t in tree.flatten(layer.call(*call_args, **call_kwargs))
                if isinstance(t, keras.KerasTensor)]
-    return [Call(node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs))
-            for node in _graph_nodes(outputs)]
+    return fresh, _graph_nodes(outputs), outputs
+
+
+class Trace(NamedTuple):
+    """One call of a layer that holds layers, as the graph of the calls it makes
+    (`trace_graph`).
+
+    Attributes:
+        inputs: `{id(argument tensor): traced input}`: the `KerasTensor` that
+            stands for each tensor among the call's arguments.
+        nodes: the nodes of the calls it makes, in execution order (each has
+            `operation`, `arguments`, `input_tensors` and `outputs`).
+        outputs: the call's output tensors (flat).
+    """
+
+    inputs: dict
+    nodes: list
+    outputs: list
+
+
+def trace_graph(layer, args, kwargs):
+    """`trace_call`, as a graph: the traced inputs, the nodes and the outputs.
+
+    The channel dependency graph walks these nodes as it walks a nested
+    model's (a layer and `keras.ops` call each), so that it follows channels
+    through a KerasHub transformer block.
+
+    Example:
+
+    >>> class Block(keras.layers.Layer):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.dense = keras.layers.Dense(4)
+    ...     def call(self, x):
+    ...         return x + self.dense(x)
+    >>> block = Block()
+    >>> x = keras.Input((None, 4))
+    >>> trace = trace_graph(block, (x,), {})
+    >>> [type(n.operation).__name__ for n in trace.nodes], len(trace.outputs)
+    (['Dense', 'Add'], 1)
+    """
+    return _traced(layer, args, kwargs, lambda *call: Trace(*_trace_nodes(*call)))
+
+
+def call_arguments(node):
+    """`{parameter name: value}` of a node's call, positional arguments named by
+    the signature of its operation's `call` (`{}` where it cannot be read)."""
+    try:
+        signature = inspect.signature(node.operation.call)
+        bound = signature.bind_partial(*node.arguments.args, **node.arguments.kwargs)
+    except (TypeError, ValueError):
+        return {}
+    return dict(bound.arguments)
+
+
+def ordered_input_tensors(node):
+    """A node's input tensors, keyword arguments in the order of its
+    operation's `call` signature (a layer called as `attention(hidden_states=x,
+    attention_mask=m)` reads `x` first), positional ones first."""
+    named = call_arguments(node)
+    if not named:
+        return list(node.input_tensors)
+    return [t for t in tree.flatten(list(named.values())) if isinstance(t, keras.KerasTensor)]
 
 
 def rebuild(model, call):
@@ -268,6 +348,46 @@ def rebuild(model, call):
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
     )
+
+
+@contextlib.contextmanager
+def recording_inputs(layers, record):
+    """While active, every call of a layer in `layers` first hands its first
+    input to `record(layer, x)` (an eager tensor when the model runs eagerly).
+
+    Keras has no forward hooks: the layers' `call` is wrapped on the
+    instances, and restored on exit. This is how data criteria read what a
+    layer inside a KerasHub block reads (the input of an attention layer's
+    output projection, of an FFN's down projection).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2)
+    >>> seen = []
+    >>> with recording_inputs([dense], lambda layer, x: seen.append(tuple(x.shape))):
+    ...     _ = dense(keras.ops.ones((3, 4)))
+    >>> seen, "call" in vars(dense)
+    ([(3, 4)], False)
+    """
+    patched = []  # (layer, its own `call` attribute or None)
+    try:
+        for layer in dict.fromkeys(layers):  # each layer once
+            original = layer.call
+            own = vars(layer).get("call")
+
+            def call(*args, _layer=layer, _original=original, **kwargs):
+                record(_layer, args[0] if args else next(iter(kwargs.values())))
+                return _original(*args, **kwargs)
+
+            object.__setattr__(layer, "call", call)
+            patched.append((layer, own))
+        yield
+    finally:
+        for layer, own in patched:
+            if own is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", own)
 
 
 def scope_hides(variable):

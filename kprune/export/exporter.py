@@ -19,6 +19,7 @@ import keras
 
 from kprune.export import tf_convert
 from kprune.export.convert import convert_best, encodings_to_try, quiet_native_logs, timed
+from kprune.export.fixed_shapes import fixed_shapes, takes_dict
 from kprune.export.prepare import prepare
 from kprune.export.report import ExportReport
 from kprune.export.verify import TOLERANCES, keras_outputs, mismatch_message, verification
@@ -104,12 +105,16 @@ def export_tflite(
     latency_runs=50,
     tolerance=None,
     verbose=False,
+    input_shapes=None,
 ):
     """Convert a (pruned) Keras model to a verified .tflite file.
 
     Steps: load (if `model` is a path), strip pruning wrappers, remove pruned
     channels (`kprune.remove_channels`), convert with
-    `tf.lite.TFLiteConverter.from_keras_model`, run the result in LiteRT and
+    `tf.lite.TFLiteConverter.from_keras_model` -- or, for a model whose input
+    is a dict (a KerasHub backbone or task), with Keras' own exporter
+    (`model.export(format="litert")`) at fixed input shapes and LiteRT's
+    builtin ops only (`kprune.export.convert`) --, run the result in LiteRT and
     compare with Keras, write the file atomically, time it. On the JAX or
     PyTorch backend these steps run in a TensorFlow-backend subprocess on the
     model saved as .keras (`kprune.export.tf_convert`); the result is the same.
@@ -160,6 +165,14 @@ def export_tflite(
             times that output's largest |Keras value|. Defaults to None: 1e-3
             for float32, 1e-2 for float16 and quantization-aware models (whose
             Keras outputs simulate the file's), 5e-2 for dynamic and int8.
+        input_shapes: the fixed input shapes the file is exported at,
+            without the batch axis: `{input name: shape}` or one shape per
+            input (`{"token_ids": (128,), "padding_mask": (128,)}` for a
+            causal LM at 128 tokens). Needed for a model whose inputs have
+            unknown axes (a KerasHub model's sequence length) unless
+            `sample_inputs` or `representative_data` give them; parameters
+            and MACs are counted at them. Defaults to None (the model's own
+            shapes, or the samples').
 
     Returns:
         An `ExportReport`. A verification outside tolerance does not raise: it
@@ -202,7 +215,7 @@ def export_tflite(
             sparse_encoding=sparse_encoding, verify=verify, int8_io=int8_io,
             sample_inputs=sample_inputs, remove_pruned_channels=remove_pruned_channels,
             measure_latency=measure_latency, latency_runs=latency_runs, tolerance=tolerance,
-            verbose=verbose,
+            verbose=verbose, input_shapes=_json_shapes(input_shapes),
         )))
         if report.verified is False:
             warnings.warn(mismatch_message(report.verification), RuntimeWarning, stacklevel=2)
@@ -217,13 +230,14 @@ def export_tflite(
                          "(remove channels before quantize_model)")
         quantize, remove_pruned_channels = "qat", False
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
-    before = summary_lib.layer_stats(model)
+    shapes = fixed_shapes(model, input_shapes, sample_inputs, representative_data)
+    before = summary_lib.layer_stats(model, shapes)
     calibration, samples = _sample_sets(
-        model, quantize, representative_data, sample_inputs, sum(r.macs for r in before)
+        model, quantize, representative_data, sample_inputs, sum(r.macs for r in before), shapes
     )
 
     exported, removed = prepare(model, remove_pruned_channels, notes, timings)
-    rows = summary_lib.layer_stats(exported)
+    rows = summary_lib.layer_stats(exported, shapes)
     params, nonzero = sum(r.params for r in rows), sum(r.nonzero for r in rows)
     sparsity = 1.0 - nonzero / params if params else 0.0
 
@@ -231,12 +245,14 @@ def export_tflite(
     candidates = encodings_to_try(sparse_encoding, quantize, sparsity, notes)
     content, actual, sparse = convert_best(
         model.name, exported, candidates, sparse_encoding, checked, notes, timings,
-        dict(quantize=quantize, calibration=calibration, int8_io=int8_io, verbose=verbose),
+        dict(quantize=quantize, calibration=calibration, int8_io=int8_io, verbose=verbose,
+             input_shapes=shapes),
     )
     checked_figures = verified = None
     if verify:
         with timed(timings, "verify"):
-            expected = keras_outputs(exported, samples)
+            names = litert.io_names(exported)[0] if takes_dict(exported) else None
+            expected = keras_outputs(exported, samples, names)
         checked_figures = verification(expected, actual, quantize, tolerance, samples)
         verified = checked_figures["passed"]
         if not verified:
@@ -283,9 +299,20 @@ def _load(model, path):
     return model
 
 
-def _sample_sets(model, quantize, representative_data, sample_inputs, macs):
+def _json_shapes(input_shapes):
+    """`input_shapes` as JSON data (the TensorFlow worker gets them as lists)."""
+    if isinstance(input_shapes, dict):
+        return {k: [int(d) for d in v] for k, v in input_shapes.items()}
+    if isinstance(input_shapes, (list, tuple)) and input_shapes and isinstance(input_shapes[0], (list, tuple)):
+        return [[int(d) for d in v] for v in input_shapes]
+    return None if input_shapes is None else [int(d) for d in input_shapes]
+
+
+def _sample_sets(model, quantize, representative_data, sample_inputs, macs, shapes=None):
     """`(calibration, verification samples)` as lists of batch-1 samples."""
     specs = litert.input_specs(model)
+    if shapes is not None:  # random samples at the fixed shapes
+        specs = [(name, (None,) + tuple(shapes[name]), dtype) for name, _, dtype in specs]
     calibration = None
     if quantize == "int8":
         calibration = litert.to_samples(representative_data, specs, "representative_data")

@@ -20,9 +20,14 @@ import numpy as np
 TOLERANCES = {None: 1e-3, "dynamic": 5e-2, "float16": 1e-2, "int8": 5e-2, "qat": 1e-2}
 
 
-def keras_outputs(model, samples):
+def keras_outputs(model, samples, names=None):
+    """The Keras model's outputs on `samples` (lists of arrays in input order;
+    with `names`, passed as a dict by input name: a model that takes a dict)."""
     batch = [np.concatenate(xs) for xs in zip(*samples)]
-    ys = model(batch if len(batch) > 1 else batch[0], training=False)
+    if names is not None:
+        ys = model(dict(zip(names, batch)), training=False)
+    else:
+        ys = model(batch if len(batch) > 1 else batch[0], training=False)
     return [np.asarray(keras.ops.convert_to_numpy(y), np.float64) for y in keras.tree.flatten(ys)]
 
 

@@ -49,6 +49,7 @@ import keras
 from keras import layers as L
 
 from kprune._internal.functional import sublayers
+from kprune.registry.einsum import einsum_kernel_input_axis
 
 
 class PrunableWeight(NamedTuple):
@@ -79,6 +80,14 @@ class ChannelSpec(NamedTuple):
 
     A slice is `(variable, axis, repeat)`: channel i owns indices
     `i * repeat ... i * repeat + repeat - 1` along `axis`.
+
+    A producer that reads several inputs (attention's query, key and value)
+    gives `input_slices`: `((arguments, slices), ...)`, the slices read from
+    the first of `arguments` (names or positions of its `call`'s parameters)
+    that the call passes -- `(("key", "value"), key_slices)` for a key that
+    defaults to the value. An attention layer's `heads`
+    (`kprune.registry.attention.HeadSpec`) are units of their own, inside the
+    layer: the channel graph makes them prunable groups.
     """
 
     kind: str
@@ -87,6 +96,8 @@ class ChannelSpec(NamedTuple):
     width_key: str = None
     multiplier: int = 1
     reason: str = ""
+    input_slices: tuple = ()
+    heads: object = None
 
 
 def block(reason):
@@ -119,6 +130,11 @@ class LayerRule:
 
 
 _RULES = {}
+
+# Normalizations across channels (LayerNormalization, RMS norms): removing a
+# channel changes every output, so the channels reaching them stay whole.
+ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(
+    "normalizes across channels: removing channels changes its statistics"))
 
 # Width key of a grouped convolution with one input channel per group: its
 # `filters` and `groups` shrink together (see `resized_config`).
@@ -309,19 +325,41 @@ def channel_spec(layer, input_shape=None):
     return block(f"kprune has no channel rule for {type(layer).__name__}")
 
 
+def reader_input_axis(layer, variable, axis):
+    """The axis of `layer`'s input that its weight `variable`'s `axis` reads
+    (an `"in"` slice of the channel graph), or None: the last axis for a
+    Dense or channels-last convolution kernel's input axis, the contracted
+    input axis of an `EinsumDense` (an attention output projection's heads:
+    -2). Data criteria read a unit's activations there."""
+    layer = unwrap(layer)
+    equation = getattr(layer, "equation", None)
+    shape = tuple(variable.shape)
+    axis = axis % len(shape)
+    if isinstance(equation, str):
+        return einsum_kernel_input_axis(equation, axis)
+    weights = prunable_weights(layer) if rule_for(layer) is not None else []
+    for weight in weights:
+        if weight.variable is variable and weight.input_axis % len(shape) == axis:
+            return -1
+    return None
+
+
 def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     rule = rule_for(unwrap(layer))
     return rule.scale(unwrap(layer)) if rule is not None and rule.scale is not None else None
 
 
-def resized_config(layer, width_key, width):
-    """`layer`'s config with `width` channels under `width_key` (from its `ChannelSpec`)."""
-    config = layer.get_config()
+def resized_config(layer, width_key, width, config=None):
+    """`layer`'s config (or `config`, to resize several keys) with `width`
+    channels under `width_key` (from its `ChannelSpec`, or a `HeadSpec`'s
+    head-count key). A shape-valued key (`target_shape`, `EinsumDense`'s
+    `output_shape`) gets `width` as its last entry."""
+    config = dict(layer.get_config() if config is None else config)
     if width_key == DEPTHWISE_FILTERS:
         multiplier = config["filters"] // config["groups"]
         config["filters"], config["groups"] = int(width), int(width) // multiplier
-    elif width_key == "target_shape":
+    elif isinstance(config.get(width_key), (tuple, list)):
         config[width_key] = tuple(config[width_key][:-1]) + (int(width),)
     else:
         config[width_key] = int(width)
