@@ -13,7 +13,7 @@ Transformers join the same vocabulary:
 
 * a layer that holds layers and has no record of its own (a KerasHub
   transformer block, a user's residual block) is traced
-  (`kprune._internal.functional.trace_graph`) and its calls are walked like
+  (`kprune._internal.tracing.trace_graph`) and its calls are walked like
   a nested model's, so that a gated FFN's gate and up projections, tied by
   their product, are one group of FFN units, read by the down projection;
 * an attention layer's heads (`kprune.registry.attention.HeadSpec`) are
@@ -55,7 +55,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kprune._internal import functional
+from kprune._internal import functional, tracing
 from kprune.dependency.unit_space import UnitSpace, Usage
 from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
@@ -199,7 +199,7 @@ class ChannelGraph(UnitSpace):
     def _composite(self, op, node, ids_of):
         """A layer that holds layers: walk the calls it makes."""
         try:
-            trace = functional.trace_graph(op, node.arguments.args, node.arguments.kwargs)
+            trace = tracing.trace_graph(op, node.arguments.args, node.arguments.kwargs)
         except Exception as e:  # the layer's own code, run symbolically
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             spec = keras_layers.block(f"its call could not be traced ({message})")

@@ -370,7 +370,7 @@ def counted_inside(layer):
     """Whether the MACs of a call of `layer` are those of the calls it makes:
     it has no MACs record of its own and holds layers (KerasHub's
     transformer blocks and attention layers, a user's residual block).
-    `kprune.stats` traces such a call (`kprune._internal.functional.trace_call`) and counts
+    `kprune.stats` traces such a call (`kprune._internal.tracing.trace_call`) and counts
     each layer and `keras.ops` call inside it."""
     layer = unwrap(layer)
     rule = rule_for(layer)

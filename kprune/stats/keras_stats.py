@@ -5,10 +5,11 @@ returns one `LayerStats` row per layer that has weights or compute;
 `count_macs(model)` and `count_params(model)` add them up. A layer that holds
 layers and has no MACs record of its own (KerasHub's transformer blocks and
 attention layers, a user's residual block; a subclassed model) is traced
-(`kprune._internal.functional.trace_call`): each layer and `keras.ops` matmul it calls is a
-row ("block/attention/query"), so attention's score and context matmuls count
-as the TFLite file's BATCH_MATMULs do. Unknown axes (a sequence length of
-None) count 1, unless `input_shapes` gives them (`kprune.stats.input_shapes`). Wrapped layers (`PruneLowMagnitude`, `PruneChannels`) and
+(`kprune._internal.tracing.trace_call`): each layer and `keras.ops` matmul it
+calls is a row ("block/attention/query"), so attention's score and context
+matmuls count as the TFLite file's BATCH_MATMULs do. Unknown axes (a sequence
+length of None) count 1, unless `input_shapes` gives them
+(`kprune.stats.input_shapes`). Wrapped layers (`PruneLowMagnitude`, `PruneChannels`) and
 layers pruned in place are counted with their masks applied, so the figures
 describe the model that export produces; on a pruned model the `pruned`
 column says which rows' prunable weights are masked.
@@ -31,7 +32,7 @@ import warnings
 import keras
 import numpy as np
 
-from kprune._internal import functional
+from kprune._internal import functional, tracing
 from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
 from kprune.sparsity import in_place
@@ -106,10 +107,10 @@ def _calls_rows(calls, prefix, trace):
 
 
 def _trace(layer, args, kwargs):
-    """`functional.trace_call`, or None with a warning if the layer's code fails
+    """`tracing.trace_call`, or None with a warning if the layer's code fails
     on symbolic inputs."""
     try:
-        return functional.trace_call(layer, args, kwargs)
+        return tracing.trace_call(layer, args, kwargs)
     except Exception as e:  # any error of the layer's own code, run symbolically
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
         warnings.warn(
