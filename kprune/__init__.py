@@ -1,12 +1,16 @@
 """kprune: pruning and compression for Keras 3 (TensorFlow, JAX, PyTorch).
 
 The training-time sparsity API mirrors `tfmot.sparsity.keras`: a tfmot user
-migrates by replacing `tfmot.sparsity.keras` with `kprune`. The names below
-are the short doors to every subsystem's public namespace, each a subpackage
-with its own `__all__`: `kprune.sparsity` (tfmot's API), `kprune.registry`,
-`kprune.dependency`, `kprune.criteria`, `kprune.channels`, `kprune.methods`,
-`kprune.search`, `kprune.export` and `kprune.stats`
-(`kprune.prune_low_magnitude is kprune.sparsity.prune_low_magnitude`).
+migrates by replacing `tfmot.sparsity.keras` with `kprune`, and
+`tfmot.quantization.keras` (and `tfmot.experimental.combine`) with
+`kprune.quantization`. The names below are the short doors to every
+subsystem's public namespace, each a subpackage with its own `__all__`:
+`kprune.sparsity` (tfmot's API), `kprune.registry`, `kprune.dependency`,
+`kprune.criteria`, `kprune.channels`, `kprune.methods`, `kprune.search`,
+`kprune.export` and `kprune.stats` (`kprune.prune_low_magnitude is
+kprune.sparsity.prune_low_magnitude`); quantization-aware training is in
+`kprune.quantization` only, as tfmot keeps it apart, and transformers made
+smaller (KerasHub's rebuilt classes, depth pruning) in `kprune.transformers`.
 """
 
 __version__ = "0.1.0"
@@ -37,6 +41,7 @@ from kprune.methods.distillation import distiller
 from kprune.methods.fine_tune import fine_tuner
 from kprune.methods.layerwise import prune_layerwise
 from kprune.methods.reconstruction import prune_and_reconstruct, reconstruct
+from kprune import quantization  # noqa: F401  (tfmot.quantization.keras's namespace)
 from kprune.registry.registration import register_layer
 from kprune.registry.rules import ChannelSpec, PrunableLayer
 from kprune.search.algorithms.admm import ADMM, admm
@@ -60,6 +65,7 @@ from kprune.sparsity.update import update_masks
 from kprune.stats.keras_stats import count_macs, count_params
 from kprune.stats.records import ModelSummary
 from kprune.stats.summaries import summary
+from kprune import transformers  # noqa: F401  (registers kprune's KerasHub builders and backbone classes)
 
 __all__ = [
     "ADMM",

@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import importlib.util
 import pathlib
 
 import pytest
@@ -94,7 +95,7 @@ def test_public_surface():
 
 NAMESPACES = {
     "sparsity": TFMOT_NAMES - {"PrunableLayer"} | {"PruneLowMagnitude", "update_masks", "check_sparsity_m_by_n"},
-    "registry": {"register_layer", "ChannelSpec", "PrunableLayer", "LayerRule", "PrunableWeight"},
+    "registry": {"register_layer", "ChannelSpec", "PrunableLayer", "LayerRule", "PrunableWeight", "QuantizeSpec"},
     "dependency": {"ChannelGraph", "ChannelGroup", "ChannelPlan"},
     "criteria": {"BNScaleRegularizer", "WEIGHT_CRITERIA", "DATA_CRITERIA", "get"},
     "channels": {"PruneChannels", "plan_channels", "mask_channels", "remove_channels",
@@ -107,7 +108,17 @@ NAMESPACES = {
                "admm", "amc", "auto_compress"},
     "llm": {"prune_oneshot", "keep_zeros", "OneShotReport", "LayerReport"},
     "export": {"export_tflite", "ExportReport", "evaluate_tflite", "TFLiteEvaluation"},
+    "quantization": {"quantize_model", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
+                     "quantize_scope", "is_quantize_aware", "QuantizeConfig", "QuantizeWrapper", "QuantizeLayer",
+                     "QuantizeAnnotate", "QuantizeScheme", "QuantizeRegistry", "Default8BitQuantizeScheme",
+                     "Default8BitQuantizeRegistry", "Default8BitQuantizeConfig",
+                     "Default8BitPrunePreserveQuantizeScheme", "quantizers"},
     "stats": {"summary", "ModelSummary", "LayerStats", "count_macs", "count_params", "layer_stats", "tflite_stats"},
+    "transformers": {"Block", "BlockPlan", "block_importance", "mask_blocks", "plan_blocks", "remove_blocks",
+                     "transformer_blocks"} | ({"PrunedBertBackbone", "PrunedGPT2Backbone", "PrunedGPT2CausalLM",
+                                               "PrunedGemmaBackbone", "PrunedLlama3Backbone", "PrunedQwen3Backbone",
+                                               "rebuild_backbone", "rebuild_task"}
+                                              if importlib.util.find_spec("keras_hub") else set()),
 }
 
 

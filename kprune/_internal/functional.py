@@ -1,11 +1,12 @@
 """The one place that reads Keras' internals: the functional graph, the
 stateless scope and callback model that `kprune.utils.backends` needs, and the mark
-that keeps Keras from decorating kprune's errors raised inside a layer call.
+that keeps Keras from decorating kprune's errors raised inside a layer call
+(the tracing of a layer's call into the calls it makes is `tracing`'s).
 
 kprune walks the graph of Sequential and Functional models (nodes in
 dependency order, nested models, `keras.ops` operations between layers), and
-traces the call of a layer that holds layers (`trace_call`: KerasHub's
-transformer blocks, a user's residual block) into the calls it makes. The
+`kprune._internal.tracing` traces the call of a layer that holds layers
+(KerasHub's transformer blocks, a user's residual block) into the calls it makes. The
 attributes it needs (`Functional`, `_nodes_by_depth`, `Sequential._functional`,
 `_flatten_layers`, `_keras_history`, `_inbound_nodes`, Keras' name counters)
 are private to Keras, so they are read here only: a Keras upgrade touches this
@@ -21,14 +22,11 @@ Example:
 ['Dense', 'Multiply']
 """
 
+import contextlib
 import inspect
-import warnings
-from typing import NamedTuple
 
 import keras
 from keras import tree
-from keras.src.backend import compute_output_spec
-from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.models.functional import Functional
 
@@ -71,6 +69,12 @@ def function_of(model, purpose="Channel pruning"):
     return model
 
 
+def input_structure(model):
+    """The structure of a Sequential or Functional model's inputs (a tensor, a
+    list, or a dict by name), as its graph was built."""
+    return function_of(model, purpose="Reading a model's inputs").input
+
+
 def nodes(model):
     """The call nodes of a graph model in dependency order (inputs first),
     input placeholders left out. Nested models are single nodes."""
@@ -86,161 +90,30 @@ def sublayers(layer, recursive=True):
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
 
 
-class Call(NamedTuple):
-    """One call made inside a traced layer call (`trace_call`).
-
-    Attributes:
-        operation: the layer or `keras.ops` operation called.
-        args, kwargs: its arguments, tensors as `KerasTensor`s of exact shape.
-        outputs: its outputs, a flat list of `KerasTensor`s.
-    """
-
-    operation: object
-    args: tuple
-    kwargs: dict
-    outputs: list
-
-    @property
-    def input_shapes(self):
-        """Shapes of the tensors among its arguments: positional ones, then
-        keyword ones in the order of the `call` signature (a
-        MultiHeadAttention called with `query=..., value=...` gets the
-        query's shape first, as when called positionally)."""
-        try:
-            order = list(inspect.signature(self.operation.call).parameters)
-        except (TypeError, ValueError):
-            order = []
-        rank = {name: i for i, name in enumerate(order)}
-        kwargs = sorted(self.kwargs.items(), key=lambda item: rank.get(item[0], len(order)))
-        return [tuple(t.shape) for t in tree.flatten((self.args, [v for _, v in kwargs]))
-                if isinstance(t, keras.KerasTensor)]
-
-    @property
-    def output_shapes(self):
-        return [tuple(t.shape) for t in self.outputs]
-
-
 def tree_flatten(structure):
     """The leaves of a nested structure (lists, tuples, dicts), as Keras orders them."""
     return tree.flatten(structure)
 
 
-def _example_input(tensor):
-    """A fresh `Input` like `tensor` for one example: batch axis 1, unknown axes 1."""
-    shape = tuple(1 if d is None else int(d) for d in tensor.shape)
-    return keras.Input(batch_shape=(1,) + shape[1:] if shape else (), dtype=tensor.dtype)
-
-
-def _graph_nodes(outputs):
-    """The nodes that compute `outputs`, inputs first (input placeholders left out)."""
-    order, done = [], set()
-
-    def visit(tensor):
-        operation, index, _ = getattr(tensor, "_keras_history", (None, 0, 0))
-        if operation is None:
-            return
-        node = operation._inbound_nodes[index]
-        if id(node) in done or node.is_input:
-            return
-        done.add(id(node))
-        for t in node.input_tensors:
-            visit(t)
-        order.append(node)
-
-    for tensor in outputs:
-        visit(tensor)
-    return order
-
-
-def _dense(x):
-    """A sparse `KerasTensor` as a dense one (Keras marks the product of a
-    tensor and an eager constant sparse; shapes are what a trace is for)."""
-    if isinstance(x, keras.KerasTensor) and x.sparse:
-        return keras.KerasTensor(x.shape, x.dtype)
-    return x
-
-
-def _traced_spec(layer):
-    """`layer.compute_output_spec` that traces `layer.call` with the backend:
-    exact shapes, where a layer's own `compute_output_shape` (which Keras
-    trusts) may leave axes unknown (EinsumDense's sequence axis), and code
-    after it reshapes with them."""
-    def spec(*args, **kwargs):
-        args, kwargs = tree.map_structure(_dense, (args, kwargs))
-        return compute_output_spec(layer.call, *args, **kwargs)
-    return spec
-
-
-def trace_call(layer, args, kwargs):
-    """The calls that one call of `layer` makes, on one example.
-
-    `layer.call` runs on fresh symbolic inputs shaped like the tensors in
-    `args`/`kwargs` (batch axis 1, unknown axes 1), which records every layer
-    and `keras.ops` call it makes as a node (as building a Functional model
-    does). While it runs, the layers it holds compute their output shapes by
-    tracing their `call` with the backend, so that every shape is exact.
-    Nested layers that hold layers appear as single calls: trace them in
-    turn. The layers are left as they were (the nodes the trace adds are
-    removed, Keras' name counters restored).
-
-    Args:
-        layer: a built layer.
-        args, kwargs: its call arguments (`KerasTensor`s where tensors go).
-
-    Returns:
-        A list of `Call`s in execution order.
-
-    Raises:
-        Whatever the layer's code raises on symbolic inputs.
-
-    Example:
-
-    >>> class Block(keras.layers.Layer):
-    ...     def __init__(self, **kwargs):
-    ...         super().__init__(**kwargs)
-    ...         self.dense = keras.layers.Dense(3)
-    ...     def call(self, x):
-    ...         return keras.ops.relu(self.dense(x))
-    >>> block = Block()
-    >>> x = keras.Input((None, 4))
-    >>> [(type(c.operation).__name__, c.output_shapes) for c in trace_call(block, (x,), {})]
-    [('Dense', [(1, 1, 3)]), ('Relu', [(1, 1, 3)])]
-    """
-    inner = sublayers(layer)
-    lengths = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in [layer] + inner]
-    patched = [op for op in inner if "compute_output_spec" not in vars(op)]
-    uids = global_state.get_global_attribute("object_name_uids")
-    saved_uids = dict(uids) if uids is not None else None
+def call_arguments(node):
+    """`{parameter name: value}` of a node's call, positional arguments named by
+    the signature of its operation's `call` (`{}` where it cannot be read)."""
     try:
-        for op in patched:
-            object.__setattr__(op, "compute_output_spec", _traced_spec(op))
-        with warnings.catch_warnings():
-            # Keras' warnings about the traced example (a softmax over an axis
-            # of size 1 where the sequence length is unknown) are not the user's.
-            warnings.simplefilter("ignore")
-            return _trace(layer, args, kwargs)
-    finally:
-        for op in patched:
-            object.__delattr__(op, "compute_output_spec")
-        for op, inbound, outbound in lengths:
-            del op._inbound_nodes[inbound:]
-            del op._outbound_nodes[outbound:]
-        if saved_uids is not None:
-            uids.clear()
-            uids.update(saved_uids)
+        signature = inspect.signature(node.operation.call)
+        bound = signature.bind_partial(*node.arguments.args, **node.arguments.kwargs)
+    except (TypeError, ValueError):
+        return {}
+    return dict(bound.arguments)
 
 
-def _trace(layer, args, kwargs):
-    fresh = {}
-    for t in tree.flatten((args, kwargs)):
-        if isinstance(t, keras.KerasTensor) and id(t) not in fresh:
-            fresh[id(t)] = _example_input(t)
-    call_args, call_kwargs = tree.map_structure(
-        lambda x: fresh[id(x)] if isinstance(x, keras.KerasTensor) else x, (args, kwargs))
-    outputs = [t for t in tree.flatten(layer.call(*call_args, **call_kwargs))
-               if isinstance(t, keras.KerasTensor)]
-    return [Call(node.operation, node.arguments.args, node.arguments.kwargs, list(node.outputs))
-            for node in _graph_nodes(outputs)]
+def ordered_input_tensors(node):
+    """A node's input tensors, keyword arguments in the order of its
+    operation's `call` signature (a layer called as `attention(hidden_states=x,
+    attention_mask=m)` reads `x` first), positional ones first."""
+    named = call_arguments(node)
+    if not named:
+        return list(node.input_tensors)
+    return [t for t in tree.flatten(list(named.values())) if isinstance(t, keras.KerasTensor)]
 
 
 def rebuild(model, call):
@@ -268,6 +141,46 @@ def rebuild(model, call):
     return keras.Model(
         inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name
     )
+
+
+@contextlib.contextmanager
+def recording_inputs(layers, record):
+    """While active, every call of a layer in `layers` first hands its first
+    input to `record(layer, x)` (an eager tensor when the model runs eagerly).
+
+    Keras has no forward hooks: the layers' `call` is wrapped on the
+    instances, and restored on exit. This is how data criteria read what a
+    layer inside a KerasHub block reads (the input of an attention layer's
+    output projection, of an FFN's down projection).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2)
+    >>> seen = []
+    >>> with recording_inputs([dense], lambda layer, x: seen.append(tuple(x.shape))):
+    ...     _ = dense(keras.ops.ones((3, 4)))
+    >>> seen, "call" in vars(dense)
+    ([(3, 4)], False)
+    """
+    patched = []  # (layer, its own `call` attribute or None)
+    try:
+        for layer in dict.fromkeys(layers):  # each layer once
+            original = layer.call
+            own = vars(layer).get("call")
+
+            def call(*args, _layer=layer, _original=original, **kwargs):
+                record(_layer, args[0] if args else next(iter(kwargs.values())))
+                return _original(*args, **kwargs)
+
+            object.__setattr__(layer, "call", call)
+            patched.append((layer, own))
+        yield
+    finally:
+        for layer, own in patched:
+            if own is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", own)
 
 
 def scope_hides(variable):

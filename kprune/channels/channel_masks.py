@@ -28,6 +28,7 @@ import numpy as np
 
 from kprune._internal import functional
 from kprune.channels import oneshot as channels_lib
+from kprune.channels.planning import make_plan
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
 from kprune.sparsity.masking import MaskWriter
@@ -98,7 +99,7 @@ def update_channel_masks(model, sparsity=None, wrappers=None, graph=None, writer
     final = final_sparsity(schedule)
     progress = sparsity / final if final > 0 else 1.0
     ratios = {w.layer.name: min(w.ratio * progress, 0.999999) for w in wrappers if w.ratio is not None}
-    plan = channels_lib.make_plan(
+    plan = make_plan(
         graph, sparsity, catalog.get(first.importance), first.global_ranking,
         first.round_to, skip, ratios,
     )

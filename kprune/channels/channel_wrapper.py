@@ -98,8 +98,12 @@ class PruneChannels(MaskedWrapper):
     def build(self, input_shape=None):
         self._build_inner(input_shape)
         spec = keras_layers.channel_spec(self.layer, input_shape)
+        slices = spec.in_slices + spec.out_slices + sum((s for _, s in spec.input_slices), ())
+        if spec.heads is not None:  # an attention layer's heads: query, key, value, output
+            slices += tuple((v, a, 1) for v, a in
+                            spec.heads.query_slices + spec.heads.kv_slices + spec.heads.output_slices)
         variables = []
-        for variable, _, _ in spec.in_slices + spec.out_slices:
+        for variable, _, _ in slices:
             if variable.trainable and all(variable is not v for v in variables):
                 variables.append(variable)
         self._create_masks(variables)

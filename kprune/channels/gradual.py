@@ -29,11 +29,12 @@ import keras
 import numpy as np
 
 from kprune.channels import config_list as config_list_lib
-from kprune.channels import oneshot as channels_lib
 from kprune.channels.channel_masks import final_sparsity, trainable_slices
 from kprune.channels.channel_wrapper import PruneChannels
+from kprune.channels.planning import check_names, is_excluded
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
+from kprune.dependency.unit_space import rows_of
 from kprune.sparsity import in_place
 from kprune.sparsity.prune import check_model, clone_with, collect_wrappers, copy_layer
 from kprune.sparsity.pruning_schedule import ConstantSparsity
@@ -78,7 +79,7 @@ def prune_channels(
             f"Argument `model` must be a Keras model. Received: model={model!r} "
             f"(of type {type(model).__name__})"
         )
-    in_place.check_channel_model(model)
+    in_place.check_channel_model(model, "Training-time channel pruning", composites=False)
     check_model(model)
     if collect_wrappers(model):
         raise ValueError(
@@ -99,12 +100,12 @@ def prune_channels(
     if pruning_schedule is None:
         pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
     check_channel_settings(importance, round_to)
-    ratios = channels_lib.check_names(graph, model, exclude, ratios)
+    ratios = check_names(graph, model, exclude, ratios)
     if isinstance(exclude, (str, type)):
         exclude = (exclude,)
     wrap = {}
     for group in graph.prunable_groups:
-        if not group.producers or channels_lib.is_excluded(group, exclude):
+        if not group.producers or is_excluded(group, exclude):
             continue
         for usage in group.usages:
             if trainable_slices(usage):
@@ -170,7 +171,7 @@ def channel_sparsity(model):
             value = np.moveaxis(keras.ops.convert_to_numpy(variable.value), axis, 0)
             dead = sum(
                 1 for positions in graph.unit_positions(group, usage)
-                if positions and not np.any(value[channels_lib.rows_of(positions, repeat)])
+                if positions and not np.any(value[rows_of(positions, repeat)])
             )
             result[usage.layer.name] = (dead, len(group.units))
     return result

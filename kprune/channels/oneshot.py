@@ -1,45 +1,37 @@
 """Structured channel pruning: plan which channels go, zero them, remove them.
 
 * `plan_channels(model, sparsity, importance=...)` scores every prunable
-  channel group (`kprune.dependency.channel_graph`) and returns a `ChannelPlan`: plain data that
+  group (`kprune.dependency.channel_graph`: channels, and a transformer's
+  attention heads and FFN units) and returns a `ChannelPlan`: plain data that
   prints as a table, round-trips through JSON and can be applied again.
 * `mask_channels(model, plan)` returns a copy whose pruned channels are cut
   off: every weight slice that reads a pruned channel is 0 (and so is every
   filter that writes one), so the channel no longer affects the outputs.
-* `remove_channels(model)` returns a smaller plain Keras model with the
-  channels that no layer reads any more physically removed (fewer filters and
-  units; sliced kernels, biases and BatchNormalization statistics). Its outputs
+* `remove_channels(model)` returns a smaller model with the channels that no
+  layer reads any more physically removed (fewer filters, units and heads;
+  sliced kernels, biases and BatchNormalization statistics). Its outputs
   equal the masked model's. Given a plan, it removes the plan's channels.
-"""
 
+Sequential and Functional models are cloned layer by layer; a KerasHub
+backbone or task (alone or inside a Functional model) is rebuilt by the
+builder `kprune.transformers` registers: a smaller model of the same
+family (`kprune.channels.apply_plan`).
+"""
 
 import keras
 import numpy as np
 
 from kprune.channels import config_list as config_list_lib
+from kprune.channels.apply_plan import copy_with_values
+from kprune.channels.planning import check_names, check_ranking, is_excluded, make_plan, sparsity_table
 from kprune.criteria import catalog
-from kprune.dependency.channel_graph import ChannelGraph, rows_of
+from kprune.dependency.channel_graph import HEAD_MODES, ChannelGraph
 from kprune.dependency.channel_plan import ChannelPlan
-from kprune.registry import keras_layers
+from kprune.dependency.unit_space import rows_of
 from kprune.sparsity import in_place
-from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
+from kprune.sparsity.prune import collect_wrappers, strip_pruning
 from kprune.utils import user_warnings
-from kprune.utils.validation import check_round_to, check_sparsity
-
-
-def keep_count(n, sparsity, round_to):
-    """Channels kept of `n` at `sparsity`, a multiple of `round_to` (a group of at most
-    `round_to` channels is kept whole), at least 1.
-
-    >>> keep_count(64, 0.3, 8), keep_count(64, 0.3, 1), keep_count(6, 0.5, 8)
-    (48, 45, 6)
-    """
-    keep = n * (1.0 - sparsity)
-    if round_to > 1:
-        if n <= round_to:
-            return n
-        keep = round_to * max(1, int(np.floor(keep / round_to + 0.5)))
-    return int(min(n, max(1, int(np.floor(keep + 0.5)))))
+from kprune.utils.validation import check_round_to
 
 
 def plan_channels(
@@ -53,39 +45,56 @@ def plan_channels(
     data=None,
     loss=None,
     config_list=None,
+    heads="kv",
 ):
-    """Choose the channels to prune.
+    """Choose the channels (and attention heads) to prune.
 
     Args:
-        model: a Sequential or Functional Keras model.
-        sparsity: fraction of channels to prune in each group (local) or over
-            all groups (`global_ranking=True`), in [0, 1).
-        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`; the
-            data criteria `"taylor"`, `"apoz"`, `"mean_activation"`,
-            `"hessian"` (`kprune.criteria.hessian`), `"thinet"` and `"lasso"`
+        model: a Sequential or Functional Keras model, a KerasHub backbone
+            or task, or a Functional model that holds one.
+        sparsity: fraction of units to prune in each group (local) or over
+            all groups (`global_ranking`), in [0, 1); or a dict by unit kind,
+            `{"heads": 0.5, "channels": 0.25}` (a missing kind: 0). A
+            transformer's channel groups are its FFN units; its residual
+            stream (the hidden size) stays whole.
+        importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`,
+            `"random"`; the data criteria `"taylor"`, `"taylor_element"`
+            (LLM-Pruner), `"apoz"`, `"mean_activation"`, `"activation"`
+            (Minitron), `"fluctuation"` (FLAP), `"hessian"`
+            (`kprune.criteria.hessian`), `"thinet"` and `"lasso"`
             (`kprune.criteria.reconstruction_criteria`), which need `data`; or a callable
-            `(graph, group) -> scores` (see `kprune.criteria.importance`).
-        global_ranking: rank channels across groups (scores divided by their
-            group's mean) instead of within each group. Defaults to False.
+            `(graph, group) -> scores` (see `kprune.criteria.catalog`).
+        global_ranking: rank units across groups (scores divided by their
+            group's mean) instead of within each group: True (a fraction of
+            the units), or `"params"` (scores per parameter, until a fraction
+            of the groups' parameters goes: a head weighs its query, key,
+            value and output rows). Heads and channels are ranked apart.
+            Defaults to False.
         round_to: keep a multiple of this many channels per group (groups no
             larger than it are kept whole). Defaults to 8: XNNPACK's float
             kernels, which LiteRT runs on CPUs, work on channel tiles of 8 (or
             16), so other widths cost nearly as much as the next multiple
             (see the channel benchmark in the README). Use 1 for exact ratios.
+            Heads are whole units (`round_to` counts channels).
         exclude: layer names or layer classes that keep their output width
             (the groups they write are left whole; their input channels may
             still be pruned).
         ratios: `{layer_name: sparsity}` overriding `sparsity` for the groups
             those producers belong to.
-        data: inputs (or `(inputs, targets)` for `"taylor"` and `"hessian"`) the data-driven
-            criteria run the model on: an array, a tuple of arrays or a
-            `tf.data.Dataset` of batches. Defaults to None.
-        loss: the loss for `"taylor"` and `"hessian"` (a Keras loss or its name); defaults to
-            the compiled model's loss.
+        data: inputs (or `(inputs, targets)` for the Taylor criteria and `"hessian"`) the
+            data-driven criteria run the model on: an array, a tuple of arrays, a dict by
+            input name (a KerasHub model's) or a `tf.data.Dataset` of batches. Defaults to None.
+        loss: the loss for the Taylor criteria and `"hessian"` (a Keras loss or its name);
+            defaults to the compiled model's loss.
         config_list: NNI's format instead of `sparsity`/`ratios`/`exclude`/
             `global_ranking`, e.g. `[{"sparsity": 0.5, "op_types": ["Conv2D"]},
             {"exclude": True, "op_names": ["fc3"]}]` (see
             `kprune.channels.config_list`). Defaults to None.
+        heads: the unit of grouped-query attention: `"kv"` (default) -- a
+            key/value head with the query heads that read it -- or `"query"`
+            -- query heads, the same number from every key/value group (the
+            query heads stay a multiple of the key/value heads). Without
+            GQA a unit is a head either way.
 
     Returns:
         A `ChannelPlan`.
@@ -99,11 +108,22 @@ def plan_channels(
     >>> plan = kprune.plan_channels(model, 0.5, round_to=4)
     >>> plan.num_pruned
     8
+
+    Attention heads:
+
+    >>> x = keras.Input((6, 8))
+    >>> y = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")(x, x)
+    >>> plan = kprune.plan_channels(keras.Model(x, y), {"heads": 0.5})
+    >>> [(g["unit"], g["channels"], len(g["pruned"])) for g in plan.groups if g["pruned"]]
+    [('head', 4, 2)]
     """
     check_round_to(round_to)
+    check_ranking(global_ranking)
+    if heads not in HEAD_MODES:
+        raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    graph = ChannelGraph(base)
+    graph = ChannelGraph(base, heads=heads)
     if config_list is not None:
         sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
             graph, config_list, sparsity, ratios, exclude, global_ranking)
@@ -112,7 +132,7 @@ def plan_channels(
             "Argument `sparsity` is required (a fraction in [0, 1)) unless `config_list` is "
             "given. Received: sparsity=None"
         )
-    sparsity = check_sparsity("sparsity", sparsity)
+    sparsity_table(sparsity)  # checked before any scoring
     score_fn = catalog.get(importance, data=data, loss=loss)
     ratios = check_names(graph, model, exclude, ratios)
     if getattr(score_fn, "needs_model", False):
@@ -124,129 +144,24 @@ def plan_channels(
     return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
 
 
-def check_names(graph, model, exclude, ratios):
-    """Validate `ratios` and `exclude` against the graph; returns the ratios dict."""
-    ratios = dict(ratios or {})
-    for name, value in ratios.items():
-        check_sparsity(f"ratios[{name!r}]", value)
-    if isinstance(exclude, (str, type)):
-        exclude = (exclude,)
-    known = {u.layer.name for g in graph.groups for u in g.usages}
-    for name in list(ratios) + [e for e in exclude if isinstance(e, str)]:
-        if name not in known:
-            raise ValueError(
-                f"Layer '{name}' (in `ratios` or `exclude`) is not a layer of model "
-                f"'{model.name}' that channel pruning can reach."
-            )
-    for name in ratios:
-        writes = [g for g in graph.groups if name in g.producers]
-        if not writes:
-            raise ValueError(
-                f"Layer '{name}' (in `ratios`) makes no channels of its own, so it has no "
-                "channel ratio; give the ratio to the convolution or Dense layer before it."
-            )
-        if all(g.blocked for g in writes):
-            raise ValueError(
-                f"Layer '{name}' (in `ratios`) cannot be channel-pruned: its channels are "
-                f"tied to {writes[0].blocked}. Remove it from `ratios`."
-            )
-    return ratios
-
-
-def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios):
-    """Score the groups of `graph` and choose the channels to prune.
-
-    `skip(group)` returns a reason to leave a group whole, or None.
-    """
-    entries, scored = [], []
-    for group in graph.groups:
-        entry = {"group": group.index, "producers": group.producers,
-                 "channels": len(group.units), "pruned": [], "reason": group.blocked}
-        entries.append(entry)
-        if group.blocked or not group.producers:
-            entry["reason"] = entry["reason"] or "no producer"
-            continue
-        reason = skip(group)
-        if reason:
-            entry["reason"] = reason
-            continue
-        scores = score_fn(graph, group)
-        if scores is None:
-            name = getattr(score_fn, "__name__", type(score_fn).__name__)
-            entry["reason"] = f"no weights for importance {name!r}"
-            continue
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.shape != (len(group.units),):
-            raise ValueError(
-                f"Importance returned {scores.shape} scores for group {group.index} "
-                f"with {len(group.units)} channels."
-            )
-        local = next((ratios[n] for n in group.producers if n in ratios), None)
-        scored.append((entry, scores, local))
-
-    if global_ranking and scored:
-        pool = [s / (s.mean() + 1e-12) for _, s, local in scored if local is None]
-        threshold_pool = np.concatenate(pool) if pool else np.array([])
-        cut = int(np.floor(threshold_pool.size * sparsity + 0.5))
-        order = np.sort(threshold_pool)
-        threshold = order[cut - 1] if cut else -np.inf
-    for entry, scores, local in scored:
-        n = len(scores)
-        if global_ranking and local is None:
-            group_sparsity = float(np.mean(scores / (scores.mean() + 1e-12) <= threshold))
-        else:
-            group_sparsity = sparsity if local is None else local
-        keep = keep_count(n, group_sparsity, round_to)
-        # Lowest scores go first; ties by position (stable sort).
-        entry["pruned"] = sorted(np.argsort(scores, kind="stable")[: n - keep].tolist())
-    return ChannelPlan(entries)
-
-
-def is_excluded(group, exclude):
-    """Whether an excluded layer writes this group's channels (it keeps its width;
-    its inputs may still shrink)."""
-    for usage in group.usages:
-        if usage.role != "out":
-            continue
-        for item in exclude:
-            if isinstance(item, str) and usage.layer.name == item:
-                return True
-            if isinstance(item, type) and isinstance(usage.layer, item):
-                return True
-    return False
-
-
 def channel_masks(graph, layer, pruned):
     """`{id(variable): bool array}` for `layer`'s variables that hold slices of
     `pruned` channels (True where the entry survives)."""
     return graph.keep_masks(pruned, graph.usages_of(layer))
 
 
-def _sliced(graph, layer, pruned, zero_only):
-    """The layer's weights with the slices of `pruned` channels zeroed or removed."""
-    values = [keras.ops.convert_to_numpy(v.value) for v in layer.weights]
-    if zero_only:
-        masks = channel_masks(graph, layer, pruned)
-        return [value * masks[id(v)] if id(v) in masks else value for v, value in zip(layer.weights, values)]
-    positions = {id(v): k for k, v in enumerate(layer.weights)}
-    for usage in graph.usages_of(layer):
-        keep = graph.keep_positions(usage, pruned)
-        for variable, axis, repeat in usage.slices:
-            k = positions[id(variable)]
-            values[k] = np.take(values[k], rows_of(keep, repeat), axis=axis)
-    return values
-
-
-def _base_graph(model, plan, required):
+def _base_graph(model, plan, required, heads="kv"):
     """The plain model to copy and its channel graph (`plan` checked)."""
     if not isinstance(plan, ChannelPlan) and (required or plan is not None):
         raise TypeError(
             "Argument `plan` must be a kprune.ChannelPlan (from kprune.plan_channels). "
             f"Received: plan={plan!r} (of type {type(plan).__name__})"
         )
+    if heads not in HEAD_MODES:
+        raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    return base, ChannelGraph(base)
+    return base, ChannelGraph(base, heads=plan.heads if plan is not None else heads)
 
 
 def _warn_nothing_pruned(base, plan, function):
@@ -271,7 +186,8 @@ def mask_channels(model, plan):
 
     Args:
         model: a Sequential or Functional model, possibly wrapped for
-            unstructured pruning (it is stripped first).
+            unstructured pruning (it is stripped first); a KerasHub backbone
+            or task, or a Functional model that holds one.
         plan: a `ChannelPlan` (`kprune.plan_channels`) made for this model.
 
     Returns:
@@ -302,15 +218,12 @@ def masked_copy(model, plan):
 
 
 def _masked(base, graph, pruned):
-    def clone_layer(old):
-        copy = copy_layer(old)
-        return copy, copy
-
-    return clone_with(base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=True))
+    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=False)
 
 
 def unread_units(graph):
-    """Units that every layer reading them reads with all-zero weights."""
+    """Units that every layer reading them reads with all-zero weights (an
+    attention head: its rows of the output projection)."""
     reads = {}
     for group in graph.groups:
         if group.blocked:
@@ -327,28 +240,49 @@ def unread_units(graph):
                     unit = group.units[k]
                     reads[unit] = reads.get(unit, True) and zero
     pruned = {u for u, zero in reads.items() if zero}
-    # Never remove every channel of a group.
     for group in graph.groups:
         if group.units and all(u in pruned for u in group.units):
-            pruned.discard(group.units[0])
+            pruned.discard(group.units[0])  # never remove every channel of a group
+        if group.blocks > 1:
+            _check_balanced(group, pruned)
     return pruned
 
 
-def remove_channels(model, plan=None):
-    """A smaller plain Keras model without the pruned channels.
+def _check_balanced(group, pruned):
+    size = len(group.units) // group.blocks
+    counts = {sum(u in pruned for u in group.units[b * size:(b + 1) * size]) for b in range(group.blocks)}
+    if len(counts) > 1 or size in counts:
+        raise ValueError(
+            f"The query heads cut off in {', '.join(group.producers)} are not the same number "
+            f"in each of its {group.blocks} key/value groups, so they cannot be removed (the "
+            "query heads must stay a multiple of the key/value heads). Pass the plan: "
+            "kprune.remove_channels(model, plan), or heads='kv'."
+        )
+
+
+def remove_channels(model, plan=None, heads="kv"):
+    """A smaller model without the pruned channels.
 
     Args:
         model: a Sequential or Functional model, possibly wrapped for
-            unstructured or channel pruning (it is stripped first).
+            unstructured or channel pruning (it is stripped first); a KerasHub
+            backbone or task, or a Functional model that holds one.
         plan: a `ChannelPlan` to remove. By default, every channel that no
             layer reads any more (all weights reading it are 0, as after
             `mask_channels` or training under `prune_channels`) is removed,
             which leaves the outputs unchanged.
+        heads: without a plan, how cut-off attention heads are found under
+            grouped-query attention: `"kv"` (default) removes a key/value
+            head whose query heads are all cut off, `"query"` removes query
+            heads (which must be the same number in every group). A plan
+            carries its own.
 
     Returns:
-        A new model with fewer filters/units. When nothing is removed (a plan
-        that prunes no channel, or no plan and no channel cut off) it is a
-        copy of the same size, and a `UserWarning` says so.
+        A new model with fewer filters/units/heads: a plain Keras model, or
+        for KerasHub a model of the same family (see `kprune.transformers`).
+        When nothing is removed (a plan that prunes no channel, or no plan
+        and no channel cut off) it is a copy of the same size, and a
+        `UserWarning` says so.
 
     Example:
 
@@ -359,7 +293,7 @@ def remove_channels(model, plan=None):
     >>> kprune.remove_channels(kprune.mask_channels(model, plan)).get_layer("hidden").units
     4
     """
-    base, graph = _base_graph(model, plan, required=False)
+    base, graph = _base_graph(model, plan, required=False, heads=heads)
     pruned = plan.units(graph) if plan is not None else unread_units(graph)
     if not pruned:
         _warn_nothing_pruned(base, plan, "remove_channels")
@@ -374,18 +308,4 @@ def reduced_copy(model, plan=None):
 
 
 def _removed(base, graph, pruned):
-    def clone_layer(old):
-        config = None
-        if id(old) in graph.widths:
-            key, usage = graph.widths[id(old)]
-            config = keras_layers.resized_config(old, key, len(graph.keep_positions(usage, pruned)))
-        copy = copy_layer(old, config=config, build=False)
-        return copy, copy
-
-    def input_width(nested, i):
-        ids = graph.model_inputs[id(nested)][i]
-        return int(sum(graph.find(c) not in pruned for c in ids.tolist()))
-
-    return clone_with(
-        base, clone_layer, lambda old: _sliced(graph, old, pruned, zero_only=False), input_width
-    )
+    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=True)

@@ -1,7 +1,9 @@
 """How important each channel is: `(graph, group) -> one score per channel`.
 
-`importance` (weight norms, FPGM, BatchNormalization scales; Taylor, APoZ and
-mean activation on data), `hessian` (Hessian-based importance),
+`importance` (weight norms, FPGM, BatchNormalization scales, random; Taylor,
+LLM-Pruner's element-wise Taylor, APoZ and mean activation on data),
+`unit_activations` (Minitron's activation and FLAP's fluctuation of the
+units a layer reads: FFN units, attention heads), `hessian` (Hessian-based importance),
 `reconstruction_criteria` (ThiNet and LASSO selection) on top of
 `least_squares` (their pure NumPy algorithms) and `sampling` (a layer's input
 patches on data), `regularizers` (Network Slimming's `BNScaleRegularizer`),

@@ -1,32 +1,40 @@
 """Every channel importance criterion by name: the one table `importance=` is looked up in.
 
 * weight criteria (`kprune.criteria.importance`): `"l1"`, `"l2"`, `"fpgm"`,
-  `"bn_scale"`;
+  `"bn_scale"`, `"random"`;
 * data criteria, built on calibration `data` (and a `loss` where they need
-  gradients): `"taylor"`, `"apoz"`, `"mean_activation"`
-  (`kprune.criteria.importance`), `"thinet"`, `"lasso"`
+  gradients): `"taylor"`, `"taylor_element"` (LLM-Pruner), `"apoz"`,
+  `"mean_activation"` (`kprune.criteria.importance`), `"activation"`
+  (Minitron), `"fluctuation"` (FLAP) (`kprune.criteria.unit_activations`),
+  `"thinet"`, `"lasso"`
   (`kprune.criteria.reconstruction_criteria`), `"hessian"`
   (`kprune.criteria.hessian`).
 
 Example:
 
->>> sorted(WEIGHT_CRITERIA), sorted(DATA_CRITERIA)
-(['bn_scale', 'fpgm', 'l1', 'l2'], ['apoz', 'hessian', 'lasso', 'mean_activation', 'taylor', 'thinet'])
+>>> sorted(WEIGHT_CRITERIA)
+['bn_scale', 'fpgm', 'l1', 'l2', 'random']
+>>> sorted(DATA_CRITERIA)  # doctest: +NORMALIZE_WHITESPACE
+['activation', 'apoz', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor', 'taylor_element',
+ 'thinet']
 >>> get("l3")
 Traceback (most recent call last):
 ...
-ValueError: Argument `importance` must be one of ['bn_scale', 'fpgm', 'l1', 'l2', 'apoz', 'hessian', 'lasso', \
-'mean_activation', 'taylor', 'thinet'] or a callable `(graph, group) -> scores`. Received: importance='l3'
+ValueError: Argument `importance` must be one of ['bn_scale', 'fpgm', 'l1', 'l2', 'random', 'activation', \
+'apoz', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor', 'taylor_element', 'thinet'] or a \
+callable `(graph, group) -> scores`. Received: importance='l3'
 """
 
 from kprune.criteria import importance as importance_lib
 from kprune.criteria.hessian import HessianCriterion
 from kprune.criteria.reconstruction_criteria import RECONSTRUCTION_CRITERIA
+from kprune.criteria.unit_activations import ACTIVATION_CRITERIA
 
 WEIGHT_CRITERIA = dict(importance_lib.CRITERIA)
 """`{name: criterion}` of the criteria that read the weights alone: `(graph, group) -> scores`."""
 
-DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, "hessian": HessianCriterion}
+DATA_CRITERIA = {**importance_lib.DATA_CRITERIA, **RECONSTRUCTION_CRITERIA, **ACTIVATION_CRITERIA,
+                 "hessian": HessianCriterion}
 """`{name: class}` of the criteria built on calibration data: `class(name, data, loss)` is the criterion."""
 
 

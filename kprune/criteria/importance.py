@@ -7,6 +7,7 @@ Higher scores are kept. Weight-based criteria read the group's weights:
 * `"fpgm"`: distance of each filter to the others, a proxy for distance to
   the geometric median (He et al., 2019): filters close to all others are
   redundant.
+* `"random"`: seeded random scores, the baseline.
 * `"bn_scale"`: `|gamma|` of the BatchNormalization layers in the group
   (Network Slimming, Liu et al., 2017); pair it with
   `kprune.criteria.regularizers.BNScaleRegularizer` during training. Groups without BatchNormalization score `None` and are not
@@ -18,6 +19,8 @@ Data criteria run the model on batches you pass as `data`:
   whole group of weights is removed, `I = mean_batches (sum_w g_w * w)^2`
   over every weight slice of the channel (Molchanov et al., "Importance
   Estimation for Neural Network Pruning", 2019); needs targets and a loss.
+* `"taylor_element"`: LLM-Pruner's element-wise first order, `sum |w * g|`
+  over every weight of the unit with the gradients summed over the data.
 * `"apoz"`: 1 - Average Percentage of Zeros of the activations that the
   group's consumers read (Hu et al., 2016): channels that are mostly 0 after
   ReLU go first.
@@ -42,7 +45,7 @@ Every criterion by name, this module's and the others', is in
 import keras
 import numpy as np
 
-from kprune.dependency.channel_graph import rows_of
+from kprune.dependency.unit_space import rows_of
 from kprune.registry import keras_layers
 from kprune.utils import backends
 
@@ -68,8 +71,14 @@ def unit_values(graph, group, usage, variable, axis, repeat):
 
 
 def _filter_sources(group):
-    """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in the group."""
+    """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in
+    the group; for attention heads, every query, key and value kernel and
+    bias that computes the head."""
     for usage in group.usages:
+        if usage.role == "out" and usage.kind == "head":
+            for variable, axis, repeat in usage.slices:
+                yield usage, variable, axis, repeat
+            continue
         if usage.role != "out" or usage.kind not in ("producer", "grouped", "depthwise"):
             continue
         source = usage
@@ -139,12 +148,21 @@ def bn_scale(graph, group):
     return scores if found else None
 
 
-CRITERIA = {"l1": _norm(1), "l2": _norm(2), "fpgm": fpgm, "bn_scale": bn_scale}
+def random_scores(graph, group):
+    """Seeded random scores (by the group's position and size): the baseline
+    every criterion must beat."""
+    return np.random.default_rng([group.index, len(group.units)]).random(len(group.units))
+
+
+random_scores.__name__ = "random"
+
+CRITERIA = {"l1": _norm(1), "l2": _norm(2), "fpgm": fpgm, "bn_scale": bn_scale, "random": random_scores}
 
 
 def batches(data, with_targets, batch_size=64):
-    """`(x, y)` batches from an array, a tuple `(x, y)`, a list of input
-    arrays (cut into `batch_size` examples) or a `tf.data.Dataset` of batches."""
+    """`(x, y)` batches from an array, a tuple `(x, y)`, a list or a dict of
+    input arrays (cut into `batch_size` examples) or a `tf.data.Dataset` of
+    batches."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -159,14 +177,17 @@ def batches(data, with_targets, batch_size=64):
         x, y = data
     elif with_targets:
         raise ValueError(
-            "Argument `data` must be `(inputs, targets)` for importance 'taylor'. "
+            "Argument `data` must be `(inputs, targets)` for the Taylor criteria and 'hessian'. "
             f"Received: data of type {type(data).__name__}"
         )
-    first = x[0] if isinstance(x, list) else x
+    first = x[0] if isinstance(x, list) else next(iter(x.values())) if isinstance(x, dict) else x
     n = len(first)
     for start in range(0, n, batch_size):
         stop = start + batch_size
-        bx = [a[start:stop] for a in x] if isinstance(x, list) else x[start:stop]
+        if isinstance(x, dict):  # a KerasHub model's inputs, by name
+            bx = {key: value[start:stop] for key, value in x.items()}
+        else:
+            bx = [a[start:stop] for a in x] if isinstance(x, list) else x[start:stop]
         yield bx, (None if y is None else y[start:stop])
 
 
@@ -179,7 +200,7 @@ class DataCriterion:
         if data is None:
             raise ValueError(
                 f"Importance {name!r} measures the model on data: pass `data=` "
-                f"({'(inputs, targets)' if name == 'taylor' else 'inputs'}). Received: data=None"
+                f"({'(inputs, targets)' if name.startswith('taylor') else 'inputs'}). Received: data=None"
             )
         self.__name__ = name
         self.data = data
@@ -262,7 +283,7 @@ class _TaylorCriterion(DataCriterion):
 
     def _measure(self, graph):
         model = self.model
-        loss_fn = resolve_loss(model, self.loss, "taylor")
+        loss_fn = resolve_loss(model, self.loss, self.__name__)
         variables = [v for v in model.trainable_variables]
         index = {id(v): k for k, v in enumerate(variables)}
         groups = [g for g in graph.groups if g.blocked is None and g.producers]
@@ -293,4 +314,48 @@ class _TaylorCriterion(DataCriterion):
         return {i: s / count for i, s in scores.items()}
 
 
-DATA_CRITERIA = {"taylor": _TaylorCriterion, "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}
+class _ElementTaylorCriterion(_TaylorCriterion):
+    """LLM-Pruner's element-wise first-order Taylor importance (Ma et al.,
+    "LLM-Pruner: On the Structural Pruning of Large Language Models", 2023;
+    `hf_llama_pruner.TaylorImportance`, `taylor="param_first"`): the
+    gradients of the loss summed over the calibration batches, then each
+    unit's `sum |w * g|` over every weight slice that holds it (a head's
+    query, key, value and output rows; an FFN unit's gate, up and down)."""
+
+    def _measure(self, graph):
+        model = self.model
+        loss_fn = resolve_loss(model, self.loss, self.__name__)
+        variables = list(model.trainable_variables)
+        index = {id(v): k for k, v in enumerate(variables)}
+        totals, count = [None] * len(variables), 0
+        for x, y in batches(self.data, with_targets=True):
+            grads = backends.gradients(model, x, lambda outputs, y=y: keras.ops.mean(loss_fn(y, outputs)), variables)
+            for k, g in enumerate(grads):
+                if g is not None:
+                    g = keras.ops.convert_to_numpy(g)
+                    totals[k] = g if totals[k] is None else totals[k] + g
+            count += 1
+        if not count:
+            raise ValueError("Argument `data` holds no examples.")
+        salience = {}
+        scores = {}
+        for group in graph.groups:
+            if group.blocked or not group.producers:
+                continue
+            per_unit = np.zeros(len(group.units))
+            for usage in group.usages:
+                for variable, axis, repeat in usage.slices:
+                    k = index.get(id(variable))
+                    if k is None or totals[k] is None:
+                        continue
+                    if k not in salience:
+                        salience[k] = np.abs(totals[k] * keras.ops.convert_to_numpy(variable.value))
+                    for u, rows in enumerate(unit_values(graph, group, usage, salience[k], axis, repeat)):
+                        if rows is not None:
+                            per_unit[u] += rows.sum()
+            scores[group.index] = per_unit
+        return scores
+
+
+DATA_CRITERIA = {"taylor": _TaylorCriterion, "taylor_element": _ElementTaylorCriterion,
+                 "apoz": _ActivationCriterion, "mean_activation": _ActivationCriterion}

@@ -12,8 +12,9 @@ May import: `kprune._internal`, `kprune.utils`, `kprune.registry`,
 `kprune.litert`, `kprune.sparsity`, `kprune.stats`.
 """
 
-from kprune.dependency.channel_graph import ChannelGraph, ChannelGroup
+from kprune.dependency.channel_graph import ChannelGraph
 from kprune.dependency.channel_plan import ChannelPlan
+from kprune.dependency.unit_space import ChannelGroup
 
 __all__ = [
     "ChannelGraph",

@@ -1,17 +1,33 @@
 """Channel dependency graph: which channels of a Keras model must be pruned together.
 
 Every channel of every tensor in the model gets an id; layers relate ids
-according to their `keras_layers.ChannelSpec` (a residual Add makes channel c of
+according to their `ChannelSpec` (a residual Add makes channel c of
 both branches one id, a depthwise convolution gives its output the ids of its
 input, a Concatenate lays ids side by side, ...). A union-find joins coupled
 ids into *units* -- one unit is one prunable channel, removed from every layer
 that touches it -- and units created by coupled producers form a *group*, the
 set of layers whose channels are scored and pruned together (Torch-Pruning's
-DepGraph vocabulary).
+DepGraph vocabulary; the bookkeeping is `kprune.dependency.unit_space`).
+
+Transformers join the same vocabulary:
+
+* a layer that holds layers and has no record of its own (a KerasHub
+  transformer block, a user's residual block) is traced
+  (`kprune._internal.tracing.trace_graph`) and its calls are walked like
+  a nested model's, so that a gated FFN's gate and up projections, tied by
+  their product, are one group of FFN units, read by the down projection;
+* an attention layer's heads (`kprune.registry.attention.HeadSpec`) are
+  units of their own: with `heads="kv"` (the default) one unit is a
+  key/value head with the query heads that read it (a plain head without
+  grouped-query attention), with `heads="query"` one unit is a query head
+  and the group prunes the same number from every key/value group, so that
+  `Hq` stays a multiple of `Hkv`.
 
 Channels that reach a model input or output, or a layer kprune has no channel
 rule for (Reshape, Lambda, LayerNormalization, ...), are *blocked*: their
-group is never pruned, and `ChannelGroup.blocked` says why.
+group is never pruned, and `ChannelGroup.blocked` says why. In a
+transformer, the residual stream reaches normalizations and the embedding:
+its width (the hidden size) stays.
 
 Example:
 
@@ -24,132 +40,119 @@ Example:
 >>> graph = ChannelGraph(keras.Model(x, y))
 >>> [(g.producers, len(g.units), g.blocked) for g in graph.groups]
 [([], 3, 'model input'), (['a', 'b'], 16, None), (['head'], 4, 'model output')]
+
+Attention heads are groups too:
+
+>>> x = keras.Input((6, 8))
+>>> y = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")(x, x)
+>>> [(g.unit, len(g.units)) for g in ChannelGraph(keras.Model(x, y)).prunable_groups]
+[('head', 4)]
 """
 
+import contextlib
 from typing import NamedTuple
 
 import keras
 import numpy as np
 
-from kprune._internal import functional
+from kprune._internal import functional, tracing
+from kprune.dependency.unit_space import UnitSpace, Usage
 from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
 
-
-class Usage(NamedTuple):
-    """How one layer touches channels: its weight slices and the channel ids."""
-
-    layer: keras.layers.Layer
-    role: str  # "in" (slices indexed by input channel) or "out"
-    slices: tuple  # ((variable, axis, repeat), ...)
-    ids: np.ndarray  # one channel id per channel of the tensor
-    kind: str = ""  # the layer's `ChannelSpec.kind`
+HEAD_MODES = ("kv", "query")
 
 
-class ChannelGroup:
-    """Coupled channels pruned as one: `units[i]` is removed from every member."""
+class Traced(NamedTuple):
+    """A layer walked through its calls: its name in the model, the layer, and
+    the channel ids of its inputs and outputs (a transformer block's first
+    input and output are the residual stream)."""
 
-    def __init__(self, index, units, usages, blocked):
-        self.index = index
-        self.units = units
-        self.usages = usages
-        self.blocked = blocked
-
-    @property
-    def producers(self):
-        """Names of the layers whose output channels are this group's channels."""
-        names = []
-        for u in self.usages:
-            if u.role == "out" and u.kind in ("producer", "grouped"):
-                if u.layer.name not in names:
-                    names.append(u.layer.name)
-        return names
-
-    @property
-    def layers(self):
-        names = []
-        for u in self.usages:
-            if u.layer.name not in names:
-                names.append(u.layer.name)
-        return names
-
-    def __repr__(self):
-        state = f"blocked: {self.blocked}" if self.blocked else "prunable"
-        return f"ChannelGroup({self.index}, producers={self.producers}, channels={len(self.units)}, {state})"
+    name: str
+    layer: object
+    input_ids: list
+    output_ids: list
 
 
-class ChannelGraph:
-    """The channel groups of a Sequential or Functional model (nested ones included)."""
+class Attention:
+    """An attention layer's heads in the graph: its `HeadSpec` and the ids of
+    its units (one per key/value head, or per query head)."""
 
-    def __init__(self, model):
+    def __init__(self, layer, spec, ids, mode):
+        self.layer = layer
+        self.spec = spec
+        self.ids = ids
+        self.mode = mode
+
+    def query_heads(self, flags):
+        """The query heads removed when the units flagged in `flags` (per id,
+        `UnitSpace.pruned_flags`) are."""
+        gone = np.flatnonzero(flags[self.ids])
+        if self.mode == "query":
+            return gone
+        group = self.spec.num_query // self.spec.num_kv
+        return (gone[:, None] * group + np.arange(group)).reshape(-1)
+
+
+class ChannelGraph(UnitSpace):
+    """The channel groups of a Sequential or Functional model (nested ones,
+    and layers that hold layers, included).
+
+    Args:
+        model: a Sequential or Functional model.
+        heads: how grouped-query attention is pruned: `"kv"` (default) -- a
+            unit is a key/value head with its query heads -- or `"query"` --
+            query heads, the same number from every key/value group.
+    """
+
+    def __init__(self, model, heads="kv"):
+        super().__init__()
+        if heads not in HEAD_MODES:
+            raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
         self.model = model
-        self._parent = []
-        self._space = []
-        self._space_parent = []
-        self._blocks = []  # (ids, reason)
-        self.usages = []
+        self.heads = heads
         self._layer_in = {}
         self._layer_out = {}
+        self._prefix = ""
         self.model_inputs = {}  # id(nested model) -> channel ids of its inputs
         self.widths = {}  # id(layer) -> (config key of its width, its output usage)
+        self.head_widths = {}  # id(layer) -> [(config key, usage, heads per unit)]
+        self.attention = {}  # id(layer) -> Attention
+        self.traced = []  # `Traced` records of the layers walked through their calls
+        # Every operation walked, held for the graph's life: the tables above are
+        # keyed by `id(op)`, and a traced call's `keras.ops` operations would
+        # otherwise be freed once walked, their ids reused by the next block's
+        # (which would then look like the same operation called again).
+        self._operations = []
         # Tensors (of the top-level model) that a layer with weights reads,
         # with their channel ids: where data criteria measure activations.
         self.read_tensors = []
         function = functional.function_of(model)
         self.function = function
-        inputs = [self._new(_channels(t), block="model input") for t in function.inputs]
-        outputs = self._walk(function, inputs)
+        inputs = [self.new(_channels(t), block="model input") for t in function.inputs]
+        outputs = self._walk(function.inputs, list(functional.nodes(function)), function.outputs,
+                             inputs, top=True)
         for ids in outputs:
-            self._blocks.append((ids, "model output"))
-        self._finish()
-
-    # ------------------------------------------------------------ union-find
-    def _new(self, n, block=None):
-        start = len(self._parent)
-        space = len(self._space_parent)
-        self._space_parent.append(space)
-        self._parent.extend(range(start, start + n))
-        self._space.extend([space] * n)
-        ids = np.arange(start, start + n, dtype=np.int64)
-        if block:
-            self._blocks.append((ids, block))
-        return ids
-
-    def find(self, i):
-        parent = self._parent
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    def _space_root(self, s):
-        while self._space_parent[s] != s:
-            self._space_parent[s] = self._space_parent[self._space_parent[s]]
-            s = self._space_parent[s]
-        return s
-
-    def _union(self, a_ids, b_ids):
-        for a, b in zip(a_ids.tolist(), b_ids.tolist()):
-            ra, rb = self.find(a), self.find(b)
-            if ra != rb:
-                self._parent[max(ra, rb)] = min(ra, rb)
-            sa, sb = self._space_root(self._space[a]), self._space_root(self._space[b])
-            if sa != sb:
-                self._space_parent[max(sa, sb)] = min(sa, sb)
+            self.block(ids, "model output")
+        self.finish()
 
     # ------------------------------------------------------------------ walk
-    def _walk(self, function, input_ids):
-        ids_of = {id(t): ids for t, ids in zip(function.inputs, input_ids)}
-        for node in functional.nodes(function):
-            ins = [ids_of[id(t)] for t in node.input_tensors]
-            outs = self._apply(node, ins)
-            if function is self.function and ins and self._reads(node.operation):
-                self.read_tensors.append((node.input_tensors[0], ins[0]))
+    def _walk(self, input_tensors, nodes, output_tensors, input_ids, top=False):
+        ids_of = {id(t): ids for t, ids in zip(input_tensors, input_ids)}
+        for node in nodes:
+            outs = self._apply(node, ids_of)
+            if top and node.input_tensors and self._reads(node.operation):
+                self.read_tensors.append((node.input_tensors[0], self._ids(ids_of, node.input_tensors[0])))
             for t, ids in zip(node.outputs, outs):
                 ids_of[id(t)] = ids
-        return [ids_of[id(t)] for t in function.outputs]
+        return [self._ids(ids_of, t) for t in output_tensors]
+
+    def _ids(self, ids_of, tensor):
+        ids = ids_of.get(id(tensor))
+        if ids is None:  # a tensor made outside the walk (a constant's node)
+            ids = self.new(_channels(tensor), block="a tensor kprune does not follow")
+            ids_of[id(tensor)] = ids
+        return ids
 
     @staticmethod
     def _reads(op):
@@ -159,73 +162,153 @@ class ChannelGraph:
 
     def _record(self, layer, role, slices, ids, kind):
         if slices:
-            self.usages.append(Usage(layer, role, tuple(slices), ids, kind))
+            self.usages.append(Usage(layer, role, tuple(slices), ids, kind, self._prefix + layer.name))
 
-    def _shared(self, table, layer, ids):
+    def _shared(self, table, key, ids):
         """Ids of a layer called more than once are tied across its calls."""
-        key = id(layer)
         if key in table:
-            self._union(table[key], ids)
+            self.union(table[key], ids)
             return table[key], False
         table[key] = ids
         return ids, True
 
-    def _apply(self, node, ins):
+    def _apply(self, node, ids_of):
         """Relate the channel ids of one node's inputs and outputs; returns the
         ids of its outputs."""
         op = keras_layers.unwrap(node.operation)
+        self._operations.append(op)
+        if functional.is_layer(op):
+            tensors = functional.ordered_input_tensors(node)
+        else:
+            tensors = list(node.input_tensors)
+        ins = [self._ids(ids_of, t) for t in tensors]
         if functional.is_nested_graph(op):
             self.model_inputs[id(op)] = ins
-            return self._walk(functional.function_of(op), ins)
+            with self._prefixed(""):
+                return self._walk(op.inputs, list(functional.nodes(op)), op.outputs, ins)
         if functional.is_layer(op):
-            shape = tuple(node.input_tensors[0].shape) if node.input_tensors else None
+            if keras_layers.rule_for(op) is None and functional.sublayers(op, recursive=False):
+                return self._composite(op, node, ids_of)
+            shape = tuple(tensors[0].shape) if tensors else None
             spec = keras_layers.channel_spec(op, shape)
         else:
             spec = ops_rules.channel_spec(node)
         step = getattr(self, f"_{spec.kind}")
-        return step(op, spec, ins, node.outputs)
+        return step(op, spec, ins, node.outputs, node, ids_of)
 
-    def _producer(self, op, spec, ins, outs):
-        if spec.in_slices and ins:
-            in_ids, first = self._shared(self._layer_in, op, ins[0])
+    def _composite(self, op, node, ids_of):
+        """A layer that holds layers: walk the calls it makes."""
+        try:
+            trace = tracing.trace_graph(op, node.arguments.args, node.arguments.kwargs)
+        except Exception as e:  # the layer's own code, run symbolically
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            spec = keras_layers.block(f"its call could not be traced ({message})")
+            ins = [self._ids(ids_of, t) for t in node.input_tensors]
+            return self._block(op, spec, ins, node.outputs, node, ids_of)
+        name = self._prefix + op.name
+        inputs, input_ids = [], []
+        for original in node.input_tensors:
+            fresh = trace.inputs[id(original)]
+            ids = self._ids(ids_of, original)
+            if len(ids) != _channels(fresh):  # an axis of unknown size traced as 1
+                ids = self.new(_channels(fresh), block=f"an input of {op.name} of unknown width")
+            inputs.append(fresh)
+            input_ids.append(ids)
+        with self._prefixed(name + "/"):
+            outputs = self._walk(inputs, trace.nodes, trace.outputs, input_ids)
+        self.traced.append(Traced(name, op, input_ids, outputs))
+        return outputs
+
+    @contextlib.contextmanager
+    def _prefixed(self, prefix):
+        """Record layers under `prefix` (the names of the layers holding them)."""
+        saved, self._prefix = self._prefix, prefix
+        try:
+            yield
+        finally:
+            self._prefix = saved
+
+    def _inputs_read(self, spec, node, ins, ids_of):
+        """`[(key, ids, slices)]`: the inputs a producer reads and their slices."""
+        if not spec.input_slices:
+            return [(0, ins[0], spec.in_slices)] if spec.in_slices and ins else []
+        named = functional.call_arguments(node)
+        order = list(named)
+        found = []
+        for arguments, slices in spec.input_slices:
+            for argument in arguments:
+                name = order[argument] if isinstance(argument, int) and argument < len(order) else argument
+                value = named.get(name)
+                if isinstance(value, keras.KerasTensor):
+                    found.append((arguments, self._ids(ids_of, value), slices))
+                    break
+        return found
+
+    def _producer(self, op, spec, ins, outs, node, ids_of):
+        for key, ids, slices in self._inputs_read(spec, node, ins, ids_of):
+            in_ids, first = self._shared(self._layer_in, (id(op), key), ids)
             if first:
-                self._record(op, "in", spec.in_slices, in_ids, spec.kind)
+                self._record(op, "in", slices, in_ids, spec.kind)
         out_ids = self._layer_out.get(id(op))
         if out_ids is None:
-            out_ids = self._new(_channels(outs[0]))
+            out_ids = self.new(_channels(outs[0]))
             self._layer_out[id(op)] = out_ids
             self._record(op, "out", spec.out_slices, out_ids, spec.kind)
             self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
-        return [out_ids]
+            if spec.heads is not None:
+                self._heads(op, spec.heads)
+        return [out_ids] + [self.new(_channels(t), block=f"output of {op.name}") for t in outs[1:]]
 
-    def _grouped(self, op, spec, ins, outs):
+    def _heads(self, op, heads):
+        """An attention layer's heads: units of their own (see the module docstring)."""
+        group = heads.num_query // heads.num_kv
+        query = tuple((v, a, 1) for v, a in heads.query_slices)
+        output = tuple((v, a, 1) for v, a in heads.output_slices)
+        kv = tuple((v, a, 1) for v, a in heads.kv_slices)
+        if self.heads == "kv" or group == 1:
+            ids = self.new(heads.num_kv, unit="head" if group == 1 else "kv_group")
+            query = tuple((v, a, group) for v, a, _ in query)
+            output = tuple((v, a, group) for v, a, _ in output)
+            written, mode, per_unit = query + kv, "kv", group
+        else:
+            ids = self.new(heads.num_query, unit="query_head", blocks=heads.num_kv)
+            written, mode, per_unit = query, "query", 1
+        self._record(op, "out", written, ids, "head")
+        self._record(op, "in", output, ids, "head")
+        self.attention[id(op)] = Attention(op, heads, ids, mode)
+        widths = [(heads.query_key, Usage(op, "out", (), ids, "head"), per_unit)]
+        if mode == "kv" and heads.kv_key not in (None, heads.query_key):
+            widths.append((heads.kv_key, Usage(op, "out", (), ids, "head"), 1))
+        self.head_widths[id(op)] = [w for w in widths if w[0] is not None]
+
+    def _grouped(self, op, spec, ins, outs, node, ids_of):
         """A grouped convolution: row r of the kernel reads channel r of every
         group, so those channels are one unit; likewise filter j of every
         group. Pruning whole units keeps the groups equal in size."""
         groups = spec.multiplier
-        in_ids, first = self._shared(self._layer_in, op, ins[0])
+        in_ids, first = self._shared(self._layer_in, (id(op), 0), ins[0])
         rows = in_ids.reshape(groups, -1)
         for k in range(1, groups):
-            self._union(rows[0], rows[k])
+            self.union(rows[0], rows[k])
         out_ids = self._layer_out.get(id(op))
         if out_ids is None:
-            out_ids = self._new(_channels(outs[0]))
+            out_ids = self.new(_channels(outs[0]))
             filters = out_ids.reshape(groups, -1)
             for k in range(1, groups):
-                self._union(filters[0], filters[k])
+                self.union(filters[0], filters[k])
             self._layer_out[id(op)] = out_ids
             self._record(op, "in", spec.in_slices, rows[0], spec.kind)
             self._record(op, "out", spec.out_slices, out_ids, spec.kind)
             self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
         return [out_ids]
 
-    def _depthwise(self, op, spec, ins, outs):
-        in_ids, first = self._shared(self._layer_in, op, ins[0])
+    def _depthwise(self, op, spec, ins, outs, node, ids_of):
+        in_ids, first = self._shared(self._layer_in, (id(op), 0), ins[0])
         if spec.multiplier == 1:
             out_ids = in_ids
         else:
-            out_ids = self._new(len(in_ids) * spec.multiplier)
-            self._union(np.repeat(in_ids, spec.multiplier), out_ids)
+            out_ids = self.new(len(in_ids) * spec.multiplier)
+            self.union(np.repeat(in_ids, spec.multiplier), out_ids)
         if first:
             self._record(op, "in", spec.in_slices, in_ids, spec.kind)
             self._record(op, "out", spec.out_slices, out_ids, spec.kind)
@@ -233,125 +316,35 @@ class ChannelGraph:
                 self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), out_ids, spec.kind))
         return [out_ids]
 
-    def _pass(self, op, spec, ins, outs):
-        in_ids, first = self._shared(self._layer_in, op, ins[0])
+    def _pass(self, op, spec, ins, outs, node, ids_of):
+        in_ids, first = self._shared(self._layer_in, (id(op), 0), ins[0])
         if first:
             self._record(op, "out", spec.out_slices, in_ids, spec.kind)
             if spec.width_key:  # a width in its config (Reshape's target_shape, LayerScale)
                 self.widths[id(op)] = (spec.width_key, Usage(op, "out", (), in_ids, spec.kind))
-        return [ins[0]] + [self._new(_channels(t), block=f"output of {op.name}") for t in outs[1:]]
+        return [ins[0]] + [self.new(_channels(t), block=f"output of {op.name}") for t in outs[1:]]
 
-    def _merge(self, op, spec, ins, outs):
+    def _merge(self, op, spec, ins, outs, node, ids_of):
         widest = max(ins, key=len)
         for ids in ins:
             if len(ids) == len(widest):
-                self._union(widest, ids)
+                self.union(widest, ids)
             elif len(ids) != 1:  # one channel broadcasts and ties nothing
-                self._blocks.append((ids, f"broadcast in {op.name}"))
-                self._blocks.append((widest, f"broadcast in {op.name}"))
+                self.block(ids, f"broadcast in {op.name}")
+                self.block(widest, f"broadcast in {op.name}")
         return [widest]
 
-    def _concat(self, op, spec, ins, outs):
+    def _concat(self, op, spec, ins, outs, node, ids_of):
         return [np.concatenate(ins)]
 
-    def _flatten(self, op, spec, ins, outs):
+    def _flatten(self, op, spec, ins, outs, node, ids_of):
         return [np.tile(ins[0], _positions(outs[0], ins[0]))]
 
-    def _block(self, op, spec, ins, outs):
-        reason = f"{op.name} ({type(op).__name__}): {spec.reason}"
+    def _block(self, op, spec, ins, outs, node, ids_of):
+        reason = f"{self._prefix}{op.name} ({type(op).__name__}): {spec.reason}"
         for ids in ins:
-            self._blocks.append((ids, reason))
-        return [self._new(_channels(t), block=f"output of {reason}") for t in outs]
-
-    # ---------------------------------------------------------------- groups
-    def _finish(self):
-        blocked = {}
-        for ids, reason in self._blocks:
-            for i in ids.tolist():
-                blocked.setdefault(self._space_root(self._space[i]), reason)
-        units_of, usages_of = {}, {}
-        for usage in self.usages:
-            for i in usage.ids.tolist():
-                space = self._space_root(self._space[i])
-                units_of.setdefault(space, {}).setdefault(self.find(i), None)
-                members = usages_of.setdefault(space, [])
-                if not members or members[-1] is not usage:
-                    members.append(usage)
-        self.groups = [
-            ChannelGroup(k, sorted(units_of[space]), usages_of[space], blocked.get(space))
-            for k, space in enumerate(sorted(units_of))
-        ]
-        # The graph is complete: every channel's unit, and every layer's usages.
-        self.roots = np.array([self.find(i) for i in range(len(self._parent))], dtype=np.int64)
-        self._usages_by_layer = {}
-        for usage in self.usages:
-            self._usages_by_layer.setdefault(id(usage.layer), []).append(usage)
-
-    def usages_of(self, layer):
-        """The usages of `layer` (in graph order)."""
-        return self._usages_by_layer.get(id(layer), [])
-
-    def unit_index(self, group, usage):
-        """`(positions, units)`: the positions in `usage.ids` that belong to
-        `group` (ascending) and the index of each one's unit in `group.units`
-        (`usage` may also be an array of channel ids)."""
-        ids = usage if isinstance(usage, np.ndarray) else usage.ids
-        units = np.asarray(group.units, dtype=np.int64)  # sorted
-        roots = self.roots[ids]
-        k = np.minimum(np.searchsorted(units, roots), len(units) - 1)
-        found = np.flatnonzero(units[k] == roots)
-        return found, k[found]
-
-    def unit_positions(self, group, usage):
-        """For each unit of `group`: the positions in `usage.ids` that are that unit
-        (`usage` may also be an array of channel ids)."""
-        found, unit_of = self.unit_index(group, usage)
-        positions = [[] for _ in group.units]
-        for p, unit in zip(found.tolist(), unit_of.tolist()):
-            positions[unit].append(p)
-        return positions
-
-    def pruned_flags(self, pruned_units):
-        """Per channel id, whether its unit is one of `pruned_units` (a set of
-        root ids): what `keep_positions` reads, computed once for many calls."""
-        units = np.fromiter(pruned_units, dtype=np.int64, count=len(pruned_units))
-        return np.isin(self.roots, units)
-
-    def keep_positions(self, usage, pruned_units):
-        """Positions of `usage.ids` that survive when `pruned_units` (a set of
-        root ids, or their `pruned_flags`) are removed."""
-        flags = pruned_units if isinstance(pruned_units, np.ndarray) else self.pruned_flags(pruned_units)
-        return np.flatnonzero(~flags[usage.ids]).astype(np.int64)
-
-    def keep_masks(self, pruned_units, usages=None):
-        """`{id(variable): bool array}`: where each variable's entries survive
-        the removal of `pruned_units`, for the variables of `usages` (default
-        every usage) that hold a slice of a removed channel. A variable sliced
-        by several usages gets the intersection; one untouched is absent."""
-        flags = pruned_units if isinstance(pruned_units, np.ndarray) else self.pruned_flags(pruned_units)
-        masks = {}
-        for usage in self.usages if usages is None else usages:
-            keep = self.keep_positions(usage, flags)
-            if len(keep) == len(usage.ids):
-                continue
-            for variable, axis, repeat in usage.slices:
-                shape = tuple(variable.shape)
-                axis = axis % len(shape)
-                alive = np.zeros(shape[axis], dtype=bool)
-                alive[rows_of(keep, repeat)] = True
-                view = alive.reshape([-1 if a == axis else 1 for a in range(len(shape))])
-                masks[id(variable)] = masks.get(id(variable), np.ones(shape, dtype=bool)) & view
-        return masks
-
-    @property
-    def prunable_groups(self):
-        return [g for g in self.groups if g.blocked is None and len(g.units) > 1]
-
-
-def rows_of(keep, repeat):
-    """The rows of channel positions `keep` when each position spans `repeat` rows."""
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    return (keep[:, None] * repeat + np.arange(repeat, dtype=np.int64)).reshape(-1)
+            self.block(ids, reason)
+        return [self.new(_channels(t), block=f"output of {reason}") for t in outs]
 
 
 def _positions(flat, ids):

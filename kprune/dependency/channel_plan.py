@@ -10,8 +10,13 @@ class ChannelPlan:
 
     Attributes:
         groups: a list of dicts `{"group", "producers", "channels", "pruned",
-            "reason"}` -- `pruned` holds channel positions within the group,
-            `reason` why a group is left whole (or None).
+            "reason", "unit"}` -- `channels` counts the group's units,
+            `pruned` holds unit positions within the group, `reason` why a
+            group is left whole (or None), `unit` what one unit is
+            (`"channel"`, `"head"`, `"kv_group"`, `"query_head"`; missing
+            means `"channel"`).
+        heads: how the plan's model was read (`ChannelGraph(model, heads=...)`):
+            `"kv"` or `"query"`, the unit of grouped-query attention.
 
     Example:
 
@@ -21,11 +26,12 @@ class ChannelPlan:
     True
     """
 
-    def __init__(self, groups):
+    def __init__(self, groups, heads="kv"):
         self.groups = [dict(g) for g in groups]
+        self.heads = heads
 
     def to_dict(self):
-        return {"groups": [dict(g) for g in self.groups]}
+        return {"groups": [dict(g) for g in self.groups], "heads": self.heads}
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)
@@ -35,7 +41,7 @@ class ChannelPlan:
         data = json.loads(text)
         if not isinstance(data, dict) or "groups" not in data:
             raise ValueError("A channel plan is JSON of the form {\"groups\": [...]}.")
-        return cls(data["groups"])
+        return cls(data["groups"], data.get("heads", "kv"))
 
     @property
     def num_pruned(self):
@@ -45,6 +51,8 @@ class ChannelPlan:
         lines = [f"{'group':>5}  {'channels':>8}  {'pruned':>6}  producers / reason"]
         for g in self.groups:
             note = ", ".join(g["producers"]) or "-"
+            if g.get("unit", "channel") != "channel":
+                note += f" ({g['unit']}s)"
             if g.get("reason"):
                 note += f"  [{g['reason']}]"
             lines.append(f"{g['group']:>5}  {g['channels']:>8}  {len(g['pruned']):>6}  {note}")
@@ -52,6 +60,13 @@ class ChannelPlan:
 
     def units(self, graph):
         """The root channel ids this plan prunes in `graph` (checked against it)."""
+        if getattr(graph, "heads", "kv") != self.heads and any(
+                g.get("unit", "channel") != "channel" and g["pruned"] for g in self.groups):
+            raise ValueError(
+                f"The plan prunes heads read with heads={self.heads!r}, but the graph reads "
+                f"them with heads={graph.heads!r}: build it with ChannelGraph(model, "
+                f"heads={self.heads!r})."
+            )
         pruned = set()
         for entry in self.groups:
             if not entry["pruned"]:
@@ -71,6 +86,13 @@ class ChannelPlan:
                 )
             if group.blocked:
                 raise ValueError(f"Group {index} cannot be pruned: {group.blocked}.")
+            if group.blocks > 1 and not _balanced(entry["pruned"], len(group.units), group.blocks):
+                raise ValueError(
+                    f"The plan prunes query heads {entry['pruned']} of group {index} "
+                    f"({', '.join(group.producers)}), not the same number from each of its "
+                    f"{group.blocks} key/value groups: the query heads would no longer "
+                    "be a multiple of the key/value heads."
+                )
             if len(entry["pruned"]) >= len(group.units):
                 raise ValueError(
                     f"The plan prunes all {len(group.units)} channels of group {index} "
@@ -78,3 +100,11 @@ class ChannelPlan:
                 )
             pruned.update(group.units[p] for p in entry["pruned"])
         return pruned
+
+
+def _balanced(pruned, n, blocks):
+    """Whether `pruned` positions take as many from each of `blocks` equal blocks,
+    leaving each at least one."""
+    size = n // blocks
+    counts = [sum(1 for p in pruned if b * size <= p < (b + 1) * size) for b in range(blocks)]
+    return len(set(counts)) == 1 and counts[0] < size

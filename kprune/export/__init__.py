@@ -7,7 +7,10 @@ LiteRT runs), `tf_convert` and `worker` (the same steps on TensorFlow from a
 JAX or PyTorch session), `verify` (the file against the Keras model) and
 `evaluate` (`evaluate_tflite`: a file's accuracy on data).
 
-May import: every subpackage up to `kprune.methods`.
+A quantization-aware model (`kprune.quantization`) converts to int8 with
+its learned ranges, without calibration.
+
+May import: every subpackage up to `kprune.quantization`.
 """
 
 from kprune.export.evaluate import TFLiteEvaluation, evaluate_tflite

@@ -22,55 +22,108 @@ True
 import contextlib
 import io
 import math
+import os
 import re
 import tempfile
 import time
 import warnings
 
 from kprune._internal import functional
+from kprune.export.fixed_shapes import takes_dict
 from kprune.litert import runtime as litert
 from kprune.registry import rules
 from kprune.utils.native_logs import quiet_native_logs
 
 SPARSITY_FOR_ENCODING = 0.5  # "auto" sparse-encodes from this weight sparsity on
 # LiteRT's CPU kernels (XNNPACK) reject sparse-encoded files of these types.
-_NO_SPARSE_KERNELS = ("int8", "dynamic")
+_NO_SPARSE_KERNELS = ("int8", "dynamic", "qat")
 
 
-def convert(model, quantize=None, calibration=None, sparse=False, int8_io=False, verbose=False):
+def converter_settings(quantize=None, calibration=None, sparse=False, int8_io=False):
+    """The `TFLiteConverter` attributes of kprune's options, as a dict
+    (`target_spec` a dict of its own): what both conversion paths set."""
+    import tensorflow as tf
+
+    optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    settings = {"optimizations": optimizations, "target_spec": {}}
+    if quantize == "float16":
+        settings["target_spec"]["supported_types"] = [tf.float16]
+    if quantize == "int8":
+        settings["representative_dataset"] = lambda: iter(calibration)
+        settings["target_spec"]["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if quantize in ("int8", "qat") and int8_io:
+        settings["inference_input_type"] = tf.int8
+        settings["inference_output_type"] = tf.int8
+    return settings
+
+
+def _apply(converter, settings):
+    for key, value in settings.items():
+        if key == "target_spec":
+            for name, spec_value in value.items():
+                setattr(converter.target_spec, name, spec_value)
+        else:
+            setattr(converter, key, value)
+
+
+def convert(model, quantize=None, calibration=None, sparse=False, int8_io=False, verbose=False,
+            input_shapes=None):
     """The TFLite flatbuffer of a Keras model.
 
     Args:
         model: a plain Keras model (no kprune wrappers).
-        quantize: None, "dynamic", "float16" or "int8".
+        quantize: None, "dynamic", "float16", "int8" or "qat" (int8 from
+            the fake-quantization ranges of a quantization-aware model).
         calibration: with "int8", a list of samples (lists of arrays).
         sparse: also ask for TFLite's sparse weight encoding.
-        int8_io: with "int8", int8 inputs and outputs.
+        int8_io: with "int8" or "qat", int8 inputs and outputs.
         verbose: let the converter's logs through. Defaults to False.
+        input_shapes: `{input name: shape}` to convert at (a model that takes
+            a dict goes through Keras' exporter, `keras_export`). Defaults to None.
 
     Returns:
         The flatbuffer as bytes.
     """
     import tensorflow as tf
 
+    if takes_dict(model):
+        return keras_export(model, input_shapes, quantize, calibration, sparse, int8_io, verbose)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    optimizations = [tf.lite.Optimize.DEFAULT] if quantize else []
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = lambda: iter(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+    _apply(converter, converter_settings(quantize, calibration, sparse, int8_io))
     # The converter prints the intermediate SavedModel's signature: keep it quiet.
     stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with stdout, quiet_native_logs(not verbose), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         return converter.convert()
+
+
+def keras_export(model, input_shapes, quantize=None, calibration=None, sparse=False, int8_io=False,
+                 verbose=False):
+    """The flatbuffer of a model that takes a dict, from Keras' own exporter
+    (`model.export(format="litert")`, Keras >= 3.13): its input signature at
+    `input_shapes` (batch 1), LiteRT's builtin ops only (a Flex op fails the
+    conversion instead of making a file LiteRT cannot run), kprune's
+    quantization and encoding settings, the calibration samples as dicts."""
+    import tensorflow as tf
+
+    specs = litert.input_specs(model)
+    signature = {name: tf.TensorSpec((1,) + tuple(input_shapes[name]), dtype, name=name)
+                 for name, _, dtype in specs}
+    settings = converter_settings(quantize, calibration, sparse, int8_io)
+    settings["target_spec"].setdefault("supported_ops", [tf.lite.OpsSet.TFLITE_BUILTINS])
+    if calibration is not None:
+        names = [name for name, _, _ in specs]
+        settings["representative_dataset"] = lambda: (dict(zip(names, sample)) for sample in calibration)
+    stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with tempfile.TemporaryDirectory(prefix="kprune_litert_") as folder:
+        path = os.path.join(folder, "model.tflite")
+        with stdout, quiet_native_logs(not verbose), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            model.export(path, format="litert", input_signature=[signature], verbose=verbose, **settings)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def conversion_error(error, model):

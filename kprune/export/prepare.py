@@ -39,16 +39,13 @@ def prepare(model, remove_pruned_channels, notes, timings):
             model = strip_pruning(model)
     if not remove_pruned_channels:
         return model, False
-    composite = in_place.composite_layers(model)
-    if composite:
-        notes.append(
-            f"channels not removed: layer '{composite[0].name}' holds layers kprune does "
-            "not follow channels through"
-        )
-        return model, False
     # Rebuild the model only when some channel is unread: a plain model with
     # nothing to remove converts as it is (custom layers need not clone).
     with timed(timings, "remove_channels"):
         if not unread_units(ChannelGraph(model)):
             return model, False
-        return remove_channels(model), True
+        try:
+            return remove_channels(model), True
+        except ValueError as e:  # units inside a layer kprune cannot rebuild smaller
+            notes.append(f"channels not removed: {e}")
+            return model, False

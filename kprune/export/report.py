@@ -31,7 +31,8 @@ class ExportReport:
         params_before / macs_before: of the model passed in (masks applied).
         layers: per-layer `LayerStats` of the exported Keras model
             (`layers_table()` prints them; `str(report)` is the summary).
-        quantization: "float32", "dynamic", "float16" or "int8".
+        quantization: "float32", "dynamic", "float16", "int8" (calibrated)
+            or "int8 (QAT ranges)" (a quantization-aware model's own ranges).
         int8_io: whether the file's inputs and outputs are int8.
         sparse_encoding: whether weights are stored in TFLite's sparse format.
         channels_removed: whether channels were physically removed (the model

@@ -17,12 +17,17 @@ import keras
 import numpy as np
 
 # Default verification tolerance per quantization (see `kprune.export_tflite`).
-TOLERANCES = {None: 1e-3, "dynamic": 5e-2, "float16": 1e-2, "int8": 5e-2}
+TOLERANCES = {None: 1e-3, "dynamic": 5e-2, "float16": 1e-2, "int8": 5e-2, "qat": 1e-2}
 
 
-def keras_outputs(model, samples):
+def keras_outputs(model, samples, names=None):
+    """The Keras model's outputs on `samples` (lists of arrays in input order;
+    with `names`, passed as a dict by input name: a model that takes a dict)."""
     batch = [np.concatenate(xs) for xs in zip(*samples)]
-    ys = model(batch if len(batch) > 1 else batch[0], training=False)
+    if names is not None:
+        ys = model(dict(zip(names, batch)), training=False)
+    else:
+        ys = model(batch if len(batch) > 1 else batch[0], training=False)
     return [np.asarray(keras.ops.convert_to_numpy(y), np.float64) for y in keras.tree.flatten(ys)]
 
 
@@ -30,7 +35,7 @@ def verification(expected, actual, quantize, tolerance, samples):
     """Figures comparing LiteRT with Keras; each output is judged against its own scale."""
     finite = all(bool(np.all(np.isfinite(e))) for e in expected)
     diffs = [np.abs(e - a) for e, a in zip(expected, actual)]
-    name, stat = ("mean", np.mean) if quantize == "int8" else ("max", np.max)
+    name, stat = ("mean", np.mean) if quantize in ("int8", "qat") else ("max", np.max)
     relative = max(
         float(stat(d)) / max(float(np.max(np.abs(e))), 1e-12) for d, e in zip(diffs, expected)
     )

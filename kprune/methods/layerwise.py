@@ -49,16 +49,11 @@ import keras
 import numpy as np
 
 from kprune._internal import functional
-from kprune.channels.oneshot import (
-    ChannelPlan,
-    channel_masks,
-    check_names,
-    is_excluded,
-    make_plan,
-    reduced_copy,
-)
+from kprune.channels.oneshot import channel_masks, reduced_copy
+from kprune.channels.planning import check_names, is_excluded, make_plan
 from kprune.criteria import catalog, sampling
 from kprune.dependency.channel_graph import ChannelGraph
+from kprune.dependency.channel_plan import ChannelPlan
 from kprune.methods.reconstruction import reconstruct as reconstruct_layers
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer, strip_pruning
 from kprune.utils.validation import check_round_to, check_sparsity

@@ -3,12 +3,15 @@
 One `LayerRule` per Keras layer class (`rules`: the table and the queries the
 rest of kprune asks), the records of Keras' own layers (`keras_layers`), of
 `keras.ops` nodes between layers (`ops`) and of einsum equations (`einsum`),
-and `register_layer` (`registration`), which adds a user's class with the
-same record. Nothing outside this subpackage branches on a layer's type.
+how TFLite's int8 kernels treat each layer type, for quantization-aware
+training (`quantize_specs`: `QuantizeSpec`), and `register_layer`
+(`registration`), which adds a user's class with the same record. Nothing
+outside this subpackage branches on a layer's type.
 
 May import: `kprune._internal`, `kprune.utils`.
 """
 
+from kprune.registry.quantize_specs import QuantizeSpec
 from kprune.registry.registration import register_layer
 from kprune.registry.rules import ChannelSpec, LayerRule, PrunableLayer, PrunableWeight
 
@@ -17,5 +20,6 @@ __all__ = [
     "LayerRule",
     "PrunableLayer",
     "PrunableWeight",
+    "QuantizeSpec",
     "register_layer",
 ]

@@ -6,6 +6,8 @@ Example:
 -2
 >>> einsum_macs("abc,cd->abd", (None, 4, 8), (8, 16), (None, 4, 16))
 512
+>>> einsum_kernel_input_axis("bquh,uhm->bqm", 0)  # an output projection's heads
+-2
 """
 
 import re
@@ -78,3 +80,12 @@ def einsum_contraction(equation):
     if len(contracted) + len(free) != len(kernel_spec) or summed_alone or not contracted:
         return None
     return input_spec, kernel_spec, contracted, free
+def einsum_kernel_input_axis(equation, kernel_axis):
+    """The axis of the input (negative) that kernel axis `kernel_axis` is
+    contracted with, or None (an output axis, or an equation kprune cannot read)."""
+    match = re.match(r"([\w]+),([\w]+)->", equation.replace(" ", ""))
+    if not match:
+        return None
+    inputs, kernel = match.groups()
+    letter = kernel[kernel_axis]
+    return inputs.index(letter) - len(inputs) if letter in inputs else None

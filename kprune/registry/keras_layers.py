@@ -38,17 +38,18 @@ its reverse call (hidden states in, logits out) is the LM-head matmul:
 """
 
 import math
+import re
 
 import keras
 from keras import layers as L
 
-from kprune._internal import keras_layers as keras_internals
 from kprune.registry.einsum import einsum_input_axis, einsum_macs
 from kprune.registry.linear import conv_view, dense_view, einsum_view
 
 # The queries the rest of kprune asks (defined with the table in kprune.registry.rules;
 # importing them from here guarantees the built-in records are registered).
-from kprune.registry.rules import (  # noqa: F401  # noqa: F401  # noqa: F401
+from kprune.registry.rules import (  # noqa: F401
+    ACROSS_CHANNELS,
     DEPTHWISE_FILTERS,
     ChannelSpec,
     LayerRule,
@@ -66,9 +67,11 @@ from kprune.registry.rules import (  # noqa: F401  # noqa: F401  # noqa: F401
     register,
     register_named,
     resized_config,
+    rule_for,
     unwrap,
     variable,
 )
+from kprune.registry.transformer_layers import ATTENTION
 
 
 def _channels_last(layer):
@@ -187,36 +190,29 @@ DENSE = LayerRule(
     linear=lambda layer: dense_view(layer, _kernel(layer)),
 )
 
+def _einsum_channels(layer, shape):
+    """An `EinsumDense` that is a Dense on the last axis (`"btd,df->btf"`:
+    Gemma's FFN) is a producer; any other equation keeps its channels."""
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return block("LoRA-enabled or quantized EinsumDense")
+    match = re.match(r"(\w+),(\w)(\w)->(\w+)$", layer.equation.replace(" ", ""))
+    if not match:
+        return block(f"equation {layer.equation!r} is not a Dense on the last axis")
+    inputs, contracted, made, output = match.groups()
+    bias_axes = getattr(layer, "bias_axes", None)
+    if inputs[-1] != contracted or output != inputs[:-1] + made or bias_axes not in (None, made):
+        return block(f"equation {layer.equation!r} is not a Dense on the last axis")
+    kernel = _kernel(layer)
+    return ChannelSpec("producer", ((kernel, 0, 1),), ((kernel, 1, 1),) + _bias(layer), "output_shape")
+
+
 EINSUM_DENSE = LayerRule(
     prunable=lambda layer: [PrunableWeight(_kernel(layer), einsum_input_axis(layer.equation))],
+    channels=_einsum_channels,
     macs=lambda layer, ins, outs: einsum_macs(layer.equation, ins[0], tuple(layer.kernel.shape), outs[0]),
     linear=lambda layer: einsum_view(layer, _kernel(layer)),
 )
 
-
-def _attention_macs(layer, ins, outs):
-    """Projections (query, key, value, output) plus the two attention matmuls
-    `Q K^T` and `A V`. Keys are as long as the second input (the value) when
-    it has the query's rank, else as the query (self-attention)."""
-    q_len = _spatial(outs[0])
-    kv = ins[1] if len(ins) > 1 and len(ins[1]) == len(ins[0]) else ins[0]
-    k_len = _spatial(kv)
-    query, key, value, output = keras_internals.attention_projections(layer)
-    d_q, heads, key_dim = (int(d) for d in query.kernel.shape)
-    d_k = int(key.kernel.shape[0])
-    d_v, _, value_dim = (int(d) for d in value.kernel.shape)
-    d_out = int(output.kernel.shape[-1])
-    projections = (q_len * d_q * heads * key_dim + k_len * d_k * heads * key_dim
-                   + k_len * d_v * heads * value_dim + q_len * heads * value_dim * d_out)
-    return projections + heads * q_len * k_len * (key_dim + value_dim)
-
-
-def _attention_weights(layer):
-    parts = keras_internals.attention_projections(layer)
-    return [w for part in parts for w in EINSUM_DENSE.prunable(part)]
-
-
-ATTENTION = LayerRule(prunable=_attention_weights, macs=_attention_macs)
 
 EMBEDDING = LayerRule(
     prunable=lambda layer: [PrunableWeight(variable(layer, "_embeddings", "embeddings"), -2)],
@@ -310,9 +306,6 @@ def _batch_norm_channels(layer, shape):
 
 BATCH_NORM = LayerRule(channels=_batch_norm_channels,
                        scale=lambda layer: layer.gamma if layer.scale else None)
-
-ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(
-    "normalizes across channels: removing channels changes its statistics"))
 
 
 def _prelu_channels(layer, shape):

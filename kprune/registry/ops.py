@@ -80,7 +80,7 @@ def _touches_last(axis, rank):
 
 def _constant_ok(value):
     """A constant that broadcasts along channels (scalar, or last axis of size 1)."""
-    shape = np.shape(value)
+    shape = tuple(np.shape(value))  # a TensorFlow constant's TensorShape, too
     return not shape or shape[-1] == 1
 
 

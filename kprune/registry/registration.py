@@ -6,6 +6,7 @@ kprune's built-in layers have (`kprune.registry.keras_layers`).
 
 import keras
 
+from kprune.registry.quantize_specs import ROLES, QuantizeSpec
 from kprune.registry.rules import ChannelSpec, LayerRule, PrunableWeight, block, register, variable
 
 _CHANNEL_KINDS = ("pass", "merge", "concat", "block")
@@ -84,7 +85,30 @@ def _channel_rule(cls, channels):
     )
 
 
-def register_layer(cls, prunable=None, input_axes=None, channels=None, macs=None):
+def _quantize_spec(cls, quantize):
+    if quantize is None or isinstance(quantize, QuantizeSpec):
+        return quantize
+    if isinstance(quantize, str):
+        quantize = {"role": quantize}
+    if not isinstance(quantize, dict) or set(quantize) - {"role", "weights"} or quantize.get("role") not in ROLES:
+        raise ValueError(
+            f"Argument `quantize` of register_layer({cls.__name__}) must be one of the roles "
+            f"{ROLES}, a dict {{'role': ..., 'weights': {{name: output-channel axis}}}} or a "
+            f"kprune.registry.QuantizeSpec. Received: quantize={quantize!r}"
+        )
+    weights = []
+    for name, axes in (quantize.get("weights") or {}).items():
+        axes = (axes,) if isinstance(axes, int) else tuple(axes)
+        if not isinstance(name, str) or not axes or not all(isinstance(a, int) for a in axes):
+            raise ValueError(
+                f"Argument `quantize` of register_layer({cls.__name__}): 'weights' maps a weight "
+                f"attribute name to its output-channel axis (or axes). Received: {quantize!r}"
+            )
+        weights.append((name, axes))
+    return QuantizeSpec(quantize["role"], tuple(weights))
+
+
+def register_layer(cls, prunable=None, input_axes=None, channels=None, macs=None, quantize=None):
     """Teach kprune a layer type: what to prune, how channels flow, its MACs.
 
     Args:
@@ -105,6 +129,14 @@ def register_layer(cls, prunable=None, input_axes=None, channels=None, macs=None
             `(layer, input_shape) -> ChannelSpec`. Defaults to None (block).
         macs: `(layer, input_shapes, output_shapes) -> int`, shapes with the
             batch axis. Defaults to None (0 MACs).
+        quantize: how TFLite's int8 kernels treat the layer, for
+            quantization-aware training (`kprune.quantization`): a role of
+            `kprune.registry.QuantizeSpec` (`"requantize"`: output quantized,
+            `"same_scale"`: nothing quantized, ...), or a dict `{"role":
+            "producer", "weights": {name: output-channel axis}}` for a layer
+            whose weights are quantized per channel, or a `QuantizeSpec`.
+            Defaults to None (`quantize_model` refuses the layer unless it
+            is given a `QuantizeConfig`).
 
     Returns:
         The `LayerRule` recorded.
@@ -132,6 +164,7 @@ def register_layer(cls, prunable=None, input_axes=None, channels=None, macs=None
         prunable=_prunable_rule(cls, prunable, input_axes),
         channels=_channel_rule(cls, channels),
         macs=macs,
+        quantize=_quantize_spec(cls, quantize),
     )
     register(cls, rule)
     return rule

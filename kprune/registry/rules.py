@@ -14,6 +14,10 @@ A `LayerRule` says everything kprune knows about a layer type:
 * `linear(layer)`: the layer as a matrix product `y = x W`
   (`kprune.registry.linear.LinearView`), or None -- what one-shot pruning of
   language models (`kprune.llm`) prunes.
+* `quantize`: how TFLite's int8 kernels treat the layer (a `QuantizeSpec`
+  of `kprune.registry.quantize_specs`: its role, the weights quantized per
+  output channel), which quantization-aware training simulates; None: it
+  is not quantized.
 
 kprune's built-in records (`kprune.registry.keras_layers`) and the records users add with
 `kprune.register_layer` live in the same table, which the queries at the end
@@ -48,6 +52,7 @@ import keras
 from keras import layers as L
 
 from kprune._internal.functional import sublayers
+from kprune.registry.einsum import einsum_kernel_input_axis
 
 
 class PrunableWeight(NamedTuple):
@@ -78,6 +83,14 @@ class ChannelSpec(NamedTuple):
 
     A slice is `(variable, axis, repeat)`: channel i owns indices
     `i * repeat ... i * repeat + repeat - 1` along `axis`.
+
+    A producer that reads several inputs (attention's query, key and value)
+    gives `input_slices`: `((arguments, slices), ...)`, the slices read from
+    the first of `arguments` (names or positions of its `call`'s parameters)
+    that the call passes -- `(("key", "value"), key_slices)` for a key that
+    defaults to the value. An attention layer's `heads`
+    (`kprune.registry.attention.HeadSpec`) are units of their own, inside the
+    layer: the channel graph makes them prunable groups.
     """
 
     kind: str
@@ -86,6 +99,8 @@ class ChannelSpec(NamedTuple):
     width_key: str = None
     multiplier: int = 1
     reason: str = ""
+    input_slices: tuple = ()
+    heads: object = None
 
 
 def block(reason):
@@ -107,6 +122,9 @@ class LayerRule:
             `importance="bn_scale"` reads.
         linear: `layer -> LinearView or None`, the layer as `y = x W`
             (`kprune.registry.linear`).
+        quantize: a `kprune.registry.QuantizeSpec`
+            (`kprune.registry.quantize_specs`), or None: quantization-aware
+            training does not know the layer.
     """
 
     prunable: Optional[Callable] = None
@@ -114,9 +132,15 @@ class LayerRule:
     macs: Optional[Callable] = None
     scale: Optional[Callable] = None
     linear: Optional[Callable] = None
+    quantize: Optional[tuple] = None
 
 
 _RULES = {}
+
+# Normalizations across channels (LayerNormalization, RMS norms): removing a
+# channel changes every output, so the channels reaching them stay whole.
+ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(
+    "normalizes across channels: removing channels changes its statistics"))
 
 # Width key of a grouped convolution with one input channel per group: its
 # `filters` and `groups` shrink together (see `resized_config`).
@@ -133,6 +157,16 @@ def register(cls, rule):
     _RULES[cls] = rule
 
 
+def register_quantize(cls, spec):
+    """Add `spec` (a `kprune.registry.QuantizeSpec`) to the record of `cls` (a record of its
+    own, which keeps the rest of the nearest record it had)."""
+    own = _RULES.get(cls)
+    if own is None:
+        inherited = rule_for_class(cls)
+        own = inherited if inherited is not None else LayerRule()
+    _RULES[cls] = dataclasses.replace(own, quantize=spec)
+
+
 def register_named(qualified_name, rule):
     """Record `rule` for the class named `qualified_name` ("module.Class"),
     without importing its module."""
@@ -141,7 +175,12 @@ def register_named(qualified_name, rule):
 
 def rule_for(layer):
     """The `LayerRule` of the nearest registered class of `layer`, or None."""
-    for cls in type(layer).__mro__:
+    return rule_for_class(type(layer))
+
+
+def rule_for_class(layer_class):
+    """The `LayerRule` of the nearest registered class in `layer_class`'s MRO, or None."""
+    for cls in layer_class.__mro__:
         rule = _RULES.get(cls)
         if rule is None and _NAMED_RULES:
             rule = _NAMED_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
@@ -192,12 +231,12 @@ class PrunableLayer:
 
 # ------------------------------------------------------------------ queries
 
-_WRAPPER_NAMES = ("PruneLowMagnitude", "PruneChannels")
+_WRAPPER_NAMES = ("PruneLowMagnitude", "PruneChannels", "QuantizeAnnotate", "QuantizeWrapper")
 
 
 def unwrap(layer):
-    """The layer a kprune wrapper (`PruneLowMagnitude`, `PruneChannels`) wraps,
-    or `layer` itself."""
+    """The layer a kprune wrapper (`PruneLowMagnitude`, `PruneChannels`,
+    `QuantizeAnnotate`, `QuantizeWrapper`) wraps, or `layer` itself."""
     while type(layer).__name__ in _WRAPPER_NAMES and getattr(layer, "layer", None) is not None:
         layer = layer.layer
     return layer
@@ -292,6 +331,25 @@ def channel_spec(layer, input_shape=None):
     return block(f"kprune has no channel rule for {type(layer).__name__}")
 
 
+def reader_input_axis(layer, variable, axis):
+    """The axis of `layer`'s input that its weight `variable`'s `axis` reads
+    (an `"in"` slice of the channel graph), or None: the last axis for a
+    Dense or channels-last convolution kernel's input axis, the contracted
+    input axis of an `EinsumDense` (an attention output projection's heads:
+    -2). Data criteria read a unit's activations there."""
+    layer = unwrap(layer)
+    equation = getattr(layer, "equation", None)
+    shape = tuple(variable.shape)
+    axis = axis % len(shape)
+    if isinstance(equation, str):
+        return einsum_kernel_input_axis(equation, axis)
+    weights = prunable_weights(layer) if rule_for(layer) is not None else []
+    for weight in weights:
+        if weight.variable is variable and weight.input_axis % len(shape) == axis:
+            return -1
+    return None
+
+
 def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     rule = rule_for(unwrap(layer))
@@ -309,13 +367,16 @@ def linear_view(layer):
     return rule.linear(layer)
 
 
-def resized_config(layer, width_key, width):
-    """`layer`'s config with `width` channels under `width_key` (from its `ChannelSpec`)."""
-    config = layer.get_config()
+def resized_config(layer, width_key, width, config=None):
+    """`layer`'s config (or `config`, to resize several keys) with `width`
+    channels under `width_key` (from its `ChannelSpec`, or a `HeadSpec`'s
+    head-count key). A shape-valued key (`target_shape`, `EinsumDense`'s
+    `output_shape`) gets `width` as its last entry."""
+    config = dict(layer.get_config() if config is None else config)
     if width_key == DEPTHWISE_FILTERS:
         multiplier = config["filters"] // config["groups"]
         config["filters"], config["groups"] = int(width), int(width) // multiplier
-    elif width_key == "target_shape":
+    elif isinstance(config.get(width_key), (tuple, list)):
         config[width_key] = tuple(config[width_key][:-1]) + (int(width),)
     else:
         config[width_key] = int(width)
@@ -326,7 +387,7 @@ def counted_inside(layer):
     """Whether the MACs of a call of `layer` are those of the calls it makes:
     it has no MACs record of its own and holds layers (KerasHub's
     transformer blocks and attention layers, a user's residual block).
-    `kprune.stats` traces such a call (`kprune._internal.functional.trace_call`) and counts
+    `kprune.stats` traces such a call (`kprune._internal.tracing.trace_call`) and counts
     each layer and `keras.ops` call inside it."""
     layer = unwrap(layer)
     rule = rule_for(layer)

@@ -28,8 +28,9 @@ Example:
 import keras
 import numpy as np
 
-from kprune.channels.oneshot import ChannelPlan, masked_copy
+from kprune.channels.oneshot import masked_copy
 from kprune.dependency.channel_graph import ChannelGraph
+from kprune.dependency.channel_plan import ChannelPlan
 
 
 def accuracy(x, y, batch_size=256):

@@ -3,7 +3,7 @@
 A `SearchSpace` lists the channel groups a search may shrink (the prunable
 groups of `kprune.dependency.channel_graph.ChannelGraph`, minus excluded ones) and, for each, the
 widths it may take: multiples of `round_to` below its channel count, plus the
-count itself (`kprune.channels.oneshot.keep_count` gives the same widths). A point of
+count itself (`kprune.channels.planning.keep_count` gives the same widths). A point of
 the space is an integer vector `widths` (one entry per searched group); it
 converts to and from per-group pruning ratios `1 - width / channels` and to a
 `kprune.ChannelPlan` that prunes the lowest-scoring channels of each group.
@@ -35,7 +35,7 @@ import json
 import numpy as np
 
 from kprune.channels import config_list as config_list_lib
-from kprune.channels.oneshot import is_excluded, keep_count, make_plan
+from kprune.channels.planning import is_excluded, keep_count, make_plan
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import ChannelGraph
 from kprune.sparsity.prune import collect_wrappers, strip_pruning
@@ -43,7 +43,7 @@ from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def allowed_widths(n, round_to):
-    """The widths `kprune.channels.oneshot.keep_count` gives a group of `n` channels
+    """The widths `kprune.channels.planning.keep_count` gives a group of `n` channels
     (multiples of `round_to` below `n`), and `n` itself (which keep_count
     rounds away when `n % round_to < round_to / 2`).
 

@@ -310,10 +310,12 @@ def strip(model):
 
 
 
-def check_channel_model(model, purpose="Channel pruning"):
+def check_channel_model(model, purpose="Channel pruning", composites=True):
     """Raise unless channel pruning can follow every channel of `model`: it
-    needs a Sequential or Functional model, and refuses layers that hold
-    prunable layers it has no channel rule for (it would not see inside)."""
+    needs a Sequential or Functional model. Layers that hold prunable layers
+    (a KerasHub transformer block) are followed through their calls; with
+    `composites=False` (training-time channel pruning, which wraps each
+    layer of the graph) they are refused."""
     advice = (
         "Magnitude pruning works on it: kprune.prune_low_magnitude(model) "
         "(unstructured, block or M:N) prunes its layers in place."
@@ -325,11 +327,13 @@ def check_channel_model(model, purpose="Channel pruning"):
             f"{type(model).__name__} (subclassed models have no graph to analyse). "
             + advice
         )
+    if composites:
+        return
     for layer in composite_layers(model):
         raise ValueError(
-            f"{purpose} supports Sequential and Functional models of layers kprune "
-            f"knows; it cannot follow channels into layer {keras_layers.describe(layer)}, "
-            "which holds prunable layers of its own. Received: model "
-            f"'{model.name}'. Describe the layer with kprune.register_layer(..., "
-            "channels=...) or implement kprune.PrunableLayer for it. " + advice
+            f"{purpose} wraps the layers of a Sequential or Functional model; it cannot "
+            f"wrap the layers inside layer {keras_layers.describe(layer)}, which holds "
+            f"prunable layers of its own. Received: model '{model.name}'. Prune it in one "
+            "shot instead: kprune.mask_channels(model, kprune.plan_channels(model, ...)), "
+            "then fine-tune, then kprune.remove_channels. " + advice
         )

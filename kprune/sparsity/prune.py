@@ -54,13 +54,16 @@ def copy_layer(layer, config=None, build=True):
     return new
 
 
-def clone_with(model, clone_layer, weights_of, input_width=None):
+def clone_with(model, clone_layer, weights_of, input_width=None, rebuild=None):
     """Clone a Sequential/Functional model (nested ones too) with fresh variables.
 
     `clone_layer(old)` returns `(copy, layer_for_the_model)`: the copy receives
     `weights_of(old)` once the clone is built (the second may wrap the first).
     `input_width(nested_model, i)`, if given, is the channel count of the
     nested model's i-th input in the clone (when channels were removed).
+    `rebuild(nested_model)`, if given, returns the copy of a nested model that
+    is not cloned layer by layer (a KerasHub backbone: its builder,
+    `kprune.registry.model_builders.model_builder`), or None to clone it.
     The result shares no variable with `model`.
     """
     copies = []
@@ -69,7 +72,8 @@ def clone_with(model, clone_layer, weights_of, input_width=None):
         if not functional.is_layer(layer):
             return layer  # a keras.ops operation: stateless, reused as it is
         if functional.is_nested_graph(layer):
-            return clone_graph(layer, nested=True)
+            rebuilt = rebuild(layer) if rebuild is not None else None
+            return rebuilt if rebuilt is not None else clone_graph(layer, nested=True)
         copy, used = clone_layer(layer)
         copies.append((layer, copy))
         return used

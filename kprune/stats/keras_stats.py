@@ -5,10 +5,11 @@ returns one `LayerStats` row per layer that has weights or compute;
 `count_macs(model)` and `count_params(model)` add them up. A layer that holds
 layers and has no MACs record of its own (KerasHub's transformer blocks and
 attention layers, a user's residual block; a subclassed model) is traced
-(`kprune._internal.functional.trace_call`): each layer and `keras.ops` matmul it calls is a
-row ("block/attention/query"), so attention's score and context matmuls count
-as the TFLite file's BATCH_MATMULs do. Unknown axes (a sequence length of
-None) count 1. Wrapped layers (`PruneLowMagnitude`, `PruneChannels`) and
+(`kprune._internal.tracing.trace_call`): each layer and `keras.ops` matmul it
+calls is a row ("block/attention/query"), so attention's score and context
+matmuls count as the TFLite file's BATCH_MATMULs do. Unknown axes (a sequence
+length of None) count 1, unless `input_shapes` gives them
+(`kprune.stats.input_shapes`). Wrapped layers (`PruneLowMagnitude`, `PruneChannels`) and
 layers pruned in place are counted with their masks applied, so the figures
 describe the model that export produces; on a pruned model the `pruned`
 column says which rows' prunable weights are masked.
@@ -31,10 +32,11 @@ import warnings
 import keras
 import numpy as np
 
-from kprune._internal import functional
+from kprune._internal import functional, tracing
 from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
 from kprune.sparsity import in_place
+from kprune.stats.input_shapes import at_input_shapes
 from kprune.stats.records import LayerStats
 
 # The .tflite side of `summary` lives in kprune.litert.
@@ -105,10 +107,10 @@ def _calls_rows(calls, prefix, trace):
 
 
 def _trace(layer, args, kwargs):
-    """`functional.trace_call`, or None with a warning if the layer's code fails
+    """`tracing.trace_call`, or None with a warning if the layer's code fails
     on symbolic inputs."""
     try:
-        return functional.trace_call(layer, args, kwargs)
+        return tracing.trace_call(layer, args, kwargs)
     except Exception as e:  # any error of the layer's own code, run symbolically
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
         warnings.warn(
@@ -138,9 +140,14 @@ def _pruned(prunable, masks):
     return "yes" if masked == len(prunable) else "no" if not masked else "partly"
 
 
-def layer_stats(model):
+def layer_stats(model, input_shapes=None):
     """One `LayerStats` per layer call (or `keras.ops` call) that has weights
     or MACs, in graph order.
+
+    `input_shapes` (`{input name: shape without the batch axis}`, or one shape
+    per input) counts the model called on inputs of those shapes (a KerasHub
+    model at a sequence length: `kprune.stats.input_shapes`); by default the
+    model's own input shapes, unknown axes counting 1.
 
     Each weight is counted once, with the first call that reads it (a layer
     called several times counts its parameters once and its MACs at every
@@ -150,6 +157,8 @@ def layer_stats(model):
     `pruned` column says whether the weights kprune prunes in each row are
     masked (on a model with masks).
     """
+    if input_shapes is not None:
+        model = at_input_shapes(model, input_shapes)
     return _stats(model, trace=True)
 
 
@@ -193,9 +202,10 @@ def _masked_value(variable, masks):
     return value
 
 
-def count_macs(model):
-    """Multiply-accumulates of one forward pass on one example."""
-    return int(sum(r.macs for r in layer_stats(model)))
+def count_macs(model, input_shapes=None):
+    """Multiply-accumulates of one forward pass on one example (at
+    `input_shapes`, see `layer_stats`)."""
+    return int(sum(r.macs for r in layer_stats(model, input_shapes)))
 
 
 def count_params(model, nonzero=False):

@@ -15,7 +15,7 @@ from kprune.stats.tflite_ops import tflite_stats
 from kprune.utils.files import check_file, load_keras_file
 
 
-def summary(model_or_path):
+def summary(model_or_path, input_shapes=None):
     """Per-layer sparsity, parameters and MACs of a model or a saved file.
 
     Args:
@@ -25,6 +25,10 @@ def summary(model_or_path):
             reads weights; BatchNormalization folded into a convolution and zero
             biases the converter drops make its parameters differ from the
             Keras model's, MACs agree).
+        input_shapes: for a Keras model, the input shapes to count at
+            (`{input name: shape without the batch axis}`: a KerasHub model
+            at the sequence length its .tflite file was exported at).
+            Defaults to None (the model's own shapes, unknown axes as 1).
 
     Returns:
         A `ModelSummary`: `print` it, or use `.rows`, `.params`, `.nonzero`,
@@ -50,7 +54,7 @@ def summary(model_or_path):
     total            68       64      5.9%    64
     """
     if isinstance(model_or_path, keras.Model):
-        return ModelSummary(f"Keras model '{model_or_path.name}'", layer_stats(model_or_path))
+        return ModelSummary(f"Keras model '{model_or_path.name}'", layer_stats(model_or_path, input_shapes))
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise TypeError(
             "Argument `model_or_path` must be a Keras model or a path to a .keras or "

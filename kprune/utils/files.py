@@ -24,7 +24,12 @@ def check_file(path, argname, suffixes):
 
 
 def load_keras_file(path, argname="model"):
-    """Load a .keras file with `safe_mode=True`.
+    """Load a .keras file with `safe_mode=True`, without its training configuration.
+
+    kprune reads files to count, inspect and export them, so the optimizer and
+    loss are not restored (`compile=False`): a file saved on another backend
+    names that backend's optimizer class (PyTorch's `torch_sgd`, for one),
+    which this backend cannot import.
 
     Args:
         path: the .keras file.
@@ -48,7 +53,7 @@ def load_keras_file(path, argname="model"):
     """
     path = check_file(path, argname, (".keras",))
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # corrupt zip, unknown layer, unsafe lambda, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"Could not load the Keras model '{path}': {first}") from e

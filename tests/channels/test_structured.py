@@ -7,7 +7,7 @@ from keras import layers as L
 
 import kprune
 from kprune.channels.channel_masks import update_channel_masks
-from kprune.channels.oneshot import keep_count
+from kprune.channels.planning import keep_count
 from kprune.dependency.channel_graph import ChannelGraph
 
 

@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -65,6 +67,25 @@ def test_inspect_keras_and_tflite(capsys, tmp_path):
     assert "CONV_2D" in tflite_out and "FULLY_CONNECTED" in tflite_out
 
 
+def test_inspect_reads_a_file_whose_optimizer_this_backend_cannot_import(capsys, tmp_path):
+    # What a file saved on PyTorch holds: its optimizer's module is keras.src.backend.torch.
+    model, path = _saved_model(tmp_path)
+    model.compile(optimizer="sgd", loss="mse")
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(files["config.json"])
+    config["compile_config"]["optimizer"]["module"] = "keras.src.backend.not_installed.optimizers"
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    with pytest.raises(TypeError, match="Could not deserialize class"):
+        keras.models.load_model(path)
+    assert cli.main(["inspect", str(path)]) == 0
+    assert f"{model.count_params()}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("how", ["export_tflite", "export_tflite_int8", "TFLiteConverter"])
 def test_inspect_names_ops_after_keras_layers(capsys, tmp_path, how):
     import tensorflow as tf
@@ -123,7 +144,8 @@ def test_export_int8_with_calibration(capsys, tmp_path):
         (lambda d: ["inspect", str(d / "notes.txt")], "must be a Keras model or a path"),
         (lambda d: ["inspect", str(d / "corrupt.keras")], "Could not load the Keras model"),
         (lambda d: ["inspect", str(d / "corrupt.tflite")], "LiteRT cannot read"),
-        (lambda d: ["export", str(d / "model.keras"), str(d / "o.tflite"), "--quantize", "int8"], "needs --calibration"),
+        (lambda d: ["export", str(d / "model.keras"), str(d / "o.tflite"), "--quantize", "int8"],
+         "needs --calibration"),
         (lambda d: ["export", str(d / "model.keras"), str(d / "o.tflite"), "--quantize", "int8",
                     "--calibration", str(d / "missing.npy")], "No such file"),
         (lambda d: ["export", str(d / "model.keras"), str(d / "o.txt")], "must be a file path ending in '.tflite'"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.channels.oneshot import keep_count
+from kprune.channels.planning import keep_count
 from kprune.dependency.channel_graph import ChannelGraph
 
 L = keras.layers

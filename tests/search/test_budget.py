@@ -124,7 +124,7 @@ def test_budget_new_spellings_do_not_warn():
 def test_allowed_widths_match_plan_channels_rounding():
     for n in (5, 8, 12, 20, 64):
         for round_to in (1, 4, 8):
-            widths = {kprune.channels.oneshot.keep_count(n, s, round_to) for s in np.linspace(0, 0.99, 200)}
+            widths = {kprune.channels.planning.keep_count(n, s, round_to) for s in np.linspace(0, 0.99, 200)}
             # plus the dense width, which keep_count rounds away for n = 5, round_to = 4
             assert allowed_widths(n, round_to) == sorted(widths | {n})
 

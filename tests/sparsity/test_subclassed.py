@@ -360,20 +360,31 @@ def test_errors():
     assert holder.dense.kernel.constraint is None  # nothing left attached
 
 
-def test_channel_pruning_refuses_subclassed_and_composite_models():
+def test_channel_pruning_refuses_subclassed_models_and_follows_composite_layers():
     model = _build("transformer")
     with pytest.raises(ValueError, match=r"model 'tiny_transformer' of type TinyTransformer "
                        r"\(subclassed models have no graph.*prune_low_magnitude"):
         kprune.plan_channels(model, 0.5)
     with pytest.raises(ValueError, match="subclassed models have no graph"):
         kprune.prune_channels(model)
+    # A layer that holds layers is followed through its call (issue 25): the
+    # channels between conv1 and conv2 are a group, masked exactly ...
     x = keras.Input((8, 8, 3))
     functional = keras.Model(x, keras.layers.Dense(2)(ResidualBlock(3, name="res")(x)))
-    for call in (lambda: kprune.plan_channels(functional, 0.5),
-                 lambda: kprune.prune_channels(functional)):
-        with pytest.raises(ValueError, match=r"supports Sequential and Functional models .* into "
-                           r"layer 'res' \(ResidualBlock\), which holds prunable layers"):
-            call()
+    plan = kprune.plan_channels(functional, 0.5, round_to=1)
+    assert [g["producers"] for g in plan.groups if g["pruned"]] == [["res/conv1"]]
+    masked = kprune.mask_channels(functional, plan)
+    conv1 = masked.get_layer("res").conv1.kernel.numpy()
+    assert int((np.abs(conv1).sum(axis=(0, 1, 2)) == 0).sum()) == 1  # 3 channels keep 2
+    # ... but a user's block cannot be rebuilt smaller (its config does not
+    # hold the widths of its layers), and training-time pruning cannot wrap
+    # the layers inside it.
+    with pytest.raises(ValueError, match=r"Units inside layer 'res' \(ResidualBlock\) are removed.*"
+                       r"mask_channels works on it"):
+        kprune.remove_channels(functional, plan)
+    with pytest.raises(ValueError, match=r"cannot wrap the layers inside layer 'res' \(ResidualBlock\), "
+                       r"which holds prunable layers"):
+        kprune.prune_channels(functional)
 
 
 def test_composite_layer_without_prunable_sublayers_is_left_alone():

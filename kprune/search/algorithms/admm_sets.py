@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from kprune._internal import functional
-from kprune.channels.oneshot import rows_of
+from kprune.dependency.unit_space import rows_of
 from kprune.registry.rules import prunable_weights
 from kprune.utils.validation import check_sparsity
 

@@ -1,0 +1,227 @@
+"""Choosing which units of which groups to prune: from scores to a `ChannelPlan`.
+
+`make_plan` scores the groups of a `kprune.dependency.channel_graph.ChannelGraph`
+and keeps the highest-scoring units of each, in one of three rankings:
+
+* local (default): each group loses its own `sparsity` fraction;
+* `global_ranking=True`: scores are divided by their group's mean and one
+  threshold over all groups decides (a fraction of the units overall);
+* `global_ranking="params"`: the same normalized scores, divided by the
+  parameters each unit holds (`UnitSpace.unit_costs`: a head's query, key,
+  value and output rows weigh more than an FFN unit's three), and the
+  lowest go until a `sparsity` fraction of the pooled *parameters* is
+  removed -- FLAP's and LLM-Pruner's global head/neuron selection.
+
+`sparsity` is one fraction for every group, or a dict by unit kind
+(`UNIT_KINDS`): `{"heads": 0.5}` prunes half the attention heads and leaves
+channels (a transformer's FFN units) whole. Channels are rounded to
+multiples of `round_to`; heads are whole units (`round_to` counts channels,
+and a head is already `head_dim` of them). A group of `query_head`s prunes
+the same number of heads from each key/value group (`ChannelGroup.blocks`).
+
+Example:
+
+>>> keep_count(64, 0.3, 8), keep_count(64, 0.3, 1), keep_count(6, 0.5, 8)
+(48, 45, 6)
+>>> sparsity_table({"heads": 0.5})
+{'channels': 0.0, 'heads': 0.5}
+>>> choose(np.array([4.0, 1.0, 3.0, 2.0, 9.0, 8.0]), keep=4, blocks=2)
+[1, 3]
+"""
+
+import numpy as np
+
+from kprune.dependency.channel_plan import ChannelPlan
+from kprune.dependency.unit_space import usage_name
+from kprune.utils.validation import check_sparsity
+
+# The `sparsity` dict keys, and the `ChannelGroup.unit`s each covers.
+UNIT_KINDS = {"channels": ("channel",), "heads": ("head", "kv_group", "query_head")}
+RANKINGS = (False, True, "params")
+
+
+def kind_of(group):
+    """The `UNIT_KINDS` key of a group's units."""
+    return next(kind for kind, units in UNIT_KINDS.items() if group.unit in units)
+
+
+def sparsity_table(sparsity):
+    """`{"channels": s, "heads": s}` from one fraction or a dict by unit kind
+    (missing kinds: 0), each checked."""
+    if isinstance(sparsity, dict):
+        unknown = sorted(set(sparsity) - set(UNIT_KINDS))
+        if unknown:
+            raise ValueError(
+                f"Argument `sparsity` must be a fraction or a dict with keys among "
+                f"{sorted(UNIT_KINDS)}. Received: sparsity={sparsity!r} (unknown keys {unknown})"
+            )
+        return {kind: check_sparsity(f"sparsity[{kind!r}]", sparsity.get(kind, 0.0)) for kind in UNIT_KINDS}
+    value = check_sparsity("sparsity", sparsity)
+    return {kind: value for kind in UNIT_KINDS}
+
+
+def check_ranking(global_ranking):
+    """Validate `global_ranking`: False, True or "params"."""
+    if not (global_ranking is False or global_ranking is True or global_ranking == "params"):
+        raise ValueError(
+            f"Argument `global_ranking` must be one of {list(RANKINGS)}. "
+            f"Received: global_ranking={global_ranking!r}"
+        )
+    return global_ranking
+
+
+def keep_count(n, sparsity, round_to):
+    """Channels kept of `n` at `sparsity`, a multiple of `round_to` (a group of at most
+    `round_to` channels is kept whole), at least 1."""
+    keep = n * (1.0 - sparsity)
+    if round_to > 1:
+        if n <= round_to:
+            return n
+        keep = round_to * max(1, int(np.floor(keep / round_to + 0.5)))
+    return int(min(n, max(1, int(np.floor(keep + 0.5)))))
+
+
+def group_keep(group, sparsity, round_to):
+    """Units a group keeps at `sparsity`: channels rounded to `round_to`,
+    heads whole, a `query_head` group the same number in each block."""
+    n = len(group.units)
+    if group.unit == "channel":
+        return keep_count(n, sparsity, round_to)
+    return group.blocks * keep_count(n // group.blocks, sparsity, 1)
+
+
+def choose(scores, keep, blocks=1):
+    """Positions of the units pruned: the lowest scores (ties by position),
+    the same number in each of `blocks` equal blocks."""
+    n = len(scores)
+    size = n // blocks
+    pruned = []
+    for b in range(blocks):
+        part = scores[b * size:(b + 1) * size]
+        drop = size - keep // blocks
+        pruned += (b * size + np.argsort(part, kind="stable")[:drop]).tolist()
+    return sorted(pruned)
+
+
+def check_names(graph, model, exclude, ratios):
+    """Validate `ratios` and `exclude` against the graph; returns the ratios dict."""
+    ratios = dict(ratios or {})
+    for name, value in ratios.items():
+        check_sparsity(f"ratios[{name!r}]", value)
+    if isinstance(exclude, (str, type)):
+        exclude = (exclude,)
+    known = {usage_name(u) for g in graph.groups for u in g.usages}
+    for name in list(ratios) + [e for e in exclude if isinstance(e, str)]:
+        if name not in known:
+            raise ValueError(
+                f"Layer '{name}' (in `ratios` or `exclude`) is not a layer of model "
+                f"'{model.name}' that channel pruning can reach."
+            )
+    for name in ratios:
+        writes = [g for g in graph.groups if name in g.producers]
+        if not writes:
+            raise ValueError(
+                f"Layer '{name}' (in `ratios`) makes no channels of its own, so it has no "
+                "channel ratio; give the ratio to the convolution or Dense layer before it."
+            )
+        if all(g.blocked for g in writes):
+            raise ValueError(
+                f"Layer '{name}' (in `ratios`) cannot be channel-pruned: its channels are "
+                f"tied to {writes[0].blocked}. Remove it from `ratios`."
+            )
+    return ratios
+
+
+def is_excluded(group, exclude):
+    """Whether an excluded layer writes this group's channels (it keeps its width;
+    its inputs may still shrink)."""
+    for usage in group.usages:
+        if usage.role != "out":
+            continue
+        for item in exclude:
+            if isinstance(item, str) and usage_name(usage) == item:
+                return True
+            if isinstance(item, type) and isinstance(usage.layer, item):
+                return True
+    return False
+
+
+def _entry(group):
+    return {"group": group.index, "producers": group.producers, "channels": len(group.units),
+            "pruned": [], "reason": group.blocked, "unit": group.unit}
+
+
+def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios):
+    """Score the groups of `graph` and choose the units to prune (see the
+    module docstring).
+
+    `sparsity` is a fraction or a dict by unit kind; `skip(group)` returns a
+    reason to leave a group whole, or None; `ratios` maps producer names to
+    the sparsity of their groups.
+    """
+    table = sparsity_table(sparsity)
+    check_ranking(global_ranking)
+    entries, scored = [], []
+    for group in graph.groups:
+        entry = _entry(group)
+        entries.append(entry)
+        if group.blocked or not group.producers:
+            entry["reason"] = entry["reason"] or "no producer"
+            continue
+        reason = skip(group)
+        if reason:
+            entry["reason"] = reason
+            continue
+        local = next((ratios[n] for n in group.producers if n in ratios), None)
+        if local is None and table[kind_of(group)] == 0.0:
+            continue
+        scores = score_fn(graph, group)
+        if scores is None:
+            name = getattr(score_fn, "__name__", type(score_fn).__name__)
+            entry["reason"] = f"importance {name!r} gives it no scores"
+            continue
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (len(group.units),):
+            raise ValueError(
+                f"Importance returned {scores.shape} scores for group {group.index} "
+                f"with {len(group.units)} channels."
+            )
+        scored.append((group, entry, scores, local))
+
+    fractions = _global_fractions(graph, scored, table, global_ranking) if global_ranking else {}
+    for group, entry, scores, local in scored:
+        group_sparsity = local if local is not None else fractions.get(
+            group.index, table[kind_of(group)])
+        keep = group_keep(group, group_sparsity, round_to)
+        entry["pruned"] = choose(scores, keep, group.blocks)
+    return ChannelPlan(entries, heads=graph.heads)
+
+
+def _global_fractions(graph, scored, table, ranking):
+    """`{group index: fraction of its units below the global threshold}`, one
+    threshold per unit kind over the groups without a ratio of their own."""
+    fractions = {}
+    for kind, target in table.items():
+        pool = [(group, scores) for group, _, scores, local in scored
+                if local is None and kind_of(group) == kind]
+        if not pool:
+            continue
+        normalized = [s / (s.mean() + 1e-12) for _, s in pool]
+        if ranking == "params":
+            costs = [graph.unit_costs(group) for group, _ in pool]
+            ratio = np.concatenate([s / np.maximum(c, 1) for s, c in zip(normalized, costs)])
+            cost = np.concatenate(costs)
+            order = np.argsort(ratio, kind="stable")
+            cut = int(np.searchsorted(np.cumsum(cost[order]), target * cost.sum(), side="right"))
+            chosen = np.zeros(len(ratio), bool)
+            chosen[order[:cut]] = True
+        else:
+            values = np.concatenate(normalized)
+            cut = int(np.floor(values.size * target + 0.5))
+            threshold = np.sort(values)[cut - 1] if cut else -np.inf
+            chosen = values <= threshold
+        start = 0
+        for (group, scores) in pool:
+            fractions[group.index] = float(np.mean(chosen[start:start + len(scores)]))
+            start += len(scores)
+    return fractions

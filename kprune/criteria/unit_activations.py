@@ -1,0 +1,155 @@
+"""Data criteria from what each unit's readers read: Minitron's activations and FLAP's fluctuation.
+
+A unit of a channel group (a channel, an FFN unit, an attention head) is read
+by the layers holding its `"in"` slices: an FFN unit by the down projection
+(its input channel), a head by the attention's output projection (its
+`head_dim` input channels). On calibration data, each such layer's input is
+recorded (`kprune._internal.functional.recording_inputs`, inside KerasHub
+blocks too) along the axis that indexes the unit
+(`kprune.registry.rules.reader_input_axis`), and summarised per unit:
+
+* `"activation"` -- Minitron (Muralidharan et al., "Compact Language Models
+  via Pruning and Knowledge Distillation", 2024; NVIDIA ModelOpt): per
+  example, the mean over tokens of each unit's magnitude (`|x|` for a
+  channel, the L2 norm over `head_dim` for a head), then the L2 norm over
+  examples: `a_u = sqrt(sum_b (mean_t |x_btu|)^2)`.
+* `"fluctuation"` -- FLAP (An et al., "Fluctuation-based Adaptive Structured
+  Pruning for Large Language Models", AAAI 2024): the variance over tokens
+  of each input channel times the squared norm of the reader's weights for
+  it, `S_j = Var_t(x_j) * ||W_j||^2`, averaged over a head's channels. (FLAP
+  also z-scores per layer before its global selection and compensates the
+  removed channels' mean with the output bias; kprune's global ranking
+  divides by each group's mean, and no bias is added.)
+
+A unit read by several layers sums their scores; a group none of whose
+readers can be recorded scores None (left whole).
+
+Example (one Dense layer reading 3 channels):
+
+>>> import keras, numpy as np
+>>> from kprune.dependency.channel_graph import ChannelGraph
+>>> x = keras.Input((2, 3))
+>>> model = keras.Model(x, keras.layers.Dense(1, name="out")(keras.layers.Dense(3, name="up")(x)))
+>>> graph = ChannelGraph(model)
+>>> data = np.random.default_rng(0).normal(size=(8, 2, 3)).astype("float32")
+>>> scores = ActivationCriterion("activation", data).bind(model)(graph, graph.prunable_groups[0])
+>>> scores.shape
+(3,)
+"""
+
+import keras
+import numpy as np
+
+from kprune._internal import functional
+from kprune.criteria.importance import DataCriterion, batches
+from kprune.dependency.unit_space import rows_of
+from kprune.registry import rules
+
+
+def _readers(graph):
+    """`{id(layer): [(group, usage, variable, kernel axis, repeat, input axis)]}`."""
+    found = {}
+    for group in graph.groups:
+        if group.blocked or not group.producers:
+            continue
+        for usage in group.usages:
+            if usage.role != "in":
+                continue
+            variable, axis, repeat = usage.slices[0]
+            reader = _owner(usage.layer, variable)
+            input_axis = rules.reader_input_axis(reader, variable, axis)
+            if input_axis is not None:
+                found.setdefault(id(reader), []).append((reader, group, usage, variable, axis, repeat, input_axis))
+    return found
+
+
+def _owner(layer, variable):
+    """The layer that holds `variable` itself: `layer`, or the sublayer (an
+    attention layer's output projection) that does."""
+    for candidate in [layer] + functional.sublayers(layer):
+        if not functional.sublayers(candidate, recursive=False) and any(w is variable for w in candidate.weights):
+            return candidate
+    return layer
+
+
+class _Statistics:
+    """Per-position sums over the recorded inputs of one reader (positions
+    along its input axis: channels, or heads with their `head_dim` inside)."""
+
+    def __init__(self):
+        self.count = 0  # examples
+        self.tokens = 0
+        self.sum_sq_mean = None  # sum_b (mean_t ||x_btu||)^2
+        self.sum = None  # sum_bt x_btc (per channel)
+        self.sum_sq = None  # sum_bt x_btc^2
+
+    def add(self, x, axis):
+        """Add a recorded input `x` whose axis `axis` indexes the units (the
+        axes after it, a head's `head_dim`, are inside a unit)."""
+        x = np.asarray(keras.ops.convert_to_numpy(x), np.float64)
+        axis %= x.ndim
+        units, inner = x.shape[axis], int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+        x = x.reshape(x.shape[0], -1, units, inner)  # (batch, tokens, units, inner)
+        magnitude = np.abs(x[..., 0]) if inner == 1 else np.linalg.norm(x, axis=-1)
+        self.sum_sq_mean = _plus(self.sum_sq_mean, (magnitude.mean(axis=1) ** 2).sum(axis=0))
+        channels = x.reshape(-1, units * inner)
+        self.sum = _plus(self.sum, channels.sum(axis=0))
+        self.sum_sq = _plus(self.sum_sq, (channels ** 2).sum(axis=0))
+        self.count += x.shape[0]
+        self.tokens += channels.shape[0]
+
+
+def _plus(total, value):
+    return value if total is None else total + value
+
+
+class ActivationCriterion(DataCriterion):
+    """`"activation"` (Minitron) and `"fluctuation"` (FLAP): see the module docstring."""
+
+    def _measure(self, graph):
+        readers = _readers(graph)
+        layers = [entries[0][0] for entries in readers.values()]
+        stats = {key: {} for key in readers}
+
+        def record(layer, x):
+            for entry in readers[id(layer)]:
+                axis = entry[-1]
+                stats[id(layer)].setdefault(axis, _Statistics()).add(x, axis)
+
+        with functional.recording_inputs(layers, record):
+            for x, _ in batches(self.data, with_targets=False):
+                self.model(x, training=False)
+        if not any(stats.values()):
+            raise ValueError("Argument `data` holds no examples.")
+        scores = {}
+        for key, entries in readers.items():
+            for _, group, usage, variable, axis, repeat, input_axis in entries:
+                per_row = self._per_row(stats[key].get(input_axis), variable, axis)
+                if per_row is None:
+                    continue
+                total = scores.setdefault(group.index, np.zeros(len(group.units)))
+                for unit, positions in enumerate(graph.unit_positions(group, usage)):
+                    if positions:
+                        total[unit] += per_row[rows_of(positions, repeat)].sum()
+        return scores
+
+    def _per_row(self, stat, variable, axis):
+        """One score per row of the reader's slice axis (a channel, or a head)."""
+        if stat is None or not stat.count:
+            return None
+        rows = int(variable.shape[axis])
+        if self.__name__ == "activation":
+            values = np.sqrt(stat.sum_sq_mean)
+            return values if values.size == rows else None
+        mean = stat.sum / stat.tokens
+        variance = np.maximum(stat.sum_sq / stat.tokens - mean ** 2, 0.0)
+        inner = variance.size // rows
+        weight = np.moveaxis(keras.ops.convert_to_numpy(variable.value).astype(np.float64), axis, 0)
+        if inner * rows != variance.size or (weight.size // rows) % inner:
+            return None
+        # A head's rows of the output kernel: (heads, head_dim, out), one norm per channel.
+        norms = (weight.reshape(rows, inner, -1) ** 2).sum(axis=-1)
+        return (variance.reshape(rows, inner) * norms).mean(axis=1)
+
+
+ACTIVATION_CRITERIA = {"activation": ActivationCriterion, "fluctuation": ActivationCriterion}
