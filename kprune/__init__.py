@@ -27,6 +27,7 @@ from kprune.dependency.channel_plan import ChannelPlan
 from kprune.export.evaluate import TFLiteEvaluation, evaluate_tflite
 from kprune.export.exporter import export_tflite
 from kprune.export.report import ExportReport
+from kprune.llm.oneshot import prune_oneshot
 from kprune.methods.branch_selection import (
     BranchScale,
     ResidualBranch,
@@ -112,6 +113,7 @@ __all__ = [
     "prune_and_reconstruct",
     "prune_layerwise",
     "prune_low_magnitude",
+    "prune_oneshot",
     "register_layer",
     "prune_scope",
     "reconstruct",

@@ -67,6 +67,7 @@ PUBLIC = {
     "amc",
     "auto_compress",
     "match_latency",
+    "prune_oneshot",
 }
 
 TFMOT_NAMES = {
@@ -105,6 +106,7 @@ NAMESPACES = {
     "search": {"Budget", "SearchOptions", "SearchSpace", "SearchResult", "SensitivityResult", "LatencyTable", "MacsTimer",
                "match_latency", "uniform", "accuracy", "sensitivity", "netadapt", "simulated_annealing", "ADMM",
                "admm", "amc", "auto_compress"},
+    "llm": {"prune_oneshot", "keep_zeros", "OneShotReport", "LayerReport"},
     "export": {"export_tflite", "ExportReport", "evaluate_tflite", "TFLiteEvaluation"},
     "quantization": {"quantize_model", "quantize_annotate_layer", "quantize_annotate_model", "quantize_apply",
                      "quantize_scope", "is_quantize_aware", "QuantizeConfig", "QuantizeWrapper", "QuantizeLayer",

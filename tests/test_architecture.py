@@ -28,6 +28,7 @@ LAYERS = [
     "methods",     # reconstruction, layer-wise, SSS, distillation
     "transformers",  # KerasHub models rebuilt smaller, depth pruning, block criteria
     "quantization",  # tfmot's QAT API: fake quantization, wrappers, schemes, PQAT
+    "llm",         # one-shot pruning from calibration data: Wanda, SparseGPT, OWL
     "export",      # conversion to TFLite, verification, the report
     "search",      # budgets, spaces, latency tables, the searches
     "cli",         # the `kprune` command and the demo

@@ -49,6 +49,37 @@ def einsum_macs(equation, inp, kernel, out):
     return total
 
 
+def einsum_contraction(equation):
+    """`(input_spec, kernel_spec, contracted, free)` of an EinsumDense
+    equation that is a plain matrix product, else None.
+
+    `contracted` are the kernel letters summed with the input (the rows of the
+    kernel as a matrix), `free` the kernel letters that reach the output (its
+    columns), both in kernel order. `input_spec` may hold an ellipsis. None
+    when a kernel letter is also an input and output letter (a batched
+    weight), when an input letter is summed away without the kernel, or when
+    the kernel has an ellipsis.
+
+    Example:
+
+    >>> einsum_contraction("bquh,uhm->bqm")
+    ('bquh', 'uhm', ['u', 'h'], ['m'])
+    >>> einsum_contraction("bnd,nde->bne") is None  # one matrix per n
+    True
+    """
+    match = re.fullmatch(r"([\w.]+),(\w+)->([\w.]+)", equation.replace(" ", ""))
+    if not match:
+        return None
+    input_spec, kernel_spec, output_spec = match.groups()
+    letters = input_spec.replace("...", "")
+    if input_spec.count("...") > 1 or "." in letters:
+        return None
+    contracted = [c for c in kernel_spec if c in letters and c not in output_spec]
+    free = [c for c in kernel_spec if c not in letters and c in output_spec]
+    summed_alone = [c for c in letters if c not in kernel_spec and c not in output_spec]
+    if len(contracted) + len(free) != len(kernel_spec) or summed_alone or not contracted:
+        return None
+    return input_spec, kernel_spec, contracted, free
 def einsum_kernel_input_axis(equation, kernel_axis):
     """The axis of the input (negative) that kernel axis `kernel_axis` is
     contracted with, or None (an output axis, or an equation kprune cannot read)."""

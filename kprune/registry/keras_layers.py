@@ -44,6 +44,7 @@ import keras
 from keras import layers as L
 
 from kprune.registry.einsum import einsum_input_axis, einsum_macs
+from kprune.registry.linear import conv_view, dense_view, einsum_view
 
 # The queries the rest of kprune asks (defined with the table in kprune.registry.rules;
 # importing them from here guarantees the built-in records are registered).
@@ -60,6 +61,7 @@ from kprune.registry.rules import (  # noqa: F401
     counted_inside,
     describe,
     is_prunable_layer,
+    linear_view,
     macs,
     prunable_weights,
     register,
@@ -136,6 +138,7 @@ CONV = LayerRule(
     prunable=lambda layer: [PrunableWeight(_kernel(layer), -2)],
     channels=_channels_last_only(_conv_channels),
     macs=_conv_macs,
+    linear=lambda layer: conv_view(layer, _kernel(layer)),
 )
 
 CONV_TRANSPOSE = LayerRule(
@@ -184,6 +187,7 @@ DENSE = LayerRule(
     prunable=lambda layer: [PrunableWeight(_kernel(layer), -2)],
     channels=_dense_channels,
     macs=lambda layer, ins, outs: _spatial(outs[0]) * int(ins[0][-1]) * layer.units,
+    linear=lambda layer: dense_view(layer, _kernel(layer)),
 )
 
 def _einsum_channels(layer, shape):
@@ -206,6 +210,7 @@ EINSUM_DENSE = LayerRule(
     prunable=lambda layer: [PrunableWeight(_kernel(layer), einsum_input_axis(layer.equation))],
     channels=_einsum_channels,
     macs=lambda layer, ins, outs: einsum_macs(layer.equation, ins[0], tuple(layer.kernel.shape), outs[0]),
+    linear=lambda layer: einsum_view(layer, _kernel(layer)),
 )
 
 

@@ -11,6 +11,9 @@ A `LayerRule` says everything kprune knows about a layer type:
   call on one example;
 * `scale(layer)`: a per-channel scale that `importance="bn_scale"` reads
   (BatchNormalization's gamma), or None;
+* `linear(layer)`: the layer as a matrix product `y = x W`
+  (`kprune.registry.linear.LinearView`), or None -- what one-shot pruning of
+  language models (`kprune.llm`) prunes.
 * `quantize`: how TFLite's int8 kernels treat the layer (a `QuantizeSpec`
   of `kprune.registry.quantize_specs`: its role, the weights quantized per
   output channel), which quantization-aware training simulates; None: it
@@ -117,6 +120,8 @@ class LayerRule:
         macs: `(layer, input_shapes, output_shapes) -> int`, or None (0).
         scale: `layer -> variable or None`, the per-channel scale that
             `importance="bn_scale"` reads.
+        linear: `layer -> LinearView or None`, the layer as `y = x W`
+            (`kprune.registry.linear`).
         quantize: a `kprune.registry.QuantizeSpec`
             (`kprune.registry.quantize_specs`), or None: quantization-aware
             training does not know the layer.
@@ -126,6 +131,7 @@ class LayerRule:
     channels: Optional[Callable] = None
     macs: Optional[Callable] = None
     scale: Optional[Callable] = None
+    linear: Optional[Callable] = None
     quantize: Optional[tuple] = None
 
 
@@ -348,6 +354,17 @@ def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     rule = rule_for(unwrap(layer))
     return rule.scale(unwrap(layer)) if rule is not None and rule.scale is not None else None
+
+
+def linear_view(layer):
+    """The `LinearView` of a built layer (`y = rows(x) @ matrix(kernel)`), or
+    None for a layer that is not a plain matrix product (a kprune wrapper: of
+    its layer)."""
+    layer = unwrap(layer)
+    rule = rule_for(layer)
+    if rule is None or rule.linear is None or not layer.built:
+        return None
+    return rule.linear(layer)
 
 
 def resized_config(layer, width_key, width, config=None):
