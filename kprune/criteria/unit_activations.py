@@ -6,7 +6,7 @@ by the layers holding its `"in"` slices: an FFN unit by the down projection
 `head_dim` input channels). On calibration data, each such layer's input is
 recorded (`kprune._internal.functional.recording_inputs`, inside KerasHub
 blocks too) along the axis that indexes the unit
-(`kprune.registry.rules.reader_input_axis`), and summarised per unit:
+(`kprune.registry.queries.reader_input_axis`), and summarised per unit:
 
 * `"activation"` -- Minitron (Muralidharan et al., "Compact Language Models
   via Pruning and Knowledge Distillation", 2024; NVIDIA ModelOpt): per
@@ -43,7 +43,7 @@ import numpy as np
 from kprune._internal import functional
 from kprune.criteria.importance import DataCriterion, batches
 from kprune.dependency.unit_space import rows_of
-from kprune.registry import rules
+from kprune.registry import queries
 
 
 def _readers(graph):
@@ -57,7 +57,7 @@ def _readers(graph):
                 continue
             variable, axis, repeat = usage.slices[0]
             reader = _owner(usage.layer, variable)
-            input_axis = rules.reader_input_axis(reader, variable, axis)
+            input_axis = queries.reader_input_axis(reader, variable, axis)
             if input_axis is not None:
                 found.setdefault(id(reader), []).append((reader, group, usage, variable, axis, repeat, input_axis))
     return found

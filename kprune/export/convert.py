@@ -31,7 +31,7 @@ import warnings
 from kprune._internal import functional
 from kprune.export.fixed_shapes import takes_dict
 from kprune.litert import runtime as litert
-from kprune.registry import rules
+from kprune.registry import queries
 from kprune.utils.native_logs import quiet_native_logs
 
 SPARSITY_FOR_ENCODING = 0.5  # "auto" sparse-encodes from this weight sparsity on
@@ -192,7 +192,7 @@ def dense_floor_bytes(model, quantize=None):
     kernels = {
         id(w.variable): math.prod(w.variable.shape)
         for layer in functional.sublayers(model) if layer.built
-        for w in rules.prunable_weights(layer)
+        for w in queries.prunable_weights(layer)
     }
     return width * sum(kernels.values())
 

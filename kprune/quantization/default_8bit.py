@@ -43,7 +43,7 @@ from kprune.quantization.quantize_config import (
 )
 from kprune.quantization.quantizers import LastValueQuantizer, PerChannelWeightsQuantizer
 from kprune.registry.quantize_specs import quantize_role, quantize_spec
-from kprune.registry.rules import describe
+from kprune.registry.queries import describe
 
 
 @keras.saving.register_keras_serializable(package="kprune")

@@ -31,7 +31,7 @@ Example:
 
 from kprune._internal import functional
 from kprune.registry.quantize_specs import activation_role, fuses_into_previous, quantize_role
-from kprune.registry.rules import unwrap
+from kprune.registry.queries import unwrap
 
 
 def graph_layers(model):

@@ -36,7 +36,7 @@ from kprune.quantization.quantize_config import FusedOutputConfig, QuantizeConfi
 from kprune.quantization.quantize_layer import QuantizeAnnotate, QuantizeLayer
 from kprune.quantization.quantize_wrapper import QuantizeWrapper
 from kprune.quantization.quantizers import AllValuesQuantizer, MovingAverageQuantizer
-from kprune.registry.rules import describe
+from kprune.registry.queries import describe
 from kprune.sparsity import in_place
 from kprune.sparsity.prune import clone_with, collect_wrappers, copy_layer
 from kprune.utils.user_warnings import warn

@@ -46,15 +46,9 @@ from keras import layers as L
 from kprune.registry.einsum import einsum_input_axis, einsum_macs
 from kprune.registry.linear import conv_view, dense_view, einsum_view
 
-# The queries the rest of kprune asks (defined with the table in kprune.registry.rules;
-# importing them from here guarantees the built-in records are registered).
-from kprune.registry.rules import (  # noqa: F401
-    ACROSS_CHANNELS,
-    DEPTHWISE_FILTERS,
-    ChannelSpec,
-    LayerRule,
-    PrunableWeight,
-    block,
+# The queries the rest of kprune asks (kprune.registry.queries; importing them from here
+# guarantees the built-in records are registered).
+from kprune.registry.queries import (  # noqa: F401
     channel_scale,
     channel_spec,
     classify,
@@ -64,11 +58,19 @@ from kprune.registry.rules import (  # noqa: F401
     linear_view,
     macs,
     prunable_weights,
+    resized_config,
+    unwrap,
+)
+from kprune.registry.rules import (  # noqa: F401
+    ACROSS_CHANNELS,
+    DEPTHWISE_FILTERS,
+    ChannelSpec,
+    LayerRule,
+    PrunableWeight,
+    block,
     register,
     register_named,
-    resized_config,
     rule_for,
-    unwrap,
     variable,
 )
 from kprune.registry.transformer_layers import ATTENTION

@@ -28,7 +28,8 @@ from typing import Callable, NamedTuple, Optional, Union
 from keras import layers as L
 
 from kprune.registry import keras_layers  # noqa: F401  (registers the built-in records first)
-from kprune.registry.rules import register_quantize, rule_for, unwrap
+from kprune.registry.queries import unwrap
+from kprune.registry.rules import register_quantize, rule_for
 
 ROLES = ("producer", "batch_norm", "activation", "merge", "requantize", "same_scale", "fixed")
 

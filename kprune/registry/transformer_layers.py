@@ -21,10 +21,10 @@ layer's heads inside.
 Example:
 
 >>> import keras
->>> from kprune.registry import rules
+>>> from kprune.registry import queries
 >>> mha = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2)
 >>> _ = mha(keras.ops.ones((1, 3, 8)), keras.ops.ones((1, 3, 8)))
->>> spec = rules.channel_spec(mha, (1, 3, 8))
+>>> spec = queries.channel_spec(mha, (1, 3, 8))
 >>> spec.kind, spec.heads.num_query, spec.width_key
 ('producer', 4, 'output_shape')
 """

@@ -1,7 +1,7 @@
 """Depth pruning: score transformer blocks, bypass them, remove them.
 
 * `plan_blocks(model, num_blocks, importance=..., data=...)` scores the
-  blocks (`kprune.transformers.block_criteria`) and returns a `BlockPlan`:
+  blocks (`kprune.transformers.block_scores`) and returns a `BlockPlan`:
   plain data naming the blocks to remove.
 * `mask_blocks(model, plan)` returns a copy in which those blocks are
   bypassed: the weights that write into the residual stream inside them

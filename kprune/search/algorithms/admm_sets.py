@@ -20,7 +20,7 @@ import numpy as np
 
 from kprune._internal import functional
 from kprune.dependency.unit_space import rows_of
-from kprune.registry.rules import prunable_weights
+from kprune.registry.queries import prunable_weights
 from kprune.utils.validation import check_sparsity
 
 ops = keras.ops
