@@ -27,6 +27,7 @@ RUNS = [("magnitude", 0.5, "uniform"), ("wanda", 0.5, "uniform"), ("sparsegpt", 
         ("magnitude", "2:4", "uniform"), ("wanda", "2:4", "uniform"), ("sparsegpt", "2:4", "uniform"),
         ("wanda", 0.6, "owl")]
 SHARDED_RUNS = RUNS[1:3] + RUNS[4:6]
+REDUCED_SHARDED_RUNS = [RUNS[1], RUNS[5]]  # Wanda 50%, SparseGPT 2:4: the default test's pair
 # Every kernel sharded along its outputs (the model axis): Wanda's per-output
 # selection then stays on the devices that hold each output.
 LAYOUT = {
@@ -78,12 +79,12 @@ def masks(out_path):
     np.savez(out_path, **out)
 
 
-def sharded(out_path):
+def sharded(out_path, runs=SHARDED_RUNS):
     import jax
 
     devices = jax.devices()
     out = {"devices": np.array(len(devices))}
-    for method, sparsity, ratios in SHARDED_RUNS:
+    for method, sparsity, ratios in runs:
         model = build()
         prune(model, method, sparsity, ratios)
         for path, value in kernels(model).items():
@@ -94,7 +95,7 @@ def sharded(out_path):
         layout_map[key] = axes
     keras.distribution.set_distribution(
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-    for method, sparsity, ratios in SHARDED_RUNS:
+    for method, sparsity, ratios in runs:
         model = build()
         prune(model, method, sparsity, ratios)
         for layer in sublayers(model):
@@ -136,4 +137,5 @@ def collectives():
 if __name__ == "__main__":
     scenario, out_path = sys.argv[1], sys.argv[2]
     keras.utils.set_random_seed(0)
-    {"masks": masks, "sharded": sharded}[scenario](out_path)
+    {"masks": masks, "sharded": sharded,
+     "sharded-reduced": lambda path: sharded(path, REDUCED_SHARDED_RUNS)}[scenario](out_path)
