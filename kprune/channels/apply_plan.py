@@ -35,7 +35,7 @@ from kprune._internal import functional
 from kprune.dependency.unit_space import rows_of
 from kprune.registry import keras_layers
 from kprune.registry.attention import fold_value_bias
-from kprune.registry.model_builders import model_builder
+from kprune.registry.model_builders import model_builder, rebuildable_models
 from kprune.sparsity.prune import clone_with, copy_layer
 
 
@@ -82,12 +82,15 @@ def _check_rebuildable(graph, flags, rebuilt):
         inner = {id(sub) for sub in functional.sublayers(layer)}
         for usage in graph.usages:
             if id(usage.layer) in inner and len(graph.keep_positions(usage, flags)) < len(usage.ids):
+                known = ", ".join(rebuildable_models()) or "none (KerasHub is not installed)"
                 raise ValueError(
                     f"Units inside layer '{name}' ({type(layer).__name__}) are removed, but kprune "
                     "cannot rebuild that layer smaller: its config does not say the widths of "
-                    "the layers it holds. mask_channels works on it; to remove units, build "
-                    "the model from layers kprune knows (or a KerasHub backbone, which kprune "
-                    "rebuilds)."
+                    "the layers it holds, and no model builder is registered for the model that "
+                    f"holds it. kprune rebuilds {known}, their subclasses and tasks built on them. "
+                    "mask_channels works on "
+                    "this one; to remove units, build the model from layers kprune knows or "
+                    "register a builder (kprune.registry.model_builders.register_model_builder)."
                 )
 
 

@@ -14,6 +14,8 @@ Example:
 >>> import keras
 >>> model_builder(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])) is None
 True
+>>> isinstance(rebuildable_models(), list)
+True
 """
 
 # qualified class name -> builder
@@ -40,3 +42,9 @@ def model_builder(model):
     return None
 
 
+
+
+def rebuildable_models():
+    """The class names (without their module) of the backbones a builder is registered for,
+    sorted (their subclasses and the tasks built on them are rebuilt too)."""
+    return sorted({name.rsplit(".", 1)[-1] for name in _MODEL_BUILDERS} - {"Task"})

@@ -217,3 +217,20 @@ def test_distillation_from_the_dense_model_heals_the_smaller_one():
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     trainer.fit(x, y, epochs=10, batch_size=8, verbose=0)
     assert kl() < 0.5 * before  # here: 0.022 -> 0.002
+
+
+def test_a_kerashub_model_without_a_builder_is_refused_by_name_and_masks():
+    # Mistral has no registered builder: removal says so and names the ones kprune rebuilds;
+    # masking still works.
+    backbone = keras_hub.models.MistralBackbone(vocabulary_size=V, num_layers=2, num_query_heads=4,
+                                                num_key_value_heads=2, hidden_dim=D, intermediate_dim=32)
+    plan = kprune.plan_channels(backbone, {"heads": 0.5, "channels": 0.5}, round_to=1)
+    with pytest.raises(ValueError, match=r"'transformer_layer_0' \(MistralTransformerDecoder\).*LlamaBackbone"):
+        kprune.remove_channels(backbone, plan)
+    masked = kprune.mask_channels(backbone, plan)  # a Functional copy: no builder keeps the class
+    x = {"token_ids": np.arange(SEQ)[None] % V, "padding_mask": np.ones((1, SEQ), "int32")}
+    dense_out, masked_out = (keras.ops.convert_to_numpy(m(x)) for m in (backbone, masked))
+    assert masked_out.shape == dense_out.shape and np.isfinite(masked_out).all()
+    assert not np.allclose(masked_out, dense_out)
+    assert any(np.all(keras.ops.convert_to_numpy(w) == 0, axis=0).any()
+               for w in masked.weights if len(w.shape) == 2)
