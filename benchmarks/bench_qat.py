@@ -212,8 +212,12 @@ def kprune_pipeline(model_name, seed, cfg, workdir):
     import numpy as np
 
     import kprune
-    from kprune.quantization import Default8BitPrunePreserveQuantizeScheme, quantize_annotate_model, quantize_apply
-    from kprune.quantization import quantize_model
+    from kprune.quantization import (
+        Default8BitPrunePreserveQuantizeScheme,
+        quantize_annotate_model,
+        quantize_apply,
+        quantize_model,
+    )
 
     x_train, y_train, x_test, y_test = data(model_name)
     keras.utils.set_random_seed(seed)
@@ -255,8 +259,10 @@ def kprune_pipeline(model_name, seed, cfg, workdir):
                    callbacks=[kprune.UpdatePruningStep()])
         stripped = kprune.strip_pruning(pruned)
         before = kernel_zero_masks(stripped)
-        path, report = export(f"pruned{label}_ptq", stripped, quantize="int8", representative_data=x_train[:CALIBRATION])
-        rows[f"pruned{label}_ptq_int8"] = {**file_row(path, x_test, y_test), "keras_zeros": int(sum(m.sum() for m in before.values())),
+        path, report = export(f"pruned{label}_ptq", stripped, quantize="int8",
+                              representative_data=x_train[:CALIBRATION])
+        rows[f"pruned{label}_ptq_int8"] = {**file_row(path, x_test, y_test),
+                                           "keras_zeros": int(sum(m.sum() for m in before.values())),
                                            "keras_accuracy": common.accuracy(stripped, x_test, y_test)}
         pqat = compile_model(keras, quantize_apply(quantize_annotate_model(stripped),
                                                    Default8BitPrunePreserveQuantizeScheme()), 1e-4)
@@ -275,7 +281,6 @@ def kprune_pipeline(model_name, seed, cfg, workdir):
 def outlier_channel(cfg, workdir):
     """PTQ vs QAT on the guide CNN with one channel S times the others (see the module)."""
     import keras
-    import numpy as np
 
     import kprune
     from kprune.quantization import quantize_model
@@ -350,8 +355,8 @@ def tfmot_pipeline(model_name, seed, cfg, workdir):
     qat = compile_model(keras, tfmot.quantization.keras.quantize_model(model), 1e-4)
     qat.fit(x_train, y_train, epochs=cfg["qat_epochs"], batch_size=32, verbose=0)
     rows["qat_int8"] = qat_row("qat", qat)
-    log(f"tfmot {model_name} seed {seed}: float {rows['float']['accuracy']:.4f}, PTQ {rows['ptq_int8']['accuracy']:.4f}, "
-        f"QAT {rows['qat_int8']['accuracy']:.4f}")
+    log(f"tfmot {model_name} seed {seed}: float {rows['float']['accuracy']:.4f}, "
+        f"PTQ {rows['ptq_int8']['accuracy']:.4f}, QAT {rows['qat_int8']['accuracy']:.4f}")
     steps = cfg["prune_epochs"] * int(np.ceil(len(x_train) / 32))
     for sparsity in cfg["sparsities"] if guide else ():
         label = f"{int(sparsity * 100)}"
@@ -443,7 +448,8 @@ def goals(result):
                           "pass": ours["accuracy"] >= tfmot[key]["accuracy"] - 0.005,
                           "display": f"{ours['accuracy']:.2%} vs {tfmot[key]['accuracy']:.2%}"})
     for row in result.get("outlier_channel", []):
-        found.append({"goal": f"outlier channel x{row['scale']}: QAT int8 > PTQ int8", "pass": row["qat_int8"] > row["ptq_int8"],
+        found.append({"goal": f"outlier channel x{row['scale']}: QAT int8 > PTQ int8",
+                      "pass": row["qat_int8"] > row["ptq_int8"],
                       "display": f"{row['qat_int8']:.2%} vs {row['ptq_int8']:.2%}"})
     return found
 
@@ -466,9 +472,10 @@ def markdown(result):
             if key not in summary:
                 continue
             s = summary[key]
-            row = [label, pct(s["accuracy"]), " ".join(f"{a:.3f}" for a in s["accuracies"]), num(s["file_bytes"], ",.0f"),
-                   num(s["gzip_bytes"], ",.0f"), pct(s["top1_agreement"]), pct(s["within_2_steps"]),
-                   num(s["max_diff_steps"], ".0f"), {True: "yes", False: "**no**"}.get(s.get("zeros_kept"), "")]
+            row = [label, pct(s["accuracy"]), " ".join(f"{a:.3f}" for a in s["accuracies"]),
+                   num(s["file_bytes"], ",.0f"), num(s["gzip_bytes"], ",.0f"), pct(s["top1_agreement"]),
+                   pct(s["within_2_steps"]), num(s["max_diff_steps"], ".0f"),
+                   {True: "yes", False: "**no**"}.get(s.get("zeros_kept"), "")]
             if tfmot:
                 t = tfmot.get(key, {})
                 row += [pct(t.get("accuracy")), num(t.get("gzip_bytes"), ",.0f"), pct(t.get("top1_agreement")),

@@ -186,8 +186,9 @@ def run_model(name, settings, data, workdir, methods=METHODS):
     space = kprune.SearchSpace(model, round_to=round_to)
     table = kprune.LatencyTable(space, points=settings["lut_points"], progress=lambda m: None, verbose=0)
     lut_s = time.perf_counter() - started
+    calibration = [(round(p["measured_ms"], 3), round(p["predicted_ms"], 3)) for p in table.calibration["points"]]
     log(f"{name}: latency table ({len(table.entries)} layers) in {lut_s:.0f} s "
-        f"(cached: {table.path}); calibration {[(round(p['measured_ms'], 3), round(p['predicted_ms'], 3)) for p in table.calibration['points']]}")
+        f"(cached: {table.path}); calibration {calibration}")
 
     evaluate = kprune.search.accuracy(*data["search"])
     scan, scan_s = None, 0.0
@@ -214,7 +215,8 @@ def run_model(name, settings, data, workdir, methods=METHODS):
             started = time.perf_counter()
             keras.utils.set_random_seed(2)
             if method == "uniform":
-                result = kprune.search.uniform(model, budget, round_to=round_to, latency=table, check_latency=check, verbose=0)
+                result = kprune.search.uniform(model, budget, round_to=round_to, latency=table, check_latency=check,
+                                               verbose=0)
             elif method == "auto_compress":
                 rounds, epochs = settings["ac_admm"]
                 result = kprune.auto_compress(model, budget, evaluate, admm_train, num_iterations=settings["ac_rounds"],
@@ -265,7 +267,8 @@ def run_model(name, settings, data, workdir, methods=METHODS):
                 "predicted_latency_ms": table(space.from_description(result.widths)),
                 "predicted_latency_fraction": table(space.from_description(result.widths)) / table(space.dense),
                 "achieved_fraction": achieved, "target_fraction": 0.5 if budget.macs else 0.6,
-                "within_3pct": abs(achieved - (0.5 if budget.macs else 0.6)) <= GOAL_BUDGET * (0.5 if budget.macs else 0.6),
+                "within_3pct": (abs(achieved - (0.5 if budget.macs else 0.6))
+                                <= GOAL_BUDGET * (0.5 if budget.macs else 0.6)),
                 "met": result.met,
                 "search_seconds": search_s, "evaluations": result.evaluations, "widths": result.widths,
                 "verified": report.verified, "latency_fraction_again": again, "noise": abs(again - ratio) / ratio,

@@ -266,11 +266,12 @@ def kprune_mask_update(cfg):
         mask = layer.masks[0]
         ones = np.ones((side, side), bool)
 
-        def fresh():
+        # This iteration's variables bound as defaults (the closures run in this iteration only).
+        def fresh(kernel=kernel, mask=mask, rng=rng, side=side, ones=ones):
             kernel.assign(rng.standard_normal((side, side), dtype=np.float32) * 0.05)
             mask.assign(ones)
 
-        def check():
+        def check(kernel=kernel, mask=mask, side=side, size=size):
             m = keras.ops.convert_to_numpy(mask)
             k = keras.ops.convert_to_numpy(kernel)
             zeros = int(round(size * SPARSITY))
@@ -318,7 +319,7 @@ def kprune_mask_update(cfg):
             f"magnitude_mask {r['magnitude_mask_ms']:.1f}ms"
         )
         results.append(r)
-        del layer, kernel, mask
+        del layer, kernel, mask, fresh, check
     return results
 
 
@@ -368,21 +369,23 @@ def tfmot_mask_update(cfg):
         layer.pruning_step.assign(1)
         obj = layer.pruning_obj
 
+        # The closures run in this iteration only. `update` stays argument-free for tf.function; the others get
+        # this iteration's variables as defaults.
         def update():
-            obj.conditional_mask_update()
-            obj.weight_mask_op()
+            obj.conditional_mask_update()  # noqa: B023, F821
+            obj.weight_mask_op()  # noqa: B023, F821
 
         update_fn = tf.function(update)
         ones = np.ones((side, side), np.float32)
 
-        def fresh():
+        def fresh(weight=weight, mask=mask, rng=rng, side=side, ones=ones):
             weight.assign(rng.standard_normal((side, side), dtype=np.float32) * 0.05)
             mask.assign(ones)
 
-        def sync():
+        def sync(threshold=threshold):
             return float(threshold.numpy())
 
-        def check():
+        def check(weight=weight, mask=mask, side=side, size=size):
             m = mask.numpy()
             w = weight.numpy()
             zeros = int(round(size * SPARSITY))
@@ -422,7 +425,7 @@ def tfmot_mask_update(cfg):
             f"tf.function {r['function_reprune_ms']:.1f}ms"
         )
         results.append(r)
-        del layer, weight, mask, threshold, obj, update_fn
+        del layer, weight, mask, threshold, obj, update_fn, fresh, sync, check
     return results
 
 

@@ -41,7 +41,10 @@ from kprune.methods.distillation import distiller
 from kprune.methods.fine_tune import fine_tuner
 from kprune.methods.layerwise import prune_layerwise
 from kprune.methods.reconstruction import prune_and_reconstruct, reconstruct
-from kprune import quantization  # noqa: F401  (tfmot.quantization.keras's namespace)
+
+# tfmot.quantization.keras's namespace. Imported where kprune.quantization sorts, as before; isort would move
+# `from kprune import` lines first.
+from kprune import quantization  # noqa: F401  # isort: skip
 from kprune.registry.registration import register_layer
 from kprune.registry.rules import ChannelSpec, PrunableLayer
 from kprune.search.algorithms.admm import ADMM, admm
@@ -65,7 +68,9 @@ from kprune.sparsity.update import update_masks
 from kprune.stats.keras_stats import count_macs, count_params
 from kprune.stats.records import ModelSummary
 from kprune.stats.summaries import summary
-from kprune import transformers  # noqa: F401  (registers kprune's KerasHub builders and backbone classes)
+
+# Registers kprune's KerasHub builders and backbone classes. Imported last, as before (not isort's order).
+from kprune import transformers  # noqa: F401  # isort: skip
 
 __all__ = [
     "ADMM",

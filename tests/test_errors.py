@@ -13,15 +13,18 @@ def _dense_model():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(block_size=(0, 2)), ValueError, "Argument `block_size` must have both dimensions >= 1. Received: block_size=(0, 2)"),
+        (dict(block_size=(0, 2)), ValueError,
+         "Argument `block_size` must have both dimensions >= 1. Received: block_size=(0, 2)"),
         (dict(block_size=(2, -1)), ValueError, "Received: block_size=(2, -1)"),
         (dict(block_size=4), ValueError, "Argument `block_size` must be a tuple of two integers"),
-        (dict(block_pooling_type="MEAN"), ValueError, "Argument `block_pooling_type` must be one of ('AVG', 'MAX'). Received: block_pooling_type='MEAN'"),
+        (dict(block_pooling_type="MEAN"), ValueError,
+         "Argument `block_pooling_type` must be one of ('AVG', 'MAX'). Received: block_pooling_type='MEAN'"),
         (dict(sparsity_m_by_n=(4, 4)), ValueError, "Argument `sparsity_m_by_n` must satisfy 1 <= M < N"),
         (dict(sparsity_m_by_n=(6, 4)), ValueError, "Received: sparsity_m_by_n=(6, 4)"),
         (dict(sparsity_m_by_n=(0, 4)), ValueError, "Received: sparsity_m_by_n=(0, 4)"),
         (dict(sparsity_m_by_n=(2, 4), block_size=(1, 2)), ValueError, "cannot be combined"),
-        (dict(pruning_schedule=0.5), TypeError, "Argument `pruning_schedule` must be a kprune.PruningSchedule. Received: pruning_schedule=0.5"),
+        (dict(pruning_schedule=0.5), TypeError,
+         "Argument `pruning_schedule` must be a kprune.PruningSchedule. Received: pruning_schedule=0.5"),
     ],
 )
 @pytest.mark.parametrize("target", ["layer", "model"])

@@ -26,7 +26,6 @@ check does not import TensorFlow.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -161,7 +160,8 @@ def _collect_results(config) -> list[dict]:
         results.append({
             "name": name, "md": md_path, "rel": os.path.relpath(md_path, repo).replace(os.sep, "/"),
             "body": body, "heading": heading.group(1).strip() if heading else None,
-            "title": _nav_title(name, heading.group(1).strip() if heading else None), "date": date, "env": env, "problem": problem,
+            "title": _nav_title(name, heading.group(1).strip() if heading else None),
+            "date": date, "env": env, "problem": problem,
             "committed": _git_date(md_path), "uri": f"{PAGES_DIR}/{name}.md",
         })
     return results

@@ -114,7 +114,8 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.set_defaults(func=_demo)
 
-    inspect = sub.add_parser("inspect", parents=[common], help="per-layer sparsity, parameters and MACs of a .keras or .tflite file")
+    inspect = sub.add_parser("inspect", parents=[common],
+                             help="per-layer sparsity, parameters and MACs of a .keras or .tflite file")
     inspect.add_argument("file", help="a .keras or .tflite file")
     inspect.set_defaults(func=_inspect)
 

@@ -10,8 +10,8 @@ Higher scores are kept. Weight-based criteria read the group's weights:
 * `"random"`: seeded random scores, the baseline.
 * `"bn_scale"`: `|gamma|` of the BatchNormalization layers in the group
   (Network Slimming, Liu et al., 2017); pair it with
-  `kprune.criteria.regularizers.BNScaleRegularizer` during training. Groups without BatchNormalization score `None` and are not
-  pruned.
+  `kprune.criteria.regularizers.BNScaleRegularizer` during training. Groups
+  without BatchNormalization score `None` and are not pruned.
 
 Data criteria run the model on batches you pass as `data`:
 
@@ -291,7 +291,7 @@ class _TaylorCriterion(DataCriterion):
         count = 0
         for x, y in batches(self.data, with_targets=True):
             grads = backends.gradients(
-                model, x, lambda outputs: keras.ops.mean(loss_fn(y, outputs)), variables
+                model, x, lambda outputs: keras.ops.mean(loss_fn(y, outputs)), variables  # noqa: B023 (called at once)
             )
             products = {}
             for group in groups:

@@ -50,7 +50,9 @@ def supports(layer):
     a channels-last Conv1D/2D/3D with `groups=1`, or a Dense layer."""
     if isinstance(layer, keras.layers.Dense):
         return not getattr(layer, "lora_enabled", False) and not getattr(layer, "quantization_mode", None)
-    if isinstance(layer, _CONV) and not isinstance(layer, _TRANSPOSED + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+    if isinstance(layer, _CONV) and not isinstance(
+        layer, _TRANSPOSED + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    ):
         if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
             return False
         return layer.groups == 1 and layer.data_format == "channels_last"

@@ -75,7 +75,7 @@ class QuantizeConfig(abc.ABC):
     def get_activations_and_quantizers(self, layer):
         """`[(activation function, Quantizer)]`: the layer's activations to quantize."""
 
-    def set_quantize_weights(self, layer, quantize_weights):
+    def set_quantize_weights(self, layer, quantize_weights):  # noqa: B027 -- tfmot's API; empty on purpose
         """Not called in Keras 3: `QuantizeWrapper` substitutes the quantized weights itself."""
 
     @abc.abstractmethod

@@ -286,7 +286,8 @@ class LayerCostModel:
         ys, feats = [], []
         self.other = 0.0
         for widths in points:
-            model = space.model if np.array_equal(widths, space.dense) else remove_channels(space.model, space.plan(widths))
+            model = (space.model if np.array_equal(widths, space.dense)
+                     else remove_channels(space.model, space.plan(widths)))
             cost = {}
             for row in layer_stats(model):
                 cost[row.name] = cost.get(row.name, 0) + getattr(row, kind)

@@ -80,7 +80,9 @@ class SearchOptions:
         self.config_list = config_list
         if max_ratio is not None and (isinstance(max_ratio, bool) or not isinstance(max_ratio, numbers.Real)
                                       or not 0 < max_ratio < 1):
-            raise ValueError(f"Argument `max_ratio` must be a number in (0, 1) or None. Received: max_ratio={max_ratio!r}")
+            raise ValueError(
+                f"Argument `max_ratio` must be a number in (0, 1) or None. Received: max_ratio={max_ratio!r}"
+            )
         self.max_ratio = max_ratio
         self.latency = latency
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -90,7 +92,9 @@ class SearchOptions:
         self.max_time = check_limit("max_time", max_time, float)
         self.state_path, self.log_path = state_path, log_path
         if not isinstance(verbose, numbers.Integral) or verbose < 0:
-            raise ValueError(f"Argument `verbose` must be 0 (silent) or 1 (progress bars). Received: verbose={verbose!r}")
+            raise ValueError(
+                f"Argument `verbose` must be 0 (silent) or 1 (progress bars). Received: verbose={verbose!r}"
+            )
         self.verbose = int(bool(verbose))
         check_options(check_latency)
         self.check_latency = check_latency

@@ -63,7 +63,9 @@ def check_steps(steps):
     >>> check_steps(2**31)
     Traceback (most recent call last):
     ...
-    ValueError: Training step 2147483648 is beyond the last step kprune counts, 2**31 - 1 = 2147483647 (steps are 32-bit integers on every backend). Restart the step count (a fresh prune_low_magnitude or prune_channels model) or prune with fewer steps.
+    ValueError: Training step 2147483648 is beyond the last step kprune counts, 2**31 - 1 = 2147483647
+    (steps are 32-bit integers on every backend). Restart the step count (a fresh prune_low_magnitude or
+    prune_channels model) or prune with fewer steps.
     """
     values = np.asarray(steps)
     if values.size and int(values.max()) > MAX_STEP:

@@ -109,7 +109,8 @@ def fold_rows(rows):
 
     A folded row is `pruned` "yes" or "no" when all its rows say so, "partly" when they differ:
 
-    >>> fold_rows([LayerStats("e1", "Embedding", 4, 1, 0, "yes"), LayerStats("e2", "Embedding", 4, 4, 0, "no")])[0].pruned
+    >>> fold_rows([LayerStats("e1", "Embedding", 4, 1, 0, "yes"),
+    ...            LayerStats("e2", "Embedding", 4, 4, 0, "no")])[0].pruned
     'partly'
     """
     folded = {}

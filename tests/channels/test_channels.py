@@ -325,9 +325,11 @@ def test_remove_channels_on_unstructured_pruned_model():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda m: channels.plan_channels(m, 1.0), ValueError, "Argument `sparsity` must be in [0, 1). Received: sparsity=1.0"),
+        (lambda m: channels.plan_channels(m, 1.0), ValueError,
+         "Argument `sparsity` must be in [0, 1). Received: sparsity=1.0"),
         (lambda m: channels.plan_channels(m, 0.5, importance="l3"), ValueError, "Received: importance='l3'"),
-        (lambda m: channels.plan_channels(m, 0.5, round_to=0), ValueError, "Argument `round_to` must be an integer >= 1. Received: round_to=0"),
+        (lambda m: channels.plan_channels(m, 0.5, round_to=0), ValueError,
+         "Argument `round_to` must be an integer >= 1. Received: round_to=0"),
         (lambda m: channels.plan_channels(m, 0.5, ratios={"c1": 2.0}), ValueError, "Received: ratios['c1']=2.0"),
     ],
 )
@@ -396,7 +398,8 @@ def test_ratio_for_a_layer_that_cannot_be_pruned_names_it_and_says_why():
     plan = channels.plan_channels(model, 0.5)
     entry = next(g for g in plan.groups if g["producers"] == ["conv"])
     assert entry["pruned"] == [] and "double (Lambda)" in entry["reason"]
-    with pytest.raises(ValueError, match=r"Layer 'conv' \(in `ratios`\) cannot be channel-pruned: its channels are tied to double \(Lambda\)"):
+    with pytest.raises(ValueError, match=r"Layer 'conv' \(in `ratios`\) cannot be channel-pruned: "
+                                         r"its channels are tied to double \(Lambda\)"):
         channels.plan_channels(model, 0.5, ratios={"conv": 0.5})
     with pytest.raises(ValueError, match="Layer 'head' .* cannot be channel-pruned: .*model output"):
         channels.plan_channels(model, 0.5, ratios={"head": 0.5})

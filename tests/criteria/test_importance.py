@@ -70,7 +70,9 @@ def test_taylor_equals_the_group_first_order_term():
     x, y = _data(64)
     graph = ChannelGraph(model)
     group = _group(graph, "fc")
-    criterion = catalog.get("taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)).bind(model)
+    criterion = catalog.get(
+        "taylor", data=(x, y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ).bind(model)
     scores = criterion(graph, group)
     # Reference: per batch of 64, (sum over fc's column, bias and head's row of g * w)^2.
     fc, head = model.get_layer("fc"), model.get_layer("head")

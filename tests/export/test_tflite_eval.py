@@ -113,13 +113,15 @@ def test_multi_input_file(tmp_path):
     # Without the model: the file's input names and order.
     assert kprune.evaluate_tflite(path, {"zeta": zeta, "alpha": alpha}, y).accuracy == 1.0
     assert kprune.evaluate_tflite(path, [zeta, alpha], y).accuracy == 1.0
-    with pytest.raises(ValueError, match=r"input 'zeta' must have shape \(None, 5\) \(with a batch axis\). Received shape: \(9, 3\)"):
+    with pytest.raises(ValueError, match=r"input 'zeta' must have shape \(None, 5\) \(with a batch axis\). "
+                                         r"Received shape: \(9, 3\)"):
         kprune.evaluate_tflite(path, [alpha, zeta], y, model=model)
 
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda d: kprune.evaluate_tflite(d["files"]["int8"], d["x"][:, :6], d["y"]), ValueError,
-     r"Argument `x`: input '.*' must have shape \(None, 8, 8, 1\) \(with a batch axis\). Received shape: \(200, 6, 8, 1\)"),
+     r"Argument `x`: input '.*' must have shape \(None, 8, 8, 1\) \(with a batch axis\). "
+     r"Received shape: \(200, 6, 8, 1\)"),
     (lambda d: kprune.evaluate_tflite(d["files"]["int8"], d["x"], d["y"][:5]), ValueError,
      r"Argument `y` must have one label per example of `x` \(200\). Received shape: \(5,\)"),
     (lambda d: kprune.evaluate_tflite(d["files"]["int8"], d["x"], d["y"][:, None, None]), ValueError,

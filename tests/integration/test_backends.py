@@ -179,7 +179,8 @@ def test_steps_count_in_32_bits_up_to_the_last_and_raise_past_it():
     assert int((w.masks[0].numpy() == 0).sum()) == target_zeros(w.masks[0].numpy().size, 0.5)
     with pytest.raises(ValueError, match=r"Training step 2147483648 is beyond the last step kprune counts"):
         model.fit(x, y, batch_size=1, verbose=0, callbacks=[kprune.UpdatePruningStep()])
-    with pytest.raises(ValueError, match=r"Argument `end_step` must be <= 2147483647 .* Received: end_step=1099511627776"):
+    with pytest.raises(ValueError,
+                       match=r"Argument `end_step` must be <= 2147483647 .* Received: end_step=1099511627776"):
         kprune.PolynomialDecay(0.0, 0.5, 0, 2**40)
 
 

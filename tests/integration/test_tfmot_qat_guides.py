@@ -221,7 +221,8 @@ def test_training_comprehensive_guide():
         with kprune.quantization.quantize_scope():
             loaded_model = keras.models.load_model(keras_model_file)
     assert summary(loaded_model) == summary(quant_aware_model)
-    np.testing.assert_array_equal(loaded_model.predict(x_train, verbose=0), quant_aware_model.predict(x_train, verbose=0))
+    np.testing.assert_array_equal(loaded_model.predict(x_train, verbose=0),
+                                  quant_aware_model.predict(x_train, verbose=0))
     os.remove(keras_model_file)
 
     # cell 31

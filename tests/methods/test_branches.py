@@ -100,7 +100,8 @@ def test_training_with_a_strong_penalty_removes_blocks_exactly(rng):
     x, y = _sss_data(rng)
     model = _resnet()
     scaled = kprune.structure_selection(model)
-    scaled.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    scaled.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     scaled.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[kprune.StructureSparsity(0.3)])
     scales = kprune.branch_scales(scaled)
     removed = [name for name, value in scales.items() if value == 0.0]

@@ -123,7 +123,8 @@ def test_nested_models_are_pruned_group_by_group(rng):
     h = inner(L.Conv2D(4, 3, activation="relu", name="c0")(x))
     model = keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling2D()(h)))
     calls = []
-    small, plan = kprune.prune_layerwise(model, 0.5, fine_tune=lambda m: calls.append(m.get_layer("inner").layers[0].filters))
+    small, plan = kprune.prune_layerwise(model, 0.5,
+                                         fine_tune=lambda m: calls.append(m.get_layer("inner").layers[0].filters))
     masked, _ = kprune.prune_layerwise(model, 0.5, remove=False)
     assert calls == [8, 4, 4]  # c0, then i1, then i2
     assert [layer.filters for layer in small.get_layer("inner").layers] == [4, 3]

@@ -79,7 +79,8 @@ def test_reconstruction_lowers_each_consumers_output_error(rng):
     assert sorted(errors) == ["c2", "c3", "head"]  # every layer that reads pruned channels
     for name in errors:
         reference = _pre_activation(model, name, held_out)
-        kept = np.any(keras.ops.convert_to_numpy(refit.get_layer(name).kernel) != 0, axis=tuple(range(refit.get_layer(name).kernel.ndim - 1)))
+        kept = np.any(keras.ops.convert_to_numpy(refit.get_layer(name).kernel) != 0,
+                      axis=tuple(range(refit.get_layer(name).kernel.ndim - 1)))
         before = np.sum((_pre_activation(masked, name, held_out) - reference)[..., kept] ** 2)
         after = np.sum((_pre_activation(refit, name, held_out) - reference)[..., kept] ** 2)
         # On held-out images the refit layer is at least 25% closer to the reference.

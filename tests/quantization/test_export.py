@@ -5,8 +5,8 @@ import os
 import keras
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from _qat_models import accuracy, compile_classifier, small_cnn
+from ai_edge_litert.interpreter import Interpreter
 
 import kprune
 from kprune.quantization import quantize_model, quantize_scope

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from _qat_models import compile_classifier, small_cnn
+from ai_edge_litert.interpreter import Interpreter
 
 import kprune
 from kprune.quantization import (

@@ -87,7 +87,8 @@ def test_allocate_matches_brute_force_on_convex_curves():
     allowed = [np.arange(1, 6), np.arange(1, 6), np.arange(1, 6)]
     rng = np.random.default_rng(0)
     weights = np.array([1.0, 2.0, 3.0])
-    curves = [np.cumsum(np.sort(rng.uniform(0, 1, 5)))[::-1] - np.sort(rng.uniform(0, 1, 5)).sum() * 0 for _ in range(3)]
+    curves = [np.cumsum(np.sort(rng.uniform(0, 1, 5)))[::-1] - np.sort(rng.uniform(0, 1, 5)).sum() * 0
+              for _ in range(3)]
     curves = [c - c[-1] for c in curves]  # 0 at the full width, convex decreasing in width
     load = lambda w: float(np.dot(weights, w)) / 18.0  # noqa: E731
     widths = allocate(curves, allowed, load)

@@ -294,7 +294,8 @@ def test_mask_writer_refuses_a_mask_of_the_wrong_shape():
     b = keras.Variable(np.ones((3, 2), "float32"), name="b")
     masks = [keras.Variable(np.ones(v.shape, bool), trainable=False) for v in (a, b)]
     writer = masking.MaskWriter([(a, masks[0]), (b, masks[1])])
-    with pytest.raises(ValueError, match=r"variable 'a' must have its shape \(2, 3\)\. Received: a mask of shape \(3, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"variable 'a' must have its shape \(2, 3\)\. Received: a mask of shape \(3, 2\)"):
         writer.write([np.ones((3, 2), bool), np.ones((2, 3), bool)])
     keep = [np.array([[1, 0, 1], [0, 1, 0]], bool), np.array([[0, 1], [1, 0], [1, 1]], bool)]
     writer.write(keep)

@@ -80,7 +80,7 @@ def test_resume_after_save_equals_uninterrupted(tmp_path, kwargs):
         np.testing.assert_allclose(v0, v1, rtol=1e-5, atol=1e-6)
     for w in collect_wrappers(resumed):
         assert int(w.pruning_step.numpy()) == 32
-        for v, m in w.pruned_weights:
+        for _, m in w.pruned_weights:
             m = m.numpy()
             if "sparsity_m_by_n" in kwargs:
                 groups = np.moveaxis(m, -2, -1).reshape(-1, 4)

@@ -80,10 +80,13 @@ def test_schedule_serialization_roundtrip(schedule):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(target_sparsity=1.0), ValueError, "Argument `target_sparsity` must be in [0, 1). Received: target_sparsity=1.0"),
+        (dict(target_sparsity=1.0), ValueError,
+         "Argument `target_sparsity` must be in [0, 1). Received: target_sparsity=1.0"),
         (dict(target_sparsity=-0.1), ValueError, "Received: target_sparsity=-0.1"),
-        (dict(target_sparsity=0.5, begin_step=-1), ValueError, "Argument `begin_step` must be >= 0. Received: begin_step=-1"),
-        (dict(target_sparsity=0.5, frequency=0), ValueError, "Argument `frequency` must be >= 1. Received: frequency=0"),
+        (dict(target_sparsity=0.5, begin_step=-1), ValueError,
+         "Argument `begin_step` must be >= 0. Received: begin_step=-1"),
+        (dict(target_sparsity=0.5, frequency=0), ValueError,
+         "Argument `frequency` must be >= 1. Received: frequency=0"),
         (dict(target_sparsity=0.5, begin_step=10, end_step=5), ValueError, "Received: end_step=5"),
         (dict(target_sparsity=0.5, end_step=-1), ValueError, "end_step=None"),
         (dict(target_sparsity=0.5, frequency=2.5), TypeError, "Argument `frequency` must be an integer"),

@@ -78,7 +78,7 @@ def test_training_equals_plain_training_with_pruned_entries_reset(rng):
 
     class Zero(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            self.model  # on JAX: the training state back on the variables
+            _ = self.model  # on JAX: the training state back on the variables
             for v, m in pairs:
                 v.assign(v.numpy() * m)
 
@@ -207,7 +207,7 @@ def test_polynomial_schedule_reaches_target_and_steps_count():
     assert history[5] == 0.0 and history[6] > 0.0  # the update at step 7 is before batch 6
     for w in collect_wrappers(model):
         assert int(w.pruning_step.numpy()) == 24
-        for v, m in w.pruned_weights:
+        for _, m in w.pruned_weights:
             assert int((m.numpy() == 0).sum()) == target_zeros(m.numpy().size, 0.8)
 
 
@@ -261,7 +261,7 @@ def test_custom_training_loop_with_tfmot_call_pattern():
     step_callback = kprune.UpdatePruningStep()
     step_callback.set_model(model)
     step_callback.on_train_begin()
-    for epoch in range(3):
+    for _ in range(3):
         for i in range(0, 32, 8):
             step_callback.on_train_batch_begin(batch=-1)
             train_step(model, optimizer, loss_fn, x[i : i + 8], y[i : i + 8])

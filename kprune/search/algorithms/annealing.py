@@ -204,7 +204,8 @@ def simulated_annealing(
         temperature = state["temperature"]
         magnitude = perturbation_magnitude * temperature / start_temperature
         current = np.array(state["current"]["ratios"])
-        ratios, widths = feasible_candidate(lambda r, _: perturb(current, magnitude, r), sizes,
+        # feasible_candidate calls the lambda before it returns (in this iteration).
+        ratios, widths = feasible_candidate(lambda r, _: perturb(current, magnitude, r), sizes,  # noqa: B023
                                             constraint.load, limits, space, rng)
         if widths is None:
             stopped = "unreachable"

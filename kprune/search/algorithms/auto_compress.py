@@ -181,8 +181,8 @@ def auto_compress(
         copy.apply(space.plan(cap), weights)
         scores = [space.scores_on(copy.graph, k) for k in range(len(space))]
 
-        def score_of(widths):
-            return float(evaluate(copy.apply(space.plan(widths, scores), weights)))
+        def score_of(widths):  # used by anneal() below, in this iteration (before `weights` changes)
+            return float(evaluate(copy.apply(space.plan(widths, scores), weights)))  # noqa: B023
 
         if state["phase"] == "sa":
             stopped = anneal(state, run, space, sizes, load, limits, cap, score_of, seed, start_temperature,
@@ -249,8 +249,10 @@ def anneal(state, run, space, sizes, load, limits, cap, score_of, seed, start_te
             return stopped
         temperature = sa["temperature"]
         current = np.array(sa["current"]["ratios"])
-        ratios, widths = capped_candidate(lambda r, _: perturb(current, magnitude0 * temperature / start_temperature,
-                                                               r), rng, sizes, load, limits, space, cap)
+        # capped_candidate calls the lambda before it returns (in this iteration).
+        ratios, widths = capped_candidate(
+            lambda r, _: perturb(current, magnitude0 * temperature / start_temperature, r),  # noqa: B023
+            rng, sizes, load, limits, space, cap)
         if widths is None:
             break
         score = score_of(widths)

@@ -205,7 +205,7 @@ def netadapt(
         # Scores on the current weights; channels already pruned go first.
         copy.apply(space.plan(widths), base_weights)
         scores = []
-        for k, group in enumerate(space.groups):
+        for k, _ in enumerate(space.groups):
             s = np.array(space.scores_on(copy.graph, k), dtype=np.float64)
             s[state["pruned"][k]] = -np.inf
             scores.append(s)

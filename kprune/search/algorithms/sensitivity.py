@@ -264,7 +264,9 @@ def sensitivity(
     latency, verbose = opts.latency, opts.verbose
     ratios = [float(r) for r in ratios]
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
-        raise ValueError(f"Argument `ratios` must be a non-empty list of numbers in (0, 1). Received: ratios={ratios!r}")
+        raise ValueError(
+            f"Argument `ratios` must be a non-empty list of numbers in (0, 1). Received: ratios={ratios!r}"
+        )
     evaluate = data_evaluator(evaluate, data)
     space = SearchSpace(model, round_to=opts.round_to, exclude=opts.exclude, config_list=opts.config_list,
                         importance=opts.importance)
