@@ -182,3 +182,14 @@ def test_layer_types_are_named_only_in_the_registry():
             if f"isinstance(layer, {cls}" in text or f"isinstance(op, {cls}" in text:
                 offenders.append(f"{name}: {cls}")
     assert not offenders, offenders
+
+
+def test_test_modules_have_unique_names():
+    # The tests folders have no __init__.py, so pytest imports each test file by its base name:
+    # two files of one name fail to collect when one worker is given both.
+    tests = pathlib.Path(__file__).parent
+    names = {}
+    for path in tests.rglob("*.py"):
+        if path.name != "conftest.py" and ".venv" not in path.parts:
+            names.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}

@@ -1,4 +1,4 @@
-"""Subprocess side of tests/llm/test_backends.py: one Keras backend per process.
+"""Subprocess side of tests/llm/test_llm_backends.py: one Keras backend per process.
 
 `python _oneshot_worker.py SCENARIO OUT` with KERAS_BACKEND set:
 

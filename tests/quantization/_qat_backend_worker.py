@@ -1,4 +1,4 @@
-"""Subprocess side of tests/quantization/test_backends.py: QAT and PQAT on one Keras backend.
+"""Subprocess side of tests/quantization/test_qat_backends.py: QAT and PQAT on one Keras backend.
 
 `python _qat_backend_worker.py OUT_FOLDER` with KERAS_BACKEND set: a small
 CNN with fixed weights, its outputs under `quantize_model` before and after a

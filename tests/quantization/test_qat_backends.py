@@ -1,6 +1,6 @@
 """Quantization-aware training on JAX and PyTorch: it trains there, keeps zeros, and its .keras
 files compute the same outputs on TensorFlow, which exports them (that last step behind the
-`full_matrix` marker: the conversion of a loaded QAT file runs by default in test_export.py).
+`full_matrix` marker: the conversion of a loaded QAT file runs by default in test_qat_export.py).
 
 One subprocess per installed backend other than TensorFlow runs
 `_qat_backend_worker.py`; backends that are not installed are skipped.
@@ -50,7 +50,7 @@ def test_qat_trains_on_the_backend_and_loads_on_tensorflow(trained_on_backend):
                                    atol=1e-4)
 
 
-# The conversion of a loaded .keras QAT file is tests/quantization/test_export.py's; this runs it on
+# The conversion of a loaded .keras QAT file is tests/quantization/test_qat_export.py's; this runs it on
 # a file trained on another backend (slow: the worker again, and a conversion).
 @pytest.mark.cross_backend
 @pytest.mark.full_matrix
