@@ -87,10 +87,10 @@ def _check_rebuildable(graph, flags, rebuilt):
                     f"Units inside layer '{name}' ({type(layer).__name__}) are removed, but kprune "
                     "cannot rebuild that layer smaller: its config does not say the widths of "
                     "the layers it holds, and no model builder is registered for the model that "
-                    f"holds it. kprune rebuilds {known}, their subclasses and tasks built on them. "
-                    "mask_channels works on "
-                    "this one; to remove units, build the model from layers kprune knows or "
-                    "register a builder (kprune.registry.model_builders.register_model_builder)."
+                    "holds it. mask_channels works on it; to remove units, build the model from layers "
+                    "kprune knows or register a builder "
+                    "(kprune.registry.model_builders.register_model_builder). kprune rebuilds "
+                    f"{known}, their subclasses and tasks built on them."
                 )
 
 
