@@ -31,7 +31,7 @@ from kprune.dependency.unit_space import rows_of
 from kprune.sparsity import in_place
 from kprune.sparsity.prune import collect_wrappers, strip_pruning
 from kprune.utils import user_warnings
-from kprune.utils.validation import check_round_to
+from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def plan_channels(
@@ -46,6 +46,7 @@ def plan_channels(
     loss=None,
     config_list=None,
     heads="kv",
+    hidden=None,
 ):
     """Choose the channels (and attention heads) to prune.
 
@@ -95,6 +96,15 @@ def plan_channels(
             -- query heads, the same number from every key/value group (the
             query heads stay a multiple of the key/value heads). Without
             GQA a unit is a head either way.
+        hidden: fraction of the hidden size (the residual stream of a
+            transformer: the channels its normalizations read) to prune as
+            well, in [0, 1), ranked by `importance` summed over every layer
+            that reads or writes the stream (`round_to` applies); None or 0
+            (default) leaves it whole. Opt-in: the result is **not
+            output-equivalent** (normalization statistics are over fewer
+            channels; Gemma scales its embeddings by `sqrt(hidden_dim)`) and
+            needs healing (distillation from the dense model), which a
+            `UserWarning` says.
 
     Returns:
         A `ChannelPlan`.
@@ -116,14 +126,29 @@ def plan_channels(
     >>> plan = kprune.plan_channels(keras.Model(x, y), {"heads": 0.5})
     >>> [(g["unit"], g["channels"], len(g["pruned"])) for g in plan.groups if g["pruned"]]
     [('head', 4, 2)]
+
+    The hidden size, on request (a warning says it is not output-equivalent):
+
+    >>> import warnings
+    >>> x = keras.Input((6, 4))
+    >>> h = keras.layers.Dense(8, name="embed")(x)
+    >>> f = keras.layers.Dense(8, name="ffn")(keras.layers.LayerNormalization()(h))
+    >>> model = keras.Model(x, keras.layers.Dense(2)(keras.layers.Add()([h, f])))
+    >>> with warnings.catch_warnings(record=True):
+    ...     plan = kprune.plan_channels(model, 0.0, round_to=1, hidden=0.25)
+    >>> [(g["unit"], g["channels"], len(g["pruned"])) for g in plan.groups if g["pruned"]]
+    [('hidden', 8, 2)]
     """
     check_round_to(round_to)
     check_ranking(global_ranking)
     if heads not in HEAD_MODES:
         raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
+    hidden = 0.0 if hidden is None else check_sparsity("hidden", hidden)
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    graph = ChannelGraph(base, heads=heads)
+    graph = ChannelGraph(base, heads=heads, hidden=hidden > 0)
+    if hidden > 0:
+        check_hidden_groups(graph, base, hidden)
     if config_list is not None:
         sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
             graph, config_list, sparsity, ratios, exclude, global_ranking)
@@ -141,13 +166,42 @@ def plan_channels(
     def skip(group):
         return "excluded" if is_excluded(group, exclude) else None
 
-    return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
+    plan = make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, hidden=hidden)
+    if hidden > 0:
+        user_warnings.warn(HIDDEN_WARNING.format(name=base.name), UserWarning)
+    return plan
 
 
 def channel_masks(graph, layer, pruned):
     """`{id(variable): bool array}` for `layer`'s variables that hold slices of
     `pruned` channels (True where the entry survives)."""
     return graph.keep_masks(pruned, graph.usages_of(layer))
+
+
+HIDDEN_WARNING = (
+    "plan_channels(..., hidden=...) removes channels of the hidden size (the residual stream) of model "
+    "'{name}': the smaller model is NOT output-equivalent to the dense one, nor to the masked one "
+    "(every normalization computes its statistics over fewer channels; Gemma also scales its "
+    "embeddings by sqrt(hidden_dim)). It needs healing: distil it from the dense model "
+    "(kprune.distiller; see 'Healing' in the transformers guide) before you use it."
+)
+
+
+def check_hidden_groups(graph, model, hidden):
+    """Raise unless `graph` (read with `hidden=True`) has a hidden-size group
+    that can be pruned."""
+    groups = [g for g in graph.groups if g.unit == "hidden"]
+    if not groups:
+        raise ValueError(
+            f"Argument `hidden` asks to prune the hidden size of model '{model.name}', but no "
+            "normalization reads its channels: a residual stream without normalizations is an "
+            f"ordinary channel group, which `sparsity` prunes (output-equivalently). Received: hidden={hidden}"
+        )
+    if all(g.blocked for g in groups):
+        raise ValueError(
+            f"Argument `hidden` asks to prune the hidden size of model '{model.name}', but its "
+            f"channels cannot be pruned: {groups[0].blocked}. Received: hidden={hidden}"
+        )
 
 
 def _base_graph(model, plan, required, heads="kv"):
@@ -161,7 +215,9 @@ def _base_graph(model, plan, required, heads="kv"):
         raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    return base, ChannelGraph(base, heads=plan.heads if plan is not None else heads)
+    if plan is None:
+        return base, ChannelGraph(base, heads=heads)
+    return base, ChannelGraph(base, heads=plan.heads, hidden=plan.hidden)
 
 
 def _warn_nothing_pruned(base, plan, function):

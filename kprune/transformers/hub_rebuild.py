@@ -42,6 +42,7 @@ import numpy as np
 
 from kprune.registry.model_builders import register_model_builder
 from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama
+from kprune.transformers.family import hidden_width
 from kprune.transformers.widths import block_widths
 
 _MODELS = "keras_hub.src.models."
@@ -82,6 +83,7 @@ def rebuild_backbone(backbone, values_of, blocks=None):
         )
     kept = _kept(backbone, blocks)
     widths = [block_widths(backbone.transformer_layers[i], values_of, family.ffn_output) for i in kept]
+    _check_hidden(backbone, family, widths)
     config = family.stock(backbone, widths, kept)
     if config is not None:
         new = type(backbone).from_config(config)
@@ -90,6 +92,20 @@ def rebuild_backbone(backbone, values_of, blocks=None):
         new = cls.from_config(config)
     assign(backbone, new, values_of, kept)
     return new
+
+
+def _check_hidden(backbone, family, widths):
+    """Raise when the hidden size changed and `family` cannot build it."""
+    if family.hidden or hidden_width(backbone, widths) == backbone.hidden_dim:
+        return
+    known = sorted(name.rsplit(".", 1)[1] for name, f in FAMILIES.items() if f.hidden)
+    raise ValueError(
+        f"Argument `hidden` of plan_channels removed channels of the hidden size of backbone "
+        f"'{backbone.name}' ({type(backbone).__name__}: {backbone.hidden_dim} -> "
+        f"{hidden_width(backbone, widths)}), but kprune cannot rebuild {type(backbone).__name__} with a "
+        f"smaller hidden size; it can for {known}. Plan without `hidden` (hidden=None), or use "
+        "kprune.mask_channels to zero those channels instead."
+    )
 
 
 def assign(old, new, values_of, kept):
