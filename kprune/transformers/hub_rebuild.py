@@ -17,6 +17,11 @@ keep. It reads every kept block's widths from the arrays
 * otherwise kprune's registered subclass of that family, which takes per-layer
   widths and an explicit `head_dim` (`PrunedLlama3Backbone`, ...).
 
+A hidden size pruned on request (`kprune.plan_channels(..., hidden=...)`)
+is read from the arrays too (`BlockWidths.hidden`) and built by the families
+that declare it (`Family.hidden`: Llama / Llama 3, Qwen3, Gemma, GPT-2); any
+other family refuses it with a `ValueError` naming `hidden`.
+
 The new model's variables get the arrays: block `j` of the new model those
 of kept block `blocks[j]`, the other variables (embeddings, final norm) in
 order; a shape that does not match raises. Tasks (`Llama3CausalLM`, ...) are

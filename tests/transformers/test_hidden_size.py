@@ -233,6 +233,12 @@ def test_a_stream_no_normalization_reads_is_an_ordinary_channel_group_and_remova
         kprune.plan_channels(model, 0.0, hidden=0.25)
     plan = kprune.plan_channels(model, {"channels": 0.25}, round_to=1)
     (stream,) = [g for g in plan.groups if "patch_embedding" in g["producers"]]
+    # A stream that is the output of a plain Functional model keeps its width (its interface).
+    x = keras.Input((6, 4))
+    h = keras.layers.Dense(8, name="embed")(x)
+    ends_in_stream = keras.Model(x, keras.layers.LayerNormalization()(h))
+    with pytest.raises(ValueError, match="its channels cannot be pruned: model output"):
+        kprune.plan_channels(ends_in_stream, 0.0, hidden=0.25)
     assert stream["unit"] == "channel" and len(stream["pruned"]) == 4
     small = kprune.remove_channels(model, plan)
     assert small.get_layer("patch_embedding").units == 12
