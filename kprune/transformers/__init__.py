@@ -13,6 +13,8 @@ to KerasHub and to depth:
   `kprune.registry.model_builders.register_model_builder` when KerasHub is installed
   (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT; `hub_llama`, `hub_gemma_qwen`,
   `hub_gpt2_bert` hold the subclasses);
+* `family`: what kprune knows of one KerasHub family (`Family`: its stock
+  config maker and its subclass's), declared by each `hub_*` module;
 * `widths`: a block's widths read from its pruned weights;
 * depth: `blocks` (a model's transformer blocks), `block_scores`
   (`plan_blocks`, Block Influence and angular distance), `depth`

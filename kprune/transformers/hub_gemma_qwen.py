@@ -31,6 +31,7 @@ from keras_hub.src.models.qwen3.qwen3_backbone import Qwen3Backbone
 from keras_hub.src.models.qwen3.qwen3_decoder import Qwen3TransformerDecoder
 from keras_hub.src.models.qwen3.qwen3_layernorm import Qwen3LayerNorm
 
+from kprune.transformers.family import Family, base_config, one_kv, stock_config, uniform_widths
 from kprune.transformers.widths import check_lists
 
 
@@ -41,6 +42,24 @@ def _check_kv(owner, layer_query_heads, num_key_value_heads):
                 f"Argument `layer_query_heads` of {owner} must hold multiples of num_key_value_heads="
                 f"{num_key_value_heads}. Received: layer_query_heads={layer_query_heads}"
             )
+
+
+def _set_widths(backbone, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+                layer_intermediate_dims, layer_norm_epsilon, dropout):
+    """The attributes both subclasses set as their stock classes do; the
+    stock names of one width (`num_query_heads`, `intermediate_dim`) hold
+    the widest layer's."""
+    backbone.vocabulary_size = vocabulary_size
+    backbone.num_layers = len(layer_query_heads)
+    backbone.hidden_dim = hidden_dim
+    backbone.head_dim = head_dim
+    backbone.num_key_value_heads = num_key_value_heads
+    backbone.layer_query_heads = layer_query_heads
+    backbone.layer_intermediate_dims = layer_intermediate_dims
+    backbone.num_query_heads = max(layer_query_heads)
+    backbone.intermediate_dim = max(layer_intermediate_dims)
+    backbone.layer_norm_epsilon = layer_norm_epsilon
+    backbone.dropout = dropout
 
 
 def _inputs():
@@ -99,18 +118,9 @@ class PrunedGemmaBackbone(GemmaBackbone):
             x = layer(x, padding_mask=padding_mask)
         Backbone.__init__(self, inputs={"token_ids": token_ids, "padding_mask": padding_mask},
                           outputs=self.layer_norm(x), dtype=dtype, **kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = len(layer_query_heads)
-        self.hidden_dim = hidden_dim
-        self.head_dim = head_dim
-        self.num_key_value_heads = num_key_value_heads
-        self.layer_query_heads = layer_query_heads
-        self.layer_intermediate_dims = layer_intermediate_dims
+        _set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+                    layer_intermediate_dims, layer_norm_epsilon, dropout)
         self.layer_sliding_window = [bool(v) for v in layer_sliding_window]
-        self.num_query_heads = max(layer_query_heads)
-        self.intermediate_dim = max(layer_intermediate_dims)
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.dropout = dropout
         self.query_head_dim_normalize = query_head_dim_normalize
         self.use_post_ffw_norm = use_post_ffw_norm
         self.use_post_attention_norm = use_post_attention_norm
@@ -174,19 +184,10 @@ class PrunedQwen3Backbone(Qwen3Backbone):
             x = layer(x, decoder_padding_mask=padding_mask)
         Backbone.__init__(self, inputs={"token_ids": token_ids, "padding_mask": padding_mask},
                           outputs=self.layer_norm(x), dtype=dtype, **kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = len(layer_query_heads)
-        self.hidden_dim = hidden_dim
-        self.head_dim = head_dim
-        self.num_key_value_heads = num_key_value_heads
-        self.layer_query_heads = layer_query_heads
-        self.layer_intermediate_dims = layer_intermediate_dims
-        self.num_query_heads = max(layer_query_heads)
-        self.intermediate_dim = max(layer_intermediate_dims)
+        _set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+                    layer_intermediate_dims, layer_norm_epsilon, dropout)
         self.rope_max_wavelength = rope_max_wavelength
         self.rope_scaling_factor = rope_scaling_factor
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.dropout = dropout
         self.tie_word_embeddings = tie_word_embeddings
         self.sliding_window_size = sliding_window_size
 
@@ -199,3 +200,57 @@ class PrunedQwen3Backbone(Qwen3Backbone):
         config.update(layer_query_heads=list(self.layer_query_heads),
                       layer_intermediate_dims=list(self.layer_intermediate_dims))
         return config
+
+
+def _sliding(backbone, kept):
+    """Whether each kept Gemma layer attends locally, and the stock pattern for as many layers."""
+    flags = [bool(backbone.transformer_layers[i].use_sliding_window_attention) for i in kept]
+    stock = [bool(backbone.use_sliding_window_attention) and j % 2 == 0 for j in range(len(kept))]
+    return flags, stock
+
+
+def _gemma_stock(backbone, widths, kept):
+    q, kv, ffn = uniform_widths(widths)
+    flags, stock = _sliding(backbone, kept)
+    if None in (q, kv, ffn) or flags != stock:
+        return None
+    return stock_config(backbone, PrunedGemmaBackbone, kept, num_query_heads=q, num_key_value_heads=kv,
+                        intermediate_dim=2 * ffn)
+
+
+def _gemma_pruned(backbone, widths, kept):
+    config = base_config(backbone, (
+        "head_dim", "layer_norm_epsilon", "dropout", "query_head_dim_normalize", "use_post_ffw_norm",
+        "use_post_attention_norm", "attention_logit_soft_cap", "final_logit_soft_cap", "sliding_window_size"))
+    config.update(num_key_value_heads=one_kv(backbone, widths),
+                  layer_query_heads=[w.query_heads for w in widths],
+                  layer_intermediate_dims=[2 * w.ffn for w in widths],
+                  layer_sliding_window=_sliding(backbone, kept)[0])
+    return PrunedGemmaBackbone, config
+
+
+def _qwen3_stock(backbone, widths, kept):
+    q, kv, ffn = uniform_widths(widths)
+    if None in (q, kv, ffn):
+        return None
+    return stock_config(backbone, PrunedQwen3Backbone, kept, num_query_heads=q, num_key_value_heads=kv,
+                        intermediate_dim=ffn)
+
+
+def _qwen3_pruned(backbone, widths, kept):
+    config = base_config(backbone, ("head_dim", "rope_max_wavelength", "rope_scaling_factor", "layer_norm_epsilon",
+                                    "dropout", "sliding_window_size"))
+    config.update(num_key_value_heads=one_kv(backbone, widths),
+                  layer_query_heads=[w.query_heads for w in widths],
+                  layer_intermediate_dims=[w.ffn for w in widths],
+                  tie_word_embeddings=bool(backbone.token_embedding.tie_weights))
+    return PrunedQwen3Backbone, config
+
+
+FAMILIES = {
+    # Gemma 2 is a GemmaBackbone too (post norms, soft caps, sliding window).
+    "keras_hub.src.models.gemma.gemma_backbone.GemmaBackbone": Family(
+        "ffw_linear", _gemma_stock, _gemma_pruned, PrunedGemmaBackbone),
+    "keras_hub.src.models.qwen3.qwen3_backbone.Qwen3Backbone": Family(
+        "feedforward_output_dense", _qwen3_stock, _qwen3_pruned, PrunedQwen3Backbone),
+}

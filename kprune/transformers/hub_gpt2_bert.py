@@ -34,6 +34,7 @@ from keras_hub.src.models.gpt2.gpt2_backbone import GPT2Backbone
 from keras_hub.src.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 from keras_hub.src.utils.keras_utils import gelu_approximate
 
+from kprune.transformers.family import Family, base_config, stock_config, uniform_widths
 from kprune.transformers.widths import check_lists, uniform
 
 
@@ -235,3 +236,33 @@ class PrunedBertBackbone(BertBackbone):
                       dropout=self.dropout, max_sequence_length=self.max_sequence_length,
                       num_segments=self.num_segments)
         return config
+
+
+def _mha_stock(pruned_class):
+    """GPT-2 and BERT: one head count, with `hidden_dim // heads` the head size."""
+    def stock(backbone, widths, kept):
+        q, _, ffn = uniform_widths(widths)
+        if None in (q, ffn) or backbone.hidden_dim // q != widths[0].head_dim:
+            return None
+        return stock_config(backbone, pruned_class, kept, num_heads=q, intermediate_dim=ffn)
+    return stock
+
+
+def _mha_pruned(cls, names):
+    def pruned(backbone, widths, kept):
+        config = base_config(backbone, names)
+        config.update(head_dim=widths[0].head_dim, layer_heads=[w.query_heads for w in widths],
+                      layer_intermediate_dims=[w.ffn for w in widths])
+        return cls, config
+    return pruned
+
+
+FAMILIES = {
+    "keras_hub.src.models.gpt2.gpt2_backbone.GPT2Backbone": Family(
+        "feedforward_output_dense", _mha_stock(PrunedGPT2Backbone),
+        _mha_pruned(PrunedGPT2Backbone, ("dropout", "max_sequence_length")), PrunedGPT2Backbone,
+        {"keras_hub.src.models.gpt2.gpt2_causal_lm.GPT2CausalLM": PrunedGPT2CausalLM}),
+    "keras_hub.src.models.bert.bert_backbone.BertBackbone": Family(
+        "feedforward_output_dense", _mha_stock(PrunedBertBackbone),
+        _mha_pruned(PrunedBertBackbone, ("dropout", "max_sequence_length", "num_segments")), PrunedBertBackbone),
+}

@@ -42,6 +42,7 @@ from keras_hub.src.models.llama.llama_layernorm import LlamaLayerNorm
 from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
 from keras_hub.src.models.llama3.llama3_backbone import Llama3Backbone
 
+from kprune.transformers.family import Family, base_config, one_kv, stock_config, uniform_widths
 from kprune.transformers.widths import check_lists
 
 
@@ -233,3 +234,31 @@ class PrunedLlama3Backbone(Llama3Backbone):
             "tie_word_embeddings": self.tie_word_embeddings,
         })
         return config
+
+
+def _stock(backbone, widths, kept):
+    """The stock config when every layer keeps the same widths, the head size
+    is `hidden_dim // heads` and the embeddings are untied."""
+    q, kv, ffn = uniform_widths(widths)
+    if None in (q, kv, ffn) or backbone.hidden_dim // q != widths[0].head_dim or backbone.token_embedding.tie_weights:
+        return None
+    return stock_config(backbone, PrunedLlama3Backbone, kept, num_query_heads=q, num_key_value_heads=kv,
+                        intermediate_dim=ffn)
+
+
+def _pruned(backbone, widths, kept):
+    config = base_config(backbone, (
+        "rope_max_wavelength", "rope_position_scaling_factor", "rope_frequency_adjustment_factor",
+        "rope_low_freq_factor", "rope_high_freq_factor", "rope_pretraining_sequence_length",
+        "layer_norm_epsilon", "dropout"))
+    config.update(head_dim=widths[0].head_dim, num_key_value_heads=one_kv(backbone, widths),
+                  layer_query_heads=[w.query_heads for w in widths],
+                  layer_intermediate_dims=[w.ffn for w in widths],
+                  tie_word_embeddings=bool(backbone.token_embedding.tie_weights))
+    return PrunedLlama3Backbone, config
+
+
+FAMILIES = {
+    "keras_hub.src.models.llama.llama_backbone.LlamaBackbone": Family(
+        "feedforward_output_dense", _stock, _pruned, PrunedLlama3Backbone),
+}

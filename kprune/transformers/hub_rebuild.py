@@ -38,173 +38,17 @@ Example (a Llama 3 whose FFN lost half its units: the stock class again):
 'Llama3Backbone'
 """
 
-from typing import Callable, NamedTuple
-
 import numpy as np
 
 from kprune.registry.model_builders import register_model_builder
 from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama
-from kprune.transformers.widths import block_widths, uniform
-
-
-class Family(NamedTuple):
-    """What kprune knows of one KerasHub backbone family.
-
-    Attributes:
-        ffn_output: name of the FFN's down projection inside a block.
-        stock: `(backbone, widths, kept) -> config or None`: the stock
-            class's config for these widths, or None if it cannot say them.
-        pruned: `(backbone, widths, kept) -> (class, config)`: kprune's
-            subclass and its config.
-        pruned_class: kprune's subclass (a model of it is never rebuilt
-            with the stock class: their configs differ).
-        tasks: `{task class: kprune's task class}` for tasks that cannot
-            hold the pruned backbone as they are (GPT-2's cache).
-    """
-
-    ffn_output: str
-    stock: Callable
-    pruned: Callable
-    pruned_class: type
-    tasks: dict = {}
-
-
-def _uniform_widths(widths):
-    """`(query heads, kv heads, ffn units)` when every layer has the same, else Nones."""
-    return tuple(uniform(getattr(w, k) for w in widths) for k in ("query_heads", "kv_heads", "ffn"))
-
-
-def _one_kv(backbone, widths):
-    kv = uniform(w.kv_heads for w in widths)
-    if kv is None:
-        raise ValueError(
-            f"The pruned layers of backbone '{backbone.name}' keep different numbers of key/value "
-            f"heads ({[w.kv_heads for w in widths]}); KerasHub's causal LMs keep one KV cache for every "
-            "layer, so they must keep the same. Prune key/value groups with local ranking "
-            "(global_ranking=False) or prune query heads (heads='query')."
-        )
-    return kv
-
-
-def _base(backbone, names):
-    config = {name: getattr(backbone, name) for name in names}
-    config.update(name=backbone.name, trainable=backbone.trainable, dtype=backbone.dtype_policy.name,
-                  vocabulary_size=backbone.vocabulary_size, hidden_dim=backbone.hidden_dim)
-    return config
-
-
-def _stock_config(backbone, family, widths, kept, **keys):
-    """The stock config with `keys` set, or None for a kprune subclass."""
-    if isinstance(backbone, family.pruned_class):
-        return None
-    return {**backbone.get_config(), "num_layers": len(kept), **keys}
-
-
-def _llama_stock(backbone, widths, kept):
-    q, kv, ffn = _uniform_widths(widths)
-    if None in (q, kv, ffn) or backbone.hidden_dim // q != widths[0].head_dim or backbone.token_embedding.tie_weights:
-        return None
-    return _stock_config(backbone, LLAMA, widths, kept, num_query_heads=q, num_key_value_heads=kv,
-                         intermediate_dim=ffn)
-
-
-def _llama_pruned(backbone, widths, kept):
-    config = _base(backbone, (
-        "rope_max_wavelength", "rope_position_scaling_factor", "rope_frequency_adjustment_factor",
-        "rope_low_freq_factor", "rope_high_freq_factor", "rope_pretraining_sequence_length",
-        "layer_norm_epsilon", "dropout"))
-    config.update(head_dim=widths[0].head_dim, num_key_value_heads=_one_kv(backbone, widths),
-                  layer_query_heads=[w.query_heads for w in widths],
-                  layer_intermediate_dims=[w.ffn for w in widths],
-                  tie_word_embeddings=bool(backbone.token_embedding.tie_weights))
-    return hub_llama.PrunedLlama3Backbone, config
-
-
-def _sliding(backbone, kept):
-    """Whether each kept Gemma layer attends locally, and the stock pattern for as many layers."""
-    flags = [bool(backbone.transformer_layers[i].use_sliding_window_attention) for i in kept]
-    stock = [bool(backbone.use_sliding_window_attention) and j % 2 == 0 for j in range(len(kept))]
-    return flags, stock
-
-
-def _gemma_stock(backbone, widths, kept):
-    q, kv, ffn = _uniform_widths(widths)
-    flags, stock = _sliding(backbone, kept)
-    if None in (q, kv, ffn) or flags != stock:
-        return None
-    return _stock_config(backbone, GEMMA, widths, kept, num_query_heads=q, num_key_value_heads=kv,
-                         intermediate_dim=2 * ffn)
-
-
-def _gemma_pruned(backbone, widths, kept):
-    config = _base(backbone, (
-        "head_dim", "layer_norm_epsilon", "dropout", "query_head_dim_normalize", "use_post_ffw_norm",
-        "use_post_attention_norm", "attention_logit_soft_cap", "final_logit_soft_cap", "sliding_window_size"))
-    config.update(num_key_value_heads=_one_kv(backbone, widths),
-                  layer_query_heads=[w.query_heads for w in widths],
-                  layer_intermediate_dims=[2 * w.ffn for w in widths],
-                  layer_sliding_window=_sliding(backbone, kept)[0])
-    return hub_gemma_qwen.PrunedGemmaBackbone, config
-
-
-def _qwen3_stock(backbone, widths, kept):
-    q, kv, ffn = _uniform_widths(widths)
-    if None in (q, kv, ffn):
-        return None
-    return _stock_config(backbone, QWEN3, widths, kept, num_query_heads=q, num_key_value_heads=kv,
-                         intermediate_dim=ffn)
-
-
-def _qwen3_pruned(backbone, widths, kept):
-    config = _base(backbone, ("head_dim", "rope_max_wavelength", "rope_scaling_factor", "layer_norm_epsilon",
-                              "dropout", "sliding_window_size"))
-    config.update(num_key_value_heads=_one_kv(backbone, widths),
-                  layer_query_heads=[w.query_heads for w in widths],
-                  layer_intermediate_dims=[w.ffn for w in widths],
-                  tie_word_embeddings=bool(backbone.token_embedding.tie_weights))
-    return hub_gemma_qwen.PrunedQwen3Backbone, config
-
-
-def _mha_stock(family):
-    """GPT-2 and BERT: one head count, with `hidden_dim // heads` the head size."""
-    def stock(backbone, widths, kept):
-        q, _, ffn = _uniform_widths(widths)
-        if None in (q, ffn) or backbone.hidden_dim // q != widths[0].head_dim:
-            return None
-        return _stock_config(backbone, family(), widths, kept, num_heads=q, intermediate_dim=ffn)
-    return stock
-
-
-def _mha_pruned(cls, names):
-    def pruned(backbone, widths, kept):
-        config = _base(backbone, names)
-        config.update(head_dim=widths[0].head_dim, layer_heads=[w.query_heads for w in widths],
-                      layer_intermediate_dims=[w.ffn for w in widths])
-        return cls, config
-    return pruned
-
-
-LLAMA = Family("feedforward_output_dense", _llama_stock, _llama_pruned, hub_llama.PrunedLlama3Backbone)
-GEMMA = Family("ffw_linear", _gemma_stock, _gemma_pruned, hub_gemma_qwen.PrunedGemmaBackbone)
-QWEN3 = Family("feedforward_output_dense", _qwen3_stock, _qwen3_pruned, hub_gemma_qwen.PrunedQwen3Backbone)
-GPT2 = Family("feedforward_output_dense", _mha_stock(lambda: GPT2),
-              _mha_pruned(hub_gpt2_bert.PrunedGPT2Backbone, ("dropout", "max_sequence_length")),
-              hub_gpt2_bert.PrunedGPT2Backbone,
-              {"keras_hub.src.models.gpt2.gpt2_causal_lm.GPT2CausalLM": hub_gpt2_bert.PrunedGPT2CausalLM})
-BERT = Family("feedforward_output_dense", _mha_stock(lambda: BERT),
-              _mha_pruned(hub_gpt2_bert.PrunedBertBackbone, ("dropout", "max_sequence_length", "num_segments")),
-              hub_gpt2_bert.PrunedBertBackbone)
+from kprune.transformers.widths import block_widths
 
 _MODELS = "keras_hub.src.models."
 
-# Qualified class name -> its family (the nearest one in the class's MRO).
-FAMILIES = {
-    _MODELS + "llama.llama_backbone.LlamaBackbone": LLAMA,
-    _MODELS + "gemma.gemma_backbone.GemmaBackbone": GEMMA,
-    _MODELS + "qwen3.qwen3_backbone.Qwen3Backbone": QWEN3,
-    _MODELS + "gpt2.gpt2_backbone.GPT2Backbone": GPT2,
-    _MODELS + "bert.bert_backbone.BertBackbone": BERT,
-}
+# Qualified class name -> its family (`kprune.transformers.family.Family`),
+# declared by the module holding the family's kprune subclasses.
+FAMILIES = {**hub_llama.FAMILIES, **hub_gemma_qwen.FAMILIES, **hub_gpt2_bert.FAMILIES}
 
 
 def family_of(model):
