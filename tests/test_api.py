@@ -117,6 +117,7 @@ NAMESPACES = {
     "transformers": {"Block", "BlockPlan", "block_importance", "mask_blocks", "plan_blocks", "remove_blocks",
                      "transformer_blocks"} | ({"PrunedBertBackbone", "PrunedGPT2Backbone", "PrunedGPT2CausalLM",
                                                "PrunedGemmaBackbone", "PrunedLlama3Backbone", "PrunedQwen3Backbone",
+                                               "PrunedMistralBackbone", "PrunedPhi3Backbone", "PrunedQwenBackbone",
                                                "rebuild_backbone", "rebuild_task"}
                                               if importlib.util.find_spec("keras_hub") else set()),
 }

@@ -11,8 +11,9 @@ to KerasHub and to depth:
   else kprune's registered subclass with per-layer widths and an explicit
   `head_dim` (`hub_llama`: `PrunedLlama3Backbone`, ...) -- registered with
   `kprune.registry.model_builders.register_model_builder` when KerasHub is installed
-  (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT; `hub_llama`, `hub_gemma_qwen`,
-  `hub_gpt2_bert` hold the subclasses);
+  (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT, Mistral, Qwen2, Phi-3;
+  `hub_llama`, `hub_gemma_qwen`, `hub_gpt2_bert`, `hub_mistral_qwen2`,
+  `hub_phi3` hold the subclasses);
 * `family`: what kprune knows of one KerasHub family (`Family`: its stock
   config maker and its subclass's), declared by each `hub_*` module;
 * `widths`: a block's widths read from its pruned weights;
@@ -45,6 +46,8 @@ if importlib.util.find_spec("keras_hub") is not None:
     from kprune.transformers.hub_gemma_qwen import PrunedGemmaBackbone, PrunedQwen3Backbone
     from kprune.transformers.hub_gpt2_bert import PrunedBertBackbone, PrunedGPT2Backbone, PrunedGPT2CausalLM
     from kprune.transformers.hub_llama import PrunedLlama3Backbone
+    from kprune.transformers.hub_mistral_qwen2 import PrunedMistralBackbone, PrunedQwenBackbone
+    from kprune.transformers.hub_phi3 import PrunedPhi3Backbone
     from kprune.transformers.hub_rebuild import rebuild_backbone, rebuild_task
 
     __all__ += [
@@ -53,7 +56,10 @@ if importlib.util.find_spec("keras_hub") is not None:
         "PrunedGPT2CausalLM",
         "PrunedGemmaBackbone",
         "PrunedLlama3Backbone",
+        "PrunedMistralBackbone",
+        "PrunedPhi3Backbone",
         "PrunedQwen3Backbone",
+        "PrunedQwenBackbone",
         "rebuild_backbone",
         "rebuild_task",
     ]

@@ -1,4 +1,4 @@
-"""What kprune knows of one KerasHub backbone family, and the helpers its config makers share.
+"""What kprune knows of one KerasHub backbone family, and the helpers its config makers and subclasses share.
 
 A family (`Family`) tells `kprune.transformers.hub_rebuild` how to rebuild a
 backbone of that family smaller: the name of its FFN down projection (whose
@@ -7,6 +7,9 @@ class's config for the new widths (or None when that config cannot say
 them), and a `pruned` function giving kprune's registered subclass and its
 config, which can. Each `hub_*` module declares the families of its
 subclasses in a `FAMILIES` dict keyed by the stock class's qualified name.
+The subclasses share their argument checks (`check_query_heads`,
+`cache_query_heads`), their inputs (`backbone_inputs`) and the attributes
+they set as the stock classes do (`set_widths`).
 
 Example (a Llama 3 whose FFN kept 4 units of 8 in each of its 2 layers):
 
@@ -19,9 +22,13 @@ Example (a Llama 3 whose FFN kept 4 units of 8 in each of its 2 layers):
 (4, 2, 4)
 >>> stock_config(backbone, None, [0, 1], intermediate_dim=4)["intermediate_dim"]
 4
+>>> cache_query_heads("Backbone", hidden_dim=16, head_dim=4)  # the head count of hidden_dim // 4 = 4
+4
 """
 
 from typing import Callable, NamedTuple
+
+import keras
 
 from kprune.transformers.widths import uniform
 
@@ -95,3 +102,54 @@ def stock_config(backbone, pruned_class, kept, **keys):
     if pruned_class is not None and isinstance(backbone, pruned_class):
         return None
     return {**backbone.get_config(), "num_layers": len(kept), **keys}
+
+
+def check_query_heads(owner, layer_query_heads, num_key_value_heads):
+    """Raise unless every layer's query heads are a multiple of the key/value heads."""
+    for heads in layer_query_heads:
+        if heads % num_key_value_heads:
+            raise ValueError(
+                f"Argument `layer_query_heads` of {owner} must hold multiples of num_key_value_heads="
+                f"{num_key_value_heads}. Received: layer_query_heads={layer_query_heads}"
+            )
+
+
+def cache_query_heads(owner, hidden_dim, head_dim):
+    """The `num_query_heads` a subclass reports so that a stock causal LM that
+    sizes its KV cache with `hidden_dim // num_query_heads` (Llama, Qwen2,
+    Phi-3) gets `head_dim`: `hidden_dim // head_dim`, the query heads of the
+    model it was pruned from. Raises when no count gives `head_dim`."""
+    heads = hidden_dim // head_dim if 0 < head_dim <= hidden_dim else 0
+    if not heads or hidden_dim // heads != head_dim:
+        raise ValueError(
+            f"Argument `head_dim` of {owner} must be in [1, hidden_dim] and such that "
+            f"hidden_dim // (hidden_dim // head_dim) == head_dim (KerasHub's causal LM sizes its KV cache "
+            f"with hidden_dim // num_query_heads). Received: head_dim={head_dim}, hidden_dim={hidden_dim}"
+        )
+    return heads
+
+
+def backbone_inputs():
+    """The symbolic `token_ids` and `padding_mask` inputs of a decoder backbone."""
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    return token_ids, padding_mask
+
+
+def set_widths(backbone, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+               layer_intermediate_dims, layer_norm_epsilon, dropout):
+    """Set the attributes a subclass sets as its stock class does; the stock
+    names of one width (`num_query_heads`, `intermediate_dim`) hold the widest
+    layer's (a subclass whose causal LM reads `num_query_heads` for its cache
+    overrides it with `cache_query_heads`)."""
+    backbone.vocabulary_size = vocabulary_size
+    backbone.num_layers = len(layer_query_heads)
+    backbone.hidden_dim = hidden_dim
+    backbone.head_dim = int(head_dim)
+    backbone.num_key_value_heads = num_key_value_heads
+    backbone.layer_query_heads = layer_query_heads
+    backbone.layer_intermediate_dims = layer_intermediate_dims
+    backbone.num_query_heads = max(layer_query_heads)
+    backbone.intermediate_dim = max(layer_intermediate_dims)
+    backbone.layer_norm_epsilon = layer_norm_epsilon
+    backbone.dropout = dropout

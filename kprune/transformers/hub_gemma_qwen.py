@@ -31,41 +31,18 @@ from keras_hub.src.models.qwen3.qwen3_backbone import Qwen3Backbone
 from keras_hub.src.models.qwen3.qwen3_decoder import Qwen3TransformerDecoder
 from keras_hub.src.models.qwen3.qwen3_layernorm import Qwen3LayerNorm
 
-from kprune.transformers.family import Family, base_config, hidden_width, one_kv, stock_config, uniform_widths
+from kprune.transformers.family import (
+    Family,
+    backbone_inputs,
+    base_config,
+    check_query_heads,
+    hidden_width,
+    one_kv,
+    set_widths,
+    stock_config,
+    uniform_widths,
+)
 from kprune.transformers.widths import check_lists
-
-
-def _check_kv(owner, layer_query_heads, num_key_value_heads):
-    for heads in layer_query_heads:
-        if heads % num_key_value_heads:
-            raise ValueError(
-                f"Argument `layer_query_heads` of {owner} must hold multiples of num_key_value_heads="
-                f"{num_key_value_heads}. Received: layer_query_heads={layer_query_heads}"
-            )
-
-
-def _set_widths(backbone, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
-                layer_intermediate_dims, layer_norm_epsilon, dropout):
-    """The attributes both subclasses set as their stock classes do; the
-    stock names of one width (`num_query_heads`, `intermediate_dim`) hold
-    the widest layer's."""
-    backbone.vocabulary_size = vocabulary_size
-    backbone.num_layers = len(layer_query_heads)
-    backbone.hidden_dim = hidden_dim
-    backbone.head_dim = head_dim
-    backbone.num_key_value_heads = num_key_value_heads
-    backbone.layer_query_heads = layer_query_heads
-    backbone.layer_intermediate_dims = layer_intermediate_dims
-    backbone.num_query_heads = max(layer_query_heads)
-    backbone.intermediate_dim = max(layer_intermediate_dims)
-    backbone.layer_norm_epsilon = layer_norm_epsilon
-    backbone.dropout = dropout
-
-
-def _inputs():
-    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-    return token_ids, padding_mask
 
 
 @keras.saving.register_keras_serializable(package="kprune")
@@ -94,7 +71,7 @@ class PrunedGemmaBackbone(GemmaBackbone):
         if len(layer_sliding_window) != len(layer_query_heads):
             raise ValueError(f"Argument `layer_sliding_window` of {owner} needs one entry per layer. "
                              f"Received: layer_sliding_window={layer_sliding_window!r}")
-        _check_kv(owner, layer_query_heads, num_key_value_heads)
+        check_query_heads(owner, layer_query_heads, num_key_value_heads)
         self.token_embedding = keras.layers.ReversibleEmbedding(
             input_dim=vocabulary_size, output_dim=hidden_dim, tie_weights=True,
             embeddings_initializer=keras.initializers.VarianceScaling(
@@ -111,14 +88,14 @@ class PrunedGemmaBackbone(GemmaBackbone):
                 sliding_window_size=sliding_window_size, dropout=dropout, dtype=dtype,
                 name=f"decoder_block_{i}"))
         self.layer_norm = RMSNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="final_normalization")
-        token_ids, padding_mask = _inputs()
+        token_ids, padding_mask = backbone_inputs()
         x = self.token_embedding(token_ids)
         x = x * keras.ops.cast(keras.ops.sqrt(hidden_dim), x.dtype)
         for layer in self.transformer_layers:
             x = layer(x, padding_mask=padding_mask)
         Backbone.__init__(self, inputs={"token_ids": token_ids, "padding_mask": padding_mask},
                           outputs=self.layer_norm(x), dtype=dtype, **kwargs)
-        _set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+        set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
                     layer_intermediate_dims, layer_norm_epsilon, dropout)
         self.layer_sliding_window = [bool(v) for v in layer_sliding_window]
         self.query_head_dim_normalize = query_head_dim_normalize
@@ -162,7 +139,7 @@ class PrunedQwen3Backbone(Qwen3Backbone):
         owner = type(self).__name__
         layer_query_heads, layer_intermediate_dims = check_lists(
             owner, layer_query_heads=layer_query_heads, layer_intermediate_dims=layer_intermediate_dims)
-        _check_kv(owner, layer_query_heads, num_key_value_heads)
+        check_query_heads(owner, layer_query_heads, num_key_value_heads)
         self.token_embedding = keras.layers.ReversibleEmbedding(
             input_dim=vocabulary_size, output_dim=hidden_dim, tie_weights=tie_word_embeddings,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01), dtype=dtype,
@@ -178,13 +155,13 @@ class PrunedQwen3Backbone(Qwen3Backbone):
                 name=f"transformer_layer_{i}"))
         self.layer_norm = Qwen3LayerNorm(epsilon=layer_norm_epsilon, dtype=dtype,
                                          name="sequence_output_layernorm")
-        token_ids, padding_mask = _inputs()
+        token_ids, padding_mask = backbone_inputs()
         x = self.token_embedding(token_ids)
         for layer in self.transformer_layers:
             x = layer(x, decoder_padding_mask=padding_mask)
         Backbone.__init__(self, inputs={"token_ids": token_ids, "padding_mask": padding_mask},
                           outputs=self.layer_norm(x), dtype=dtype, **kwargs)
-        _set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
+        set_widths(self, vocabulary_size, hidden_dim, head_dim, num_key_value_heads, layer_query_heads,
                     layer_intermediate_dims, layer_norm_epsilon, dropout)
         self.rope_max_wavelength = rope_max_wavelength
         self.rope_scaling_factor = rope_scaling_factor

@@ -42,7 +42,16 @@ from keras_hub.src.models.llama.llama_layernorm import LlamaLayerNorm
 from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
 from keras_hub.src.models.llama3.llama3_backbone import Llama3Backbone
 
-from kprune.transformers.family import Family, base_config, hidden_width, one_kv, stock_config, uniform_widths
+from kprune.transformers.family import (
+    Family,
+    base_config,
+    cache_query_heads,
+    check_query_heads,
+    hidden_width,
+    one_kv,
+    stock_config,
+    uniform_widths,
+)
 from kprune.transformers.widths import check_lists
 
 
@@ -161,12 +170,7 @@ class PrunedLlama3Backbone(Llama3Backbone):
         layer_query_heads, layer_intermediate_dims = check_lists(
             type(self).__name__, layer_query_heads=layer_query_heads,
             layer_intermediate_dims=layer_intermediate_dims)
-        for heads in layer_query_heads:
-            if heads % num_key_value_heads:
-                raise ValueError(
-                    f"Argument `layer_query_heads` must hold multiples of num_key_value_heads="
-                    f"{num_key_value_heads}. Received: layer_query_heads={layer_query_heads}"
-                )
+        check_query_heads(type(self).__name__, layer_query_heads, num_key_value_heads)
         rope = dict(
             rope_max_wavelength=rope_max_wavelength,
             rope_position_scaling_factor=rope_position_scaling_factor,
@@ -206,7 +210,7 @@ class PrunedLlama3Backbone(Llama3Backbone):
         self.layer_query_heads = layer_query_heads
         self.layer_intermediate_dims = layer_intermediate_dims
         # What LlamaCausalLM reads to size its KV cache (see the module docstring).
-        self.num_query_heads = hidden_dim // self.head_dim
+        self.num_query_heads = cache_query_heads(type(self).__name__, hidden_dim, self.head_dim)
         self.intermediate_dim = max(layer_intermediate_dims)
         for key, value in rope.items():
             setattr(self, key, value)

@@ -9,7 +9,7 @@ keep. It reads every kept block's widths from the arrays
 
 * the same backbone class with a new config when that config can say the new
   widths: the same widths in every layer, a head size the class either takes
-  (`head_dim`: Gemma, Qwen3) or computes right (`hidden_dim // heads` equal
+  (`head_dim`: Gemma, Qwen3, Mistral) or computes right (`hidden_dim // heads` equal
   to the head size: nothing was removed from the heads), and nothing the
   class's `get_config` loses (a tied Llama's `tie_word_embeddings`), and
   the local/global attention pattern of the kept layers where the class
@@ -46,7 +46,7 @@ Example (a Llama 3 whose FFN lost half its units: the stock class again):
 import numpy as np
 
 from kprune.registry.model_builders import register_model_builder
-from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama
+from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama, hub_mistral_qwen2, hub_phi3
 from kprune.transformers.family import hidden_width
 from kprune.transformers.widths import block_widths
 
@@ -54,7 +54,8 @@ _MODELS = "keras_hub.src.models."
 
 # Qualified class name -> its family (`kprune.transformers.family.Family`),
 # declared by the module holding the family's kprune subclasses.
-FAMILIES = {**hub_llama.FAMILIES, **hub_gemma_qwen.FAMILIES, **hub_gpt2_bert.FAMILIES}
+FAMILIES = {**hub_llama.FAMILIES, **hub_gemma_qwen.FAMILIES, **hub_gpt2_bert.FAMILIES,
+            **hub_mistral_qwen2.FAMILIES, **hub_phi3.FAMILIES}
 
 
 def family_of(model):

@@ -220,12 +220,12 @@ def test_distillation_from_the_dense_model_heals_the_smaller_one():
 
 
 def test_a_kerashub_model_without_a_builder_is_refused_by_name_and_masks():
-    # Mistral has no registered builder: removal says so and names the ones kprune rebuilds;
+    # RoBERTa has no registered builder: removal says so and names the ones kprune rebuilds;
     # masking still works.
-    backbone = keras_hub.models.MistralBackbone(vocabulary_size=V, num_layers=2, num_query_heads=4,
-                                                num_key_value_heads=2, hidden_dim=D, intermediate_dim=32)
+    backbone = keras_hub.models.RobertaBackbone(vocabulary_size=V, num_layers=2, num_heads=4, hidden_dim=D,
+                                                intermediate_dim=32, max_sequence_length=16)
     plan = kprune.plan_channels(backbone, {"heads": 0.5, "channels": 0.5}, round_to=1)
-    with pytest.raises(ValueError, match=r"'transformer_layer_0' \(MistralTransformerDecoder\).*LlamaBackbone"):
+    with pytest.raises(ValueError, match=r"'transformer_layer_0' \(TransformerEncoder\).*LlamaBackbone"):
         kprune.remove_channels(backbone, plan)
     masked = kprune.mask_channels(backbone, plan)  # a Functional copy: no builder keeps the class
     x = {"token_ids": np.arange(SEQ)[None] % V, "padding_mask": np.ones((1, SEQ), "int32")}
