@@ -20,7 +20,8 @@ keep. It reads every kept block's widths from the arrays
 A hidden size pruned on request (`kprune.plan_channels(..., hidden=...)`)
 is read from the arrays too (`BlockWidths.hidden`) and built by the families
 that declare it (`Family.hidden`: Llama / Llama 3, Qwen3, Gemma, GPT-2); any
-other family refuses it with a `ValueError` naming `hidden`.
+other family (BERT, Mistral, Qwen2, Phi-3) refuses it with a `ValueError`
+naming `hidden`.
 
 The new model's variables get the arrays: block `j` of the new model those
 of kept block `blocks[j]`, the other variables (embeddings, final norm) in

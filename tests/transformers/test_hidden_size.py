@@ -5,7 +5,8 @@
   LM-head rows, norm scales, q/k/v input rows, attention/FFN output columns);
   `count_params` is the formula of its widths;
 * the plan warns once that the result is not output-equivalent;
-  `hidden=None`/`0` changes nothing; families kprune cannot rebuild refuse;
+  `hidden=None`/`0` changes nothing; families kprune cannot rebuild (BERT,
+  Mistral) refuse;
 * what is equivalent, precisely: (a) a stream that no normalization reads is
   an ordinary channel group, and removing its channels equals masking them;
   (b) with RMS norms (Llama), the smaller model equals the masked one once
@@ -265,7 +266,12 @@ def test_qwen3_gemma_and_gpt2_are_rebuilt_with_the_planned_hidden_size(name):
     assert _np(small(_inputs())).shape == (2, SEQ, V)
 
 
-def test_bert_is_refused_by_name_and_masks():
+def test_bert_and_mistral_are_refused_by_name_and_mask():
+    # Mistral has a builder, but its family does not build a new hidden size.
+    mistral = keras_hub.models.MistralBackbone(vocabulary_size=V, num_layers=LAYERS, num_query_heads=HQ,
+                                               num_key_value_heads=HKV, hidden_dim=D, intermediate_dim=FFN)
+    with pytest.raises(ValueError, match=r"Argument `hidden` .*\(MistralBackbone: 32 -> 24\)"):
+        kprune.remove_channels(mistral, _plan(mistral, hidden=0.25))
     backbone = _random(keras_hub.models.BertBackbone(vocabulary_size=V, num_layers=LAYERS, num_heads=HQ,
                                                      hidden_dim=D, intermediate_dim=FFN, max_sequence_length=16))
     plan = _plan(backbone, hidden=0.25)
