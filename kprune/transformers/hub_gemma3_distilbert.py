@@ -260,11 +260,11 @@ def _gemma3_layers(backbone, kept):
 
 def _check_gemma3(backbone, widths, kept):
     """Raise where the rebuilt Gemma 3 would not compute what `backbone`'s kept layers compute."""
-    if not getattr(backbone, "text_only_model", True) or getattr(backbone, "is_embedding_model", False):
+    if not getattr(backbone, "text_only_model", True):
         raise ValueError(
-            f"kprune rebuilds text-only Gemma 3 backbones without a pooling head; backbone "
-            f"'{backbone.name}' has a vision encoder or is an embedding model. Prune it in place "
-            "(kprune.mask_channels) or build it with vision_encoder=None, is_embedding_model=False.")
+            f"kprune rebuilds (and masks the channels of) text-only Gemma 3 backbones; backbone "
+            f"'{backbone.name}' has a vision encoder. Build it with vision_encoder=None, or prune its "
+            "weights without removing channels (kprune.prune_low_magnitude).")
     for i, width in zip(kept, widths):
         attention = backbone.transformer_layers[i].attention
         old, new = attention.num_query_heads, width.query_heads
@@ -288,6 +288,12 @@ def _gemma3_stock(backbone, widths, kept):
 
 
 def _gemma3_pruned(backbone, widths, kept):
+    if backbone.is_embedding_model:
+        raise ValueError(
+            f"Backbone '{backbone.name}' is a Gemma 3 embedding model (is_embedding_model=True); kprune "
+            "rebuilds one only as the stock class: the same number of heads and FFN units in every layer "
+            "(local ranking) and, when removing blocks, kept layers whose local/global pattern is the "
+            "stock one for their count. PrunedGemma3Backbone has no pooling head.")
     own, _ = _gemma3_layers(backbone, kept)
     scaling = (backbone.local_rope_scaling_factor, backbone.global_rope_scaling_factor)
     for i, (local, *rope) in zip(kept, own):

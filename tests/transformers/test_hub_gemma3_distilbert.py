@@ -184,6 +184,30 @@ def test_gemma3_with_per_layer_widths_is_the_subclass():
     np.testing.assert_allclose(_out(small, x), _out(kprune.mask_channels(model, plan), x), atol=1e-4)
 
 
+def test_gemma3_embedding_models_keep_the_stock_class_and_vision_models_are_refused():
+    embedder = _randomized(keras_hub.models.Gemma3Backbone(
+        vocabulary_size=V, image_size=16, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=D,
+        intermediate_dim=64, head_dim=8, is_embedding_model=True, pooling_intermediate_dim=16, embedding_dim=8))
+    plan = kprune.plan_channels(embedder, 0.5, round_to=1)
+    assert type(kprune.mask_channels(embedder, plan)) is type(embedder)  # the class, not a Functional copy
+    # The stock config says the blocks' widths, not its pooling head's (which the plan prunes too).
+    with pytest.raises(ValueError, match=r"'pooling_dense_1/kernel' would get an array of shape \(32, 8\)"):
+        kprune.remove_channels(embedder, plan)
+    # Per-layer widths (global ranking) need PrunedGemma3Backbone, which has no pooling head.
+    per_layer = kprune.plan_channels(embedder, 0.5, round_to=1, global_ranking=True, heads="query")
+    with pytest.raises(ValueError, match="'gemma3_backbone.*' is a Gemma 3 embedding model"):
+        kprune.remove_channels(embedder, per_layer)
+    from keras_hub.src.models.gemma3.gemma3_vision_encoder import Gemma3VisionEncoder
+
+    vision = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=V, image_size=16, num_layers=1, num_query_heads=4, num_key_value_heads=2, hidden_dim=D,
+        intermediate_dim=64, head_dim=8, vision_encoder=Gemma3VisionEncoder(
+            image_size=16, patch_size=4, num_heads=2, hidden_dim=16, num_layers=1, intermediate_dim=16,
+            output_dim=D, pool_size=2))
+    with pytest.raises(ValueError, match="backbone 'gemma3_backbone.*' has a vision encoder"):
+        kprune.remove_channels(vision, kprune.plan_channels(vision, {"channels": 0.5}, round_to=1))
+
+
 @pytest.mark.full_matrix
 @pytest.mark.parametrize("name", ["gemma3-kv", "distilbert"])
 def test_the_smaller_model_saves_as_a_preset_and_generates_the_masked_models_tokens(name, tmp_path):
@@ -202,7 +226,9 @@ def test_the_smaller_model_saves_as_a_preset_and_generates_the_masked_models_tok
     tokens = []
     for lm in (masked, type(small)(backbone=loaded, preprocessor=None)):
         lm.compile(sampler="greedy")
-        tokens.append(keras.ops.convert_to_numpy(lm.generate(prompt, stop_token_ids=None)["token_ids"]))
+        # generate_step, not generate: KerasHub 0.32's Gemma3CausalLM.generate without a
+        # preprocessor fails on a text-only model (it concatenates the `images: None` it returns).
+        tokens.append(keras.ops.convert_to_numpy(lm.generate_step(prompt, stop_token_ids=None)["token_ids"]))
     np.testing.assert_array_equal(tokens[0], tokens[1])
     assert (tokens[0][:, 4:] != 0).any()  # it generated
 
