@@ -197,6 +197,19 @@ def kernel_zero_masks(model):
     return masks
 
 
+def pqat_row(qat_row, name, pqat, before):
+    """The PQAT model's file row (`qat_row`) with whether training kept the pruned model's zeros
+    (`before`: `kernel_zero_masks` of the stripped model) in Keras and in the file."""
+    import numpy as np
+
+    after = kernel_zero_masks(pqat)
+    row = qat_row(name, pqat)
+    row["keras_zeros"] = int(sum(m.sum() for m in before.values()))
+    row["zeros_kept"] = all(bool(np.all(after[layer][mask])) for layer, mask in before.items())
+    row["file_keeps_zeros"] = row["kernel_zeros"] >= row["keras_zeros"]
+    return row
+
+
 def mean(rows, key):
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.fmean(values) if values else None
@@ -267,12 +280,7 @@ def kprune_pipeline(model_name, seed, cfg, workdir):
         pqat = compile_model(keras, quantize_apply(quantize_annotate_model(stripped),
                                                    Default8BitPrunePreserveQuantizeScheme()), 1e-4)
         pqat.fit(x_train, y_train, epochs=cfg["qat_epochs"], batch_size=32, verbose=0)
-        after = kernel_zero_masks(pqat)
-        row = qat_row(f"pqat{label}", pqat)
-        row["keras_zeros"] = int(sum(m.sum() for m in before.values()))
-        row["zeros_kept"] = all(bool(np.all(after[name][mask])) for name, mask in before.items())
-        row["file_keeps_zeros"] = row["kernel_zeros"] >= row["keras_zeros"]
-        rows[f"pqat{label}_int8"] = row
+        row = rows[f"pqat{label}_int8"] = pqat_row(qat_row, f"pqat{label}", pqat, before)
         log(f"{model_name} seed {seed}: {label}% pruned + PTQ {rows[f'pruned{label}_ptq_int8']['accuracy']:.4f}, "
             f"PQAT {row['accuracy']:.4f}, zeros kept {row['zeros_kept']}")
     return rows
@@ -375,12 +383,7 @@ def tfmot_pipeline(model_name, seed, cfg, workdir):
             tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
         pqat = compile_model(keras, pqat, 1e-4)
         pqat.fit(x_train, y_train, epochs=cfg["qat_epochs"], batch_size=32, verbose=0)
-        after = kernel_zero_masks(pqat)
-        row = qat_row(f"pqat{label}", pqat)
-        row["keras_zeros"] = int(sum(m.sum() for m in before.values()))
-        row["zeros_kept"] = all(bool(np.all(after[name][mask])) for name, mask in before.items())
-        row["file_keeps_zeros"] = row["kernel_zeros"] >= row["keras_zeros"]
-        rows[f"pqat{label}_int8"] = row
+        row = rows[f"pqat{label}_int8"] = pqat_row(qat_row, f"pqat{label}", pqat, before)
         log(f"tfmot {model_name} seed {seed}: {label}% pruned + PTQ {rows[f'pruned{label}_ptq_int8']['accuracy']:.4f}, "
             f"PQAT {row['accuracy']:.4f}, zeros kept {row['zeros_kept']}")
     return rows

@@ -1,7 +1,9 @@
 """Structured channel pruning: plan which channels go, zero them, remove them.
 
 `oneshot` (`plan_channels`, `mask_channels`, `remove_channels`: a plan from
-a criterion, applied as zeros or as a smaller model), `gradual`
+a criterion, applied as zeros or as a smaller model) over `planning` (scores
+to a plan), `apply_plan` (the masked or smaller model) and `compensation`
+(FLAP's bias compensation), `gradual`
 (`prune_channels`: channels pruned on a schedule during `fit`),
 `channel_wrapper` (`PruneChannels`, the wrapper `prune_channels` puts on
 each layer of a group), `channel_masks` (the whole model's channel choice at

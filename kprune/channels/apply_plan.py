@@ -7,7 +7,9 @@ their slices zeroed) or gone (`remove=True`: their slices taken out). Before
 either, the constant a removed attention head adds through its value bias is
 folded into the output bias (`kprune.registry.attention.fold_value_bias`),
 so a masked model and the smaller one give the same outputs, and both stay
-closer to the dense model. `copy_with_values` builds the model that holds
+closer to the dense model; with FLAP's bias compensation
+(`kprune.channels.compensation`), each reader's bias takes the removed
+units' mean contribution instead (a head's mean holds its value bias). `copy_with_values` builds the model that holds
 those arrays: a Sequential or Functional model is cloned layer by layer (with
 new widths in the configs of producers and attention layers), a model
 registered with a builder (a KerasHub backbone or task:
@@ -39,12 +41,19 @@ from kprune.registry.model_builders import model_builder, rebuildable_models
 from kprune.sparsity.prune import clone_with, copy_layer
 
 
-def pruned_values(graph, model, flags, remove):
+def pruned_values(graph, model, flags, remove, shifts=None):
     """`{id(variable): array}` for every variable of `model` with the units
-    flagged in `flags` (`UnitSpace.pruned_flags`) zeroed or removed."""
+    flagged in `flags` (`UnitSpace.pruned_flags`) zeroed or removed, and
+    `shifts` (`{id(bias): array}`, `kprune.channels.compensation.bias_shifts`)
+    added to the biases first."""
     values = {id(v): keras.ops.convert_to_numpy(v.value) for v in model.weights}
+    shifts = shifts or {}
     for attention in graph.attention.values():
-        fold_value_bias(values, attention.spec, attention.query_heads(flags))
+        fold = attention.spec.fold
+        if fold is None or id(fold[4]) not in shifts:  # a shift holds the heads' whole mean
+            fold_value_bias(values, attention.spec, attention.query_heads(flags))
+    for key, shift in shifts.items():
+        values[key] = (np.asarray(values[key], np.float64) + shift).astype(values[key].dtype)
     if not remove:
         for key, mask in graph.keep_masks(flags).items():
             values[key] = values[key] * mask
@@ -94,10 +103,10 @@ def _check_rebuildable(graph, flags, rebuilt):
                 )
 
 
-def copy_with_values(model, graph, flags, remove):
+def copy_with_values(model, graph, flags, remove, shifts=None):
     """A new model like `model` whose weights are `pruned_values(graph, model,
-    flags, remove)`: masked (same shapes) or smaller."""
-    values = pruned_values(graph, model, flags, remove)
+    flags, remove, shifts)`: masked (same shapes) or smaller."""
+    values = pruned_values(graph, model, flags, remove, shifts)
 
     def values_of(variable):
         return values[id(variable)]

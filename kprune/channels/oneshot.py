@@ -21,6 +21,7 @@ family (`kprune.channels.apply_plan`).
 import keras
 import numpy as np
 
+from kprune.channels import compensation
 from kprune.channels import config_list as config_list_lib
 from kprune.channels.apply_plan import copy_with_values
 from kprune.channels.planning import check_names, check_ranking, is_excluded, make_plan, sparsity_table
@@ -46,6 +47,7 @@ def plan_channels(
     loss=None,
     config_list=None,
     heads="kv",
+    normalize=None,
 ):
     """Choose the channels (and attention heads) to prune.
 
@@ -60,16 +62,18 @@ def plan_channels(
         importance: `"l1"`, `"l2"` (default), `"fpgm"`, `"bn_scale"`,
             `"random"`; the data criteria `"taylor"`, `"taylor_element"`
             (LLM-Pruner), `"apoz"`, `"mean_activation"`, `"activation"`
-            (Minitron), `"fluctuation"` (FLAP), `"hessian"`
+            (Minitron), `"fluctuation"` and `"flap"` (FLAP), `"hessian"`
             (`kprune.criteria.hessian`), `"thinet"` and `"lasso"`
             (`kprune.criteria.reconstruction_criteria`), which need `data`; or a callable
             `(graph, group) -> scores` (see `kprune.criteria.catalog`).
-        global_ranking: rank units across groups (scores divided by their
-            group's mean) instead of within each group: True (a fraction of
-            the units), or `"params"` (scores per parameter, until a fraction
-            of the groups' parameters goes: a head weighs its query, key,
-            value and output rows). Heads and channels are ranked apart.
-            Defaults to False.
+        global_ranking: rank units across groups (scores normalized per
+            group, `normalize`) instead of within each group: True (a
+            fraction of the units), or `"params"` (scores per parameter,
+            until a fraction of the groups' parameters goes: a head weighs
+            its query, key, value and output rows). Heads and channels are
+            ranked apart, except with `"pooled"`: `"params"` over heads and
+            channels together (FLAP's adaptive structure; one `sparsity`
+            fraction). Defaults to False.
         round_to: keep a multiple of this many channels per group (groups no
             larger than it are kept whole). Defaults to 8: XNNPACK's float
             kernels, which LiteRT runs on CPUs, work on channel tiles of 8 (or
@@ -95,6 +99,13 @@ def plan_channels(
             -- query heads, the same number from every key/value group (the
             query heads stay a multiple of the key/value heads). Without
             GQA a unit is a head either way.
+        normalize: how global ranking makes groups comparable: `"mean"`
+            (scores divided by their group's mean) or `"zscore"` (FLAP's
+            per-layer standardization, `(s - mean) / std`; the parameter
+            rankings then order by the z-score and count parameters only
+            toward the budget). Defaults to None: `"mean"`, or for
+            `importance="flap"`, whose scores are z-scores already, the
+            scores as they are. See `kprune.channels.planning`.
 
     Returns:
         A `ChannelPlan`.
@@ -116,9 +127,23 @@ def plan_channels(
     >>> plan = kprune.plan_channels(keras.Model(x, y), {"heads": 0.5})
     >>> [(g["unit"], g["channels"], len(g["pruned"])) for g in plan.groups if g["pruned"]]
     [('head', 4, 2)]
+
+    FLAP (its z-scored fluctuation, heads and FFN units in one parameter
+    budget; then `mask_channels`/`remove_channels` with `compensate=`):
+
+    >>> import numpy as np
+    >>> n = keras.layers.LayerNormalization()(x)
+    >>> h = keras.layers.Add()([x, keras.layers.Dense(8)(keras.layers.Dense(16, activation="relu")(n))])
+    >>> model = keras.Model(x, keras.layers.Add()([h, y]))
+    >>> data = np.random.default_rng(0).normal(size=(4, 6, 8)).astype("float32")
+    >>> plan = kprune.plan_channels(model, 0.4, importance="flap", data=data,
+    ...     global_ranking="pooled", round_to=1)
+    >>> plan.num_pruned > 0
+    True
     """
     check_round_to(round_to)
-    check_ranking(global_ranking)
+    if config_list is None:
+        check_ranking(global_ranking, normalize, sparsity)
     if heads not in HEAD_MODES:
         raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
     in_place.check_channel_model(model)
@@ -127,6 +152,7 @@ def plan_channels(
     if config_list is not None:
         sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
             graph, config_list, sparsity, ratios, exclude, global_ranking)
+        check_ranking(global_ranking, normalize, sparsity)
     if sparsity is None:
         raise ValueError(
             "Argument `sparsity` is required (a fraction in [0, 1)) unless `config_list` is "
@@ -141,7 +167,7 @@ def plan_channels(
     def skip(group):
         return "excluded" if is_excluded(group, exclude) else None
 
-    return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
+    return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize)
 
 
 def channel_masks(graph, layer, pruned):
@@ -181,7 +207,7 @@ def _warn_nothing_pruned(base, plan, function):
     user_warnings.warn(f"{what}, so {function} returns {result}. {fix}", UserWarning)
 
 
-def mask_channels(model, plan):
+def mask_channels(model, plan, compensate=None):
     """A copy of `model` in which the plan's channels are cut off (weights zeroed).
 
     Args:
@@ -189,6 +215,11 @@ def mask_channels(model, plan):
             unstructured pruning (it is stripped first); a KerasHub backbone
             or task, or a Functional model that holds one.
         plan: a `ChannelPlan` (`kprune.plan_channels`) made for this model.
+        compensate: calibration inputs (as `plan_channels`' `data`) for
+            FLAP's bias compensation: each layer reading a pruned unit adds
+            the unit's mean contribution on these inputs to its bias, `b +=
+            mean(x)[pruned] @ W[pruned]` (`kprune.channels.compensation`;
+            every such layer needs a bias). Defaults to None (no compensation).
 
     Returns:
         A new model of the same shapes. A plan that prunes no channel gives an
@@ -207,7 +238,14 @@ def mask_channels(model, plan):
     pruned = plan.units(graph)
     if not pruned:
         _warn_nothing_pruned(base, plan, "mask_channels")
-    return _masked(base, graph, pruned)
+    return _masked(base, graph, pruned, _shifts(base, graph, pruned, compensate))
+
+
+def _shifts(base, graph, pruned, compensate):
+    """The bias shifts of FLAP's compensation on `compensate`, or None."""
+    if compensate is None:
+        return None
+    return compensation.bias_shifts(base, graph, graph.pruned_flags(pruned), compensate)
 
 
 def masked_copy(model, plan):
@@ -217,8 +255,8 @@ def masked_copy(model, plan):
     return _masked(base, graph, plan.units(graph))
 
 
-def _masked(base, graph, pruned):
-    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=False)
+def _masked(base, graph, pruned, shifts=None):
+    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=False, shifts=shifts)
 
 
 def unread_units(graph):
@@ -260,7 +298,7 @@ def _check_balanced(group, pruned):
         )
 
 
-def remove_channels(model, plan=None, heads="kv"):
+def remove_channels(model, plan=None, heads="kv", compensate=None):
     """A smaller model without the pruned channels.
 
     Args:
@@ -276,6 +314,10 @@ def remove_channels(model, plan=None, heads="kv"):
             head whose query heads are all cut off, `"query"` removes query
             heads (which must be the same number in every group). A plan
             carries its own.
+        compensate: calibration inputs for FLAP's bias compensation, as in
+            `mask_channels` (the means are those of `model`, so a `plan` is
+            required: `remove_channels(mask_channels(model, plan,
+            compensate=x))` keeps the compensated biases too). Defaults to None.
 
     Returns:
         A new model with fewer filters/units/heads: a plain Keras model, or
@@ -293,11 +335,18 @@ def remove_channels(model, plan=None, heads="kv"):
     >>> kprune.remove_channels(kprune.mask_channels(model, plan)).get_layer("hidden").units
     4
     """
+    if compensate is not None and plan is None:
+        raise ValueError(
+            "Argument `compensate` needs a `plan`: the pruned units' mean contributions are "
+            "measured on the model before pruning. Pass the plan, remove_channels(model, plan, "
+            "compensate=x), or compensate when masking: mask_channels(model, plan, compensate=x). "
+            "Received: plan=None"
+        )
     base, graph = _base_graph(model, plan, required=False, heads=heads)
     pruned = plan.units(graph) if plan is not None else unread_units(graph)
     if not pruned:
         _warn_nothing_pruned(base, plan, "remove_channels")
-    return _removed(base, graph, pruned)
+    return _removed(base, graph, pruned, _shifts(base, graph, pruned, compensate))
 
 
 def reduced_copy(model, plan=None):
@@ -307,5 +356,5 @@ def reduced_copy(model, plan=None):
     return _removed(base, graph, plan.units(graph) if plan is not None else unread_units(graph))
 
 
-def _removed(base, graph, pruned):
-    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=True)
+def _removed(base, graph, pruned, shifts=None):
+    return copy_with_values(base, graph, graph.pruned_flags(pruned), remove=True, shifts=shifts)

@@ -1,16 +1,31 @@
 """Choosing which units of which groups to prune: from scores to a `ChannelPlan`.
 
 `make_plan` scores the groups of a `kprune.dependency.channel_graph.ChannelGraph`
-and keeps the highest-scoring units of each, in one of three rankings:
+and keeps the highest-scoring units of each, in one of these rankings:
 
 * local (default): each group loses its own `sparsity` fraction;
-* `global_ranking=True`: scores are divided by their group's mean and one
+* `global_ranking=True`: scores are normalized per group and one
   threshold over all groups decides (a fraction of the units overall);
 * `global_ranking="params"`: the same normalized scores, divided by the
   parameters each unit holds (`UnitSpace.unit_costs`: a head's query, key,
   value and output rows weigh more than an FFN unit's three), and the
   lowest go until a `sparsity` fraction of the pooled *parameters* is
-  removed -- FLAP's and LLM-Pruner's global head/neuron selection.
+  removed -- LLM-Pruner's global head/neuron selection;
+* `global_ranking="pooled"`: as `"params"`, but heads and channels in one
+  ranking (FLAP's adaptive structure, "AL-AM": attention and MLP compete
+  for one parameter budget); `sparsity` is then one fraction.
+
+Normalization (`normalize=`) makes scores of different groups comparable:
+`"mean"` divides each group's scores by their mean (the default, None, for
+every criterion but one that gives z-scores itself); `"zscore"` standardizes
+them, `(s - mean(s)) / std(s)` (`std` with `ddof=1`, as `torch.std`), as
+FLAP does per layer before its global selection. A criterion whose scores
+are z-scores already (`standardized`: `importance="flap"`) is compared as
+it is. A z-score is signed, so z-scores order units by themselves in the
+parameter rankings, their parameters counting only toward the budget
+(FLAP's head weighs `4 * head_dim / 3` neurons of LLaMA), instead of being
+divided by them. Local ranking compares scores within a group, where
+normalization changes nothing.
 
 `sparsity` is one fraction for every group, or a dict by unit kind
 (`UNIT_KINDS`): `{"heads": 0.5}` prunes half the attention heads and leaves
@@ -27,6 +42,8 @@ Example:
 {'channels': 0.0, 'heads': 0.5}
 >>> choose(np.array([4.0, 1.0, 3.0, 2.0, 9.0, 8.0]), keep=4, blocks=2)
 [1, 3]
+>>> normalized(np.array([1.0, 2.0, 3.0]), "zscore").tolist()
+[-1.0, 0.0, 1.0]
 """
 
 import numpy as np
@@ -37,7 +54,8 @@ from kprune.utils.validation import check_sparsity
 
 # The `sparsity` dict keys, and the `ChannelGroup.unit`s each covers.
 UNIT_KINDS = {"channels": ("channel",), "heads": ("head", "kv_group", "query_head")}
-RANKINGS = (False, True, "params")
+RANKINGS = (False, True, "params", "pooled")
+NORMALIZATIONS = (None, "mean", "zscore")
 
 
 def kind_of(group):
@@ -60,14 +78,59 @@ def sparsity_table(sparsity):
     return {kind: value for kind in UNIT_KINDS}
 
 
-def check_ranking(global_ranking):
-    """Validate `global_ranking`: False, True or "params"."""
-    if not (global_ranking is False or global_ranking is True or global_ranking == "params"):
+def check_ranking(global_ranking, normalize=None, sparsity=None):
+    """Validate `global_ranking` (False, True, "params" or "pooled") and
+    `normalize` (None, "mean" or "zscore"), and that a pooled ranking has one
+    `sparsity` fraction."""
+    if not (global_ranking is False or global_ranking is True or global_ranking in ("params", "pooled")):
         raise ValueError(
             f"Argument `global_ranking` must be one of {list(RANKINGS)}. "
             f"Received: global_ranking={global_ranking!r}"
         )
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(
+            f"Argument `normalize` must be one of {list(NORMALIZATIONS)}. Received: normalize={normalize!r}"
+        )
+    if normalize is not None and global_ranking is False:
+        raise ValueError(
+            f"Argument `normalize` applies to global ranking only (within a group it changes no "
+            f"order): pass `global_ranking=True`, 'params' or 'pooled', or leave `normalize` at "
+            f"None. Received: normalize={normalize!r} with global_ranking=False"
+        )
+    if global_ranking == "pooled" and isinstance(sparsity, dict):
+        raise ValueError(
+            "Argument `sparsity` must be one fraction with global_ranking='pooled' (heads and "
+            "channels share one parameter budget); use global_ranking='params' for a fraction per "
+            f"unit kind. Received: sparsity={sparsity!r}"
+        )
     return global_ranking
+
+
+def _normalization(score_fn, normalize):
+    """The normalization global ranking applies: `"as is"` for a criterion
+    that gives z-scores (`standardized`), else `normalize` (None: "mean")."""
+    if not getattr(score_fn, "standardized", False):
+        return normalize or "mean"
+    if normalize == "mean":
+        name = getattr(score_fn, "__name__", type(score_fn).__name__)
+        raise ValueError(
+            f"Argument `normalize` cannot be 'mean' with importance {name!r}, whose scores are "
+            "z-scores already (signed, with mean 0 per layer): leave `normalize` at None (or "
+            "'zscore'), which compares them as they are. Received: normalize='mean'"
+        )
+    return "as is"
+
+
+def normalized(scores, normalize):
+    """A group's scores made comparable with other groups': divided by their
+    mean (`"mean"`), standardized (`"zscore"`, `ddof=1`; equal scores give 0)
+    or kept (`"as is"`)."""
+    if normalize == "as is":
+        return scores
+    if normalize == "zscore":
+        std = scores.std(ddof=1) if scores.size > 1 else 0.0
+        return (scores - scores.mean()) / (std if std > 0 else 1.0)
+    return scores / (scores.mean() + 1e-12)
 
 
 def keep_count(n, sparsity, round_to):
@@ -151,16 +214,17 @@ def _entry(group):
             "pruned": [], "reason": group.blocked, "unit": group.unit}
 
 
-def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios):
+def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize=None):
     """Score the groups of `graph` and choose the units to prune (see the
     module docstring).
 
     `sparsity` is a fraction or a dict by unit kind; `skip(group)` returns a
     reason to leave a group whole, or None; `ratios` maps producer names to
-    the sparsity of their groups.
+    the sparsity of their groups; `normalize` is None, `"mean"` or `"zscore"`.
     """
     table = sparsity_table(sparsity)
-    check_ranking(global_ranking)
+    check_ranking(global_ranking, normalize, sparsity)
+    normalize = _normalization(score_fn, normalize)
     entries, scored = [], []
     for group in graph.groups:
         entry = _entry(group)
@@ -188,7 +252,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
             )
         scored.append((group, entry, scores, local))
 
-    fractions = _global_fractions(graph, scored, table, global_ranking) if global_ranking else {}
+    fractions = _global_fractions(graph, scored, table, global_ranking, normalize) if global_ranking else {}
     for group, entry, scores, local in scored:
         group_sparsity = local if local is not None else fractions.get(
             group.index, table[kind_of(group)])
@@ -197,26 +261,33 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios)
     return ChannelPlan(entries, heads=graph.heads)
 
 
-def _global_fractions(graph, scored, table, ranking):
+def _global_fractions(graph, scored, table, ranking, normalize):
     """`{group index: fraction of its units below the global threshold}`, one
-    threshold per unit kind over the groups without a ratio of their own."""
+    threshold per unit kind (or one for all, `"pooled"`) over the groups
+    without a ratio of their own."""
     fractions = {}
-    for kind, target in table.items():
+    if ranking == "pooled":
+        pools = [(tuple(UNIT_KINDS), table["channels"])]  # one fraction: every kind's
+    else:
+        pools = [((kind,), target) for kind, target in table.items()]
+    for kinds, target in pools:
         pool = [(group, scores) for group, _, scores, local in scored
-                if local is None and kind_of(group) == kind]
+                if local is None and kind_of(group) in kinds]
         if not pool:
             continue
-        normalized = [s / (s.mean() + 1e-12) for _, s in pool]
-        if ranking == "params":
+        keys = [normalized(s, normalize) for _, s in pool]
+        if ranking in ("params", "pooled"):
             costs = [graph.unit_costs(group) for group, _ in pool]
-            ratio = np.concatenate([s / np.maximum(c, 1) for s, c in zip(normalized, costs)])
+            if normalize == "mean":  # z-scores are signed: never divided by a cost
+                keys = [s / np.maximum(c, 1) for s, c in zip(keys, costs)]
+            ratio = np.concatenate(keys)
             cost = np.concatenate(costs)
             order = np.argsort(ratio, kind="stable")
             cut = int(np.searchsorted(np.cumsum(cost[order]), target * cost.sum(), side="right"))
             chosen = np.zeros(len(ratio), bool)
             chosen[order[:cut]] = True
         else:
-            values = np.concatenate(normalized)
+            values = np.concatenate(keys)
             cut = int(np.floor(values.size * target + 0.5))
             threshold = np.sort(values)[cut - 1] if cut else -np.inf
             chosen = values <= threshold

@@ -5,7 +5,7 @@
 * data criteria, built on calibration `data` (and a `loss` where they need
   gradients): `"taylor"`, `"taylor_element"` (LLM-Pruner), `"apoz"`,
   `"mean_activation"` (`kprune.criteria.importance`), `"activation"`
-  (Minitron), `"fluctuation"` (FLAP) (`kprune.criteria.unit_activations`),
+  (Minitron), `"fluctuation"` and `"flap"` (FLAP) (`kprune.criteria.unit_activations`),
   `"thinet"`, `"lasso"`
   (`kprune.criteria.reconstruction_criteria`), `"hessian"`
   (`kprune.criteria.hessian`).
@@ -15,13 +15,13 @@ Example:
 >>> sorted(WEIGHT_CRITERIA)
 ['bn_scale', 'fpgm', 'l1', 'l2', 'random']
 >>> sorted(DATA_CRITERIA)  # doctest: +NORMALIZE_WHITESPACE
-['activation', 'apoz', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor', 'taylor_element',
- 'thinet']
+['activation', 'apoz', 'flap', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor',
+ 'taylor_element', 'thinet']
 >>> get("l3")
 Traceback (most recent call last):
 ...
 ValueError: Argument `importance` must be one of ['bn_scale', 'fpgm', 'l1', 'l2', 'random', 'activation', \
-'apoz', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor', 'taylor_element', 'thinet'] or a \
+'apoz', 'flap', 'fluctuation', 'hessian', 'lasso', 'mean_activation', 'taylor', 'taylor_element', 'thinet'] or a \
 callable `(graph, group) -> scores`. Received: importance='l3'
 """
 

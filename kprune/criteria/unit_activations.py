@@ -16,10 +16,16 @@ blocks too) along the axis that indexes the unit
 * `"fluctuation"` -- FLAP (An et al., "Fluctuation-based Adaptive Structured
   Pruning for Large Language Models", AAAI 2024): the variance over tokens
   of each input channel times the squared norm of the reader's weights for
-  it, `S_j = Var_t(x_j) * ||W_j||^2`, averaged over a head's channels. (FLAP
-  also z-scores per layer before its global selection and compensates the
-  removed channels' mean with the output bias; kprune's global ranking
-  divides by each group's mean, and no bias is added.)
+  it, `S_j = Var_t(x_j) * ||W_j||^2`, averaged over a head's channels.
+* `"flap"` -- FLAP's metric as its reference code ranks it (`prune_flap`):
+  `S_j` (squared for a head's channels), z-scored over the reader's input
+  channels (`(S - mean) / std`, `ddof=1`: FLAP's per-layer standardization),
+  then averaged over a unit's channels (a head's `head_dim`; a key/value
+  group's query heads). These scores are comparable across layers as they
+  are (`standardized`), which global ranking keeps; FLAP's selection of heads
+  and FFN units for one parameter budget is `global_ranking="pooled"`
+  (`kprune.channels.planning`), its bias compensation `compensate=` of
+  `mask_channels`/`remove_channels` (`kprune.channels.compensation`).
 
 A unit read by several layers sums their scores; a group none of whose
 readers can be recorded scores None (left whole).
@@ -56,20 +62,11 @@ def _readers(graph):
             if usage.role != "in":
                 continue
             variable, axis, repeat = usage.slices[0]
-            reader = _owner(usage.layer, variable)
+            reader = queries.weight_owner(usage.layer, variable)
             input_axis = queries.reader_input_axis(reader, variable, axis)
             if input_axis is not None:
                 found.setdefault(id(reader), []).append((reader, group, usage, variable, axis, repeat, input_axis))
     return found
-
-
-def _owner(layer, variable):
-    """The layer that holds `variable` itself: `layer`, or the sublayer (an
-    attention layer's output projection) that does."""
-    for candidate in [layer] + functional.sublayers(layer):
-        if not functional.sublayers(candidate, recursive=False) and any(w is variable for w in candidate.weights):
-            return candidate
-    return layer
 
 
 class _Statistics:
@@ -104,7 +101,13 @@ def _plus(total, value):
 
 
 class ActivationCriterion(DataCriterion):
-    """`"activation"` (Minitron) and `"fluctuation"` (FLAP): see the module docstring."""
+    """`"activation"` (Minitron), `"fluctuation"` and `"flap"` (FLAP): see the module docstring."""
+
+    @property
+    def standardized(self):
+        """Whether the scores are z-scores already (`"flap"`), which global
+        ranking compares as they are (`kprune.channels.planning`)."""
+        return self.__name__ == "flap"
 
     def _measure(self, graph):
         readers = _readers(graph)
@@ -124,17 +127,19 @@ class ActivationCriterion(DataCriterion):
         scores = {}
         for key, entries in readers.items():
             for _, group, usage, variable, axis, repeat, input_axis in entries:
-                per_row = self._per_row(stats[key].get(input_axis), variable, axis)
+                per_row = self._per_row(stats[key].get(input_axis), variable, axis, group.unit != "channel")
                 if per_row is None:
                     continue
                 total = scores.setdefault(group.index, np.zeros(len(group.units)))
+                reduce = np.mean if self.standardized else np.sum
                 for unit, positions in enumerate(graph.unit_positions(group, usage)):
                     if positions:
-                        total[unit] += per_row[rows_of(positions, repeat)].sum()
+                        total[unit] += reduce(per_row[rows_of(positions, repeat)])
         return scores
 
-    def _per_row(self, stat, variable, axis):
-        """One score per row of the reader's slice axis (a channel, or a head)."""
+    def _per_row(self, stat, variable, axis, heads):
+        """One score per row of the reader's slice axis (a channel, or a head;
+        `heads`: the rows are attention heads)."""
         if stat is None or not stat.count:
             return None
         rows = int(variable.shape[axis])
@@ -149,7 +154,13 @@ class ActivationCriterion(DataCriterion):
             return None
         # A head's rows of the output kernel: (heads, head_dim, out), one norm per channel.
         norms = (weight.reshape(rows, inner, -1) ** 2).sum(axis=-1)
-        return (variance.reshape(rows, inner) * norms).mean(axis=1)
+        channels = variance.reshape(rows, inner) * norms
+        if self.standardized:  # FLAP: squared for heads, z-scored over the layer's channels
+            channels = channels ** 2 if heads else channels
+            std = channels.std(ddof=1) if channels.size > 1 else 0.0
+            channels = (channels - channels.mean()) / (std if std > 0 else 1.0)
+        return channels.mean(axis=1)
 
 
-ACTIVATION_CRITERIA = {"activation": ActivationCriterion, "fluctuation": ActivationCriterion}
+ACTIVATION_CRITERIA = {"activation": ActivationCriterion, "fluctuation": ActivationCriterion,
+                       "flap": ActivationCriterion}

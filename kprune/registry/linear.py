@@ -114,6 +114,30 @@ def einsum_view(layer, kernel):
     return LinearView(kernel, (d_in, d_out), matrix, back, rows)
 
 
+def column_bias(layer, view):
+    """The bias of a layer seen as `view` (its `LinearView`) when it holds one
+    value per column of the matrix, in the matrix's column order, else None:
+    a `Dense` or convolution bias, an `EinsumDense` bias over exactly its free
+    kernel axes (an attention output projection's `"m"`). What a constant
+    added to every row of `rows(x) @ matrix` can be folded into.
+
+    >>> layer = keras.layers.EinsumDense("bquh,uhm->bqm", output_shape=(None, 4), bias_axes="m")
+    >>> layer.build((None, 5, 2, 3))
+    >>> from kprune.registry import keras_layers
+    >>> column_bias(layer, keras_layers.linear_view(layer)) is layer.bias
+    True
+    """
+    bias = getattr(layer, "bias", None)
+    if view is None or not isinstance(bias, keras.Variable):
+        return None
+    equation = getattr(layer, "equation", None)
+    if isinstance(equation, str):
+        parsed = einsum_contraction(equation)
+        if parsed is None or (getattr(layer, "bias_axes", None) or "") != "".join(parsed[3]):
+            return None
+    return bias if math.prod(int(d) for d in bias.shape) == view.shape[1] else None
+
+
 def _same_pads(size, window, stride, dilation):
     span = (window - 1) * dilation + 1
     out = -(-size // stride)

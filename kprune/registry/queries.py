@@ -145,6 +145,22 @@ def reader_input_axis(layer, variable, axis):
     return None
 
 
+def weight_owner(layer, variable):
+    """The layer that holds `variable` itself: `layer`, or the sublayer that
+    does (an attention layer's output projection, for the heads' `"in"`
+    slices of the channel graph).
+
+    >>> mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=2, name="mha")
+    >>> _ = mha(keras.ops.ones((1, 3, 4)), keras.ops.ones((1, 3, 4)))
+    >>> weight_owner(mha, mha.output_dense.kernel).name
+    'attention_output'
+    """
+    for candidate in [layer] + sublayers(layer):
+        if not sublayers(candidate, recursive=False) and any(w is variable for w in candidate.weights):
+            return candidate
+    return layer
+
+
 def channel_scale(layer):
     """The per-channel scale (`gamma`) of a normalization layer, or None."""
     rule = rule_for(unwrap(layer))
