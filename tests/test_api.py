@@ -115,8 +115,10 @@ NAMESPACES = {
                      "Default8BitPrunePreserveQuantizeScheme", "quantizers"},
     "stats": {"summary", "ModelSummary", "LayerStats", "count_macs", "count_params", "layer_stats", "tflite_stats"},
     "transformers": {"Block", "BlockPlan", "block_importance", "mask_blocks", "plan_blocks", "remove_blocks",
-                     "transformer_blocks"} | ({"PrunedBertBackbone", "PrunedGPT2Backbone", "PrunedGPT2CausalLM",
-                                               "PrunedGemmaBackbone", "PrunedLlama3Backbone", "PrunedQwen3Backbone",
+                     "transformer_blocks"} | ({"PrunedBertBackbone", "PrunedDistilBertBackbone",
+                                               "PrunedGPT2Backbone", "PrunedGPT2CausalLM",
+                                               "PrunedGemma3Backbone", "PrunedGemmaBackbone",
+                                               "PrunedLlama3Backbone", "PrunedQwen3Backbone",
                                                "PrunedMistralBackbone", "PrunedPhi3Backbone", "PrunedQwenBackbone",
                                                "rebuild_backbone", "rebuild_task"}
                                               if importlib.util.find_spec("keras_hub") else set()),
