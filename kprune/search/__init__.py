@@ -7,7 +7,7 @@ vectors), `latency_table` (NetAdapt's per-layer LiteRT lookup table) and
 (`SearchResult`), `options` (`SearchOptions`: the settings every search
 shares, documented once), `driver` (the run every search drives: progress,
 limits, log, state file, and how it ends), `evaluation` (scoring
-candidates), and `algorithms/`, one module per search: the uniform
+candidates: `accuracy`, `negative_loss`), and `algorithms/`, one module per search: the uniform
 baseline, sensitivity, NetAdapt, simulated annealing, ADMM, AutoCompress, AMC (with its DDPG agent).
 
 May import: every subpackage up to `kprune.export`.
@@ -21,7 +21,7 @@ from kprune.search.algorithms.netadapt import netadapt
 from kprune.search.algorithms.sensitivity import SensitivityResult, sensitivity
 from kprune.search.algorithms.uniform import uniform
 from kprune.search.budget import Budget
-from kprune.search.evaluation import accuracy
+from kprune.search.evaluation import accuracy, negative_loss
 from kprune.search.latency_check import match_latency
 from kprune.search.latency_table import LatencyTable, MacsTimer
 from kprune.search.options import SearchOptions
@@ -42,6 +42,7 @@ __all__ = [
     "amc",
     "auto_compress",
     "match_latency",
+    "negative_loss",
     "netadapt",
     "sensitivity",
     "simulated_annealing",

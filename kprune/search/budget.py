@@ -17,8 +17,11 @@ Resources are predicted without building the pruned model:
   form `c0 + c1 f_in + c2 f_out + c3 f_in f_out` in the kept fractions of its
   input and output channels (exact for convolutions, Dense, depthwise and
   separable convolutions, BatchNormalization: their weights and MACs are
-  products of an input and an output width) to `kprune.stats.layer_stats` of
-  a few pruned copies, and sums the layers;
+  products of an input and an output width; an attention layer, whose heads
+  count among its outputs, is linear in its heads) to
+  `kprune.stats.layer_stats` of a few pruned copies (a layer's rows with
+  those of the layers it holds: an attention layer's query, key, value and
+  output projections), and sums the layers;
 * `latency_ms`: `kprune.search.latency_table.LatencyTable`, a per-layer lookup table
   measured in LiteRT and calibrated on whole exported files.
 
@@ -44,7 +47,7 @@ import warnings
 import numpy as np
 
 from kprune.channels.oneshot import remove_channels
-from kprune.search.latency_table import LatencyTable
+from kprune.search.latency_table import LatencyTable, check_timeable
 from kprune.search.space import LayerFractions
 from kprune.stats.keras_stats import layer_stats
 
@@ -289,8 +292,9 @@ class LayerCostModel:
             model = (space.model if np.array_equal(widths, space.dense)
                      else remove_channels(space.model, space.plan(widths)))
             cost = {}
-            for row in layer_stats(model):
-                cost[row.name] = cost.get(row.name, 0) + getattr(row, kind)
+            for row in layer_stats(model):  # a layer's rows: its own and those of the layers it holds
+                name = self.fractions.layer_of(row.name) or row.name
+                cost[name] = cost.get(name, 0) + getattr(row, kind)
             ys.append([cost.pop(n, 0) for n in names])
             if widths is points[0]:
                 self.other = float(sum(cost.values()))  # layers no group touches
@@ -324,13 +328,15 @@ class Constraint:
             (default: built for `space`, or read from its cache).
         verbose: the progress bar of a table built here (1) or none (0).
             Defaults to 0.
+        method: the search's name, for the error of a latency budget on a
+            model the table cannot time. Defaults to None.
 
     Attributes:
         models: `{kind: callable(widths) -> value}`.
         dense / targets: `{kind: value}` of the dense model and the budget.
     """
 
-    def __init__(self, space, budget, latency=None, verbose=0):
+    def __init__(self, space, budget, latency=None, verbose=0, method=None):
         if not isinstance(budget, Budget):
             raise ValueError(f"Argument `budget` must be a kprune.Budget. Received: budget={budget!r}")
         self.space, self.budget = space, budget
@@ -338,6 +344,7 @@ class Constraint:
         self.models = {}
         for kind in budget.kinds:
             if kind == "latency_ms":
+                check_timeable(space, method)
                 latency = LatencyTable(space, verbose=verbose) if latency is None else latency
                 # The table may cover more widths than the search (a search's `max_ratio`).
                 if not isinstance(latency, LatencyTable) or latency.space.names != space.names or any(

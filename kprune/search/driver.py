@@ -225,17 +225,18 @@ def check_limit(name, value, kind=int):
 
 
 def space_and_constraint(model, budget, round_to, exclude, config_list, latency, importance="l2",
-                         data=None, max_ratio=None, check_latency=True, verbose=0):
+                         data=None, max_ratio=None, check_latency=True, verbose=0, heads="kv", method=None):
     """The `SearchSpace` and `Constraint` a search runs on (`check_latency`
     is validated here, before the search runs; `verbose` shows the progress
-    of a `LatencyTable` built for a latency budget)."""
+    of a `LatencyTable` built for a latency budget; `method` names the
+    search in the errors of what it cannot do)."""
     check_options(check_latency)
     space = SearchSpace(model, round_to=round_to, exclude=exclude, config_list=config_list,
-                        max_ratio=max_ratio, importance=importance, data=data)
-    return space, constraint_for(space, budget, latency, verbose=verbose)
+                        max_ratio=max_ratio, importance=importance, data=data, heads=heads)
+    return space, constraint_for(space, budget, latency, verbose=verbose, method=method)
 
 
-def constraint_for(space, budget, latency, verbose=0):
+def constraint_for(space, budget, latency, verbose=0, method=None):
     """The `Constraint` of `budget` on `space` (a config_list's 'total_sparsity'
     becomes `Budget(params=1 - total_sparsity)` when no budget is given)."""
     if budget is None:
@@ -247,4 +248,4 @@ def constraint_for(space, budget, latency, verbose=0):
             "Pass either `budget` or a config_list with 'total_sparsity', not both. Received: "
             f"budget={budget!r} and total_sparsity={space.total_sparsity}"
         )
-    return Constraint(space, budget, latency=latency, verbose=verbose)
+    return Constraint(space, budget, latency=latency, verbose=verbose, method=method)

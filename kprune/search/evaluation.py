@@ -9,7 +9,11 @@ copy computes what the pruned model computes. Short fine-tuning keeps the
 masks after every batch (`keep_masks()`), which trains the kept weights
 exactly as the physically smaller model would train them.
 
-`accuracy(x, y)` is the built-in metric: `evaluate(model) -> top-1 accuracy`.
+`accuracy(x, y)` is the built-in metric: `evaluate(model) -> top-1 accuracy`
+(over every position of a sequence model's output: a causal LM's token
+accuracy); `negative_loss(x, y, loss)` is `evaluate(model) -> -loss`, a
+smoother score for small evaluation sets. Both take a dict of inputs (a
+KerasHub model's `token_ids` and `padding_mask`).
 
 Example:
 
@@ -33,8 +37,33 @@ from kprune.dependency.channel_graph import ChannelGraph
 from kprune.dependency.channel_plan import ChannelPlan
 
 
+def take(x, index):
+    """Rows `index` of an array, or of every array of a dict or tuple of inputs."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[index] for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(np.asarray(v)[index] for v in x)
+    return np.asarray(x)[index]
+
+
+def _inputs(x):
+    if isinstance(x, dict):
+        return {k: np.asarray(v) for k, v in x.items()}
+    return tuple(np.asarray(v) for v in x) if isinstance(x, (tuple, list)) else np.asarray(x)
+
+
+def _rows(x):
+    first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, (tuple, list)) else x
+    return len(first)
+
+
 def accuracy(x, y, batch_size=256):
     """`evaluate(model) -> float`: top-1 accuracy of `model` on `(x, y)` (integer labels).
+
+    `x` is an array, a tuple of arrays or a dict of them by input name; `y`
+    holds one label per output position (`(n,)` for a classifier, `(n,
+    length)` for a sequence model: a causal LM's next tokens), and the
+    accuracy is over all of them.
 
     Example:
 
@@ -44,14 +73,50 @@ def accuracy(x, y, batch_size=256):
     >>> accuracy(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0]))(model)
     0.5
     """
-    x = np.asarray(x)
+    x = _inputs(x)
     y = np.asarray(y).reshape(-1)
 
     def evaluate(model):
         logits = model.predict(x, batch_size=batch_size, verbose=0)
-        return float(np.mean(np.argmax(logits, axis=-1) == y))
+        predicted = np.argmax(logits, axis=-1).reshape(-1)
+        if predicted.shape != y.shape:
+            raise ValueError(f"Argument `y` must hold one label per output position of the model: "
+                             f"{predicted.size} for outputs of shape {tuple(np.shape(logits))}. Received: "
+                             f"{y.size} labels.")
+        return float(np.mean(predicted == y))
 
     evaluate.__name__ = "accuracy"
+    return evaluate
+
+
+def negative_loss(x, y, loss, batch_size=256):
+    """`evaluate(model) -> float`: minus the mean `loss` of `model` on `(x, y)`
+    (higher is better, as a search wants).
+
+    Args:
+        x: inputs (an array, a tuple of arrays or a dict by input name).
+        y: targets.
+        loss: a Keras loss or its name (a model that outputs logits needs
+            e.g. `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`).
+        batch_size: of the predictions. Defaults to 256.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    >>> model.set_weights([np.ones((2, 1))])
+    >>> negative_loss(np.array([[1.0, 1.0]]), np.array([[1.0]]), "mse")(model)
+    -1.0
+    """
+    x = _inputs(x)
+    y = np.asarray(y)
+    loss_fn = keras.losses.get(loss)
+
+    def evaluate(model):
+        predicted = model.predict(x, batch_size=batch_size, verbose=0)
+        return -float(keras.ops.convert_to_numpy(keras.ops.mean(loss_fn(y, predicted))))
+
+    evaluate.__name__ = "negative_loss"
     return evaluate
 
 
@@ -97,7 +162,7 @@ class MaskedCopy:
     def __init__(self, space):
         self.space = space
         self.model = masked_copy(space.model, ChannelPlan([]))
-        self.graph = ChannelGraph(self.model)
+        self.graph = ChannelGraph(self.model, heads=space.heads)
         self.variables = list(self.model.weights)
         self.base = [keras.ops.convert_to_numpy(v.value) for v in self.variables]
         self._masks = {}
@@ -147,7 +212,7 @@ class MaskedCopy:
             self._optimizer_state = [keras.ops.convert_to_numpy(v.value) for v in self.model.optimizer.variables]
         for variable, value in zip(self.model.optimizer.variables, self._optimizer_state):
             variable.assign(value)
-        index = np.random.default_rng(seed).integers(0, len(x), size=steps * batch_size)
-        self.model.fit(np.asarray(x)[index], np.asarray(y)[index], batch_size=batch_size, epochs=1,
+        index = np.random.default_rng(seed).integers(0, _rows(x), size=steps * batch_size)
+        self.model.fit(take(x, index), np.asarray(y)[index], batch_size=batch_size, epochs=1,
                        shuffle=False, verbose=0, callbacks=[self.keep_masks()])
         return self.model

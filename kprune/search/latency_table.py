@@ -41,6 +41,7 @@ import time
 import numpy as np
 
 from kprune.channels.oneshot import masked_copy
+from kprune.dependency.unit_space import usage_name
 from kprune.export import convert
 from kprune.export.exporter import export_tflite
 from kprune.litert import timing
@@ -124,6 +125,38 @@ class MacsTimer:
         return self.overhead_ms + self.ms_per_mmac * macs / 1e6
 
 
+def check_timeable(space, method=None):
+    """Refuse a space the table cannot time: it rebuilds one Keras layer at a
+    time from its config at each width, which says no attention layer's head
+    count (`kprune.registry.keras_layers.resized_config` sets a channel width)
+    and reaches no layer inside a transformer block (a KerasHub block builds
+    its layers from its own config).
+
+    >>> import keras
+    >>> from kprune.search.space import SearchSpace
+    >>> x = keras.Input((6, 8))
+    >>> y = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")(x, x)
+    >>> check_timeable(SearchSpace(keras.Model(x, y)), "netadapt")
+    Traceback (most recent call last):
+    ...
+    ValueError: netadapt cannot meet a latency budget on model 'functional...
+    """
+    graph = space.graph
+    attention = list(dict.fromkeys(usage_name(u) for u in graph.usages if u.kind == "head"))
+    blocks = [t.name for t in graph.traced]
+    if not (attention or blocks):
+        return
+    what = (f"attention layers ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''})"
+            if attention else f"layers inside blocks ({', '.join(blocks[:3])}{', ...' if len(blocks) > 3 else ''})")
+    raise ValueError(
+        f"{method or 'A search'} cannot meet a latency budget on model '{space.model.name}' "
+        f"({type(space.model).__name__}): its LatencyTable times one layer at a time, rebuilt from its config at "
+        f"each width, and cannot time {what}. Give a parameter or MAC budget instead (kprune.Budget(params=...) "
+        "or kprune.Budget(macs=...)), and measure the smaller model's latency on its exported file "
+        "(kprune.export_tflite(..., measure_latency=True))."
+    )
+
+
 def _one_layer_tflite(layer, config, input_shape):
     """Float32 TFLite bytes of `layer`'s class built from `config` on `input_shape`.
 
@@ -172,6 +205,7 @@ class LatencyTable:
 
     def __init__(self, space, points=4, runs=30, calibrate=True, calibration_runs=100,
                  cache_dir=None, progress=None, timer=None, verbose=1):
+        check_timeable(space)
         self.space = space
         self.fractions = LayerFractions(space)
         self.points, self.runs = int(points), int(runs)

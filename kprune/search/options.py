@@ -1,7 +1,7 @@
 """What every search shares, stated once: `SearchOptions`.
 
 Every search (`uniform`, `sensitivity`, `netadapt`, `simulated_annealing`,
-`auto_compress`, `amc`) takes the same thirteen settings -- how the space is
+`auto_compress`, `amc`) takes the same fourteen settings -- how the space is
 built, how the budget is predicted and checked, when the search stops, where
 it keeps its state and log, what it shows. They are documented here once; a
 search takes them as keyword arguments (`kprune.netadapt(...,
@@ -20,6 +20,7 @@ ValueError: Argument `round_to` must be an integer >= 1. Received: round_to=0
 
 import numbers
 
+from kprune.dependency.channel_graph import HEAD_MODES
 from kprune.search.driver import SearchRun, check_limit, space_and_constraint
 from kprune.search.latency_check import check_options
 from kprune.utils.validation import check_round_to
@@ -35,6 +36,11 @@ class SearchOptions:
         round_to: widths are multiples of this (a group of at most
             `round_to` channels is kept whole). Defaults to 8.
         exclude: layer names whose groups keep their width. Defaults to ().
+        heads: the unit of a transformer's grouped-query attention, as in
+            `kprune.plan_channels`: `"kv"` (a key/value head with its query
+            heads) or `"query"` (query heads, the same number from every
+            key/value group; what a KerasHub model with grouped-query
+            attention needs for per-layer widths). Defaults to "kv".
         config_list: NNI's `config_list` (`'op_types'`, `'op_names'`,
             `'exclude'`, `'max_sparsity_per_layer'` caps a group,
             `'total_sparsity'` is a parameter budget). Defaults to None.
@@ -71,7 +77,7 @@ class SearchOptions:
 
     def __init__(self, importance="l2", round_to=8, exclude=(), config_list=None, max_ratio=None, latency=None,
                  seed=0, max_evaluations=None, max_time=None, state_path=None, log_path=None, verbose=1,
-                 check_latency=True):
+                 check_latency=True, heads="kv"):
         self.importance = importance
         self.round_to = check_round_to(round_to)
         if isinstance(exclude, str):
@@ -98,9 +104,12 @@ class SearchOptions:
         self.verbose = int(bool(verbose))
         check_options(check_latency)
         self.check_latency = check_latency
+        if heads not in HEAD_MODES:
+            raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
+        self.heads = heads
 
     NAMES = ("importance", "round_to", "exclude", "config_list", "max_ratio", "latency", "seed", "max_evaluations",
-             "max_time", "state_path", "log_path", "verbose", "check_latency")
+             "max_time", "state_path", "log_path", "verbose", "check_latency", "heads")
 
     def replace(self, **changes):
         """A copy with some settings changed (validated as in the constructor)."""
@@ -132,11 +141,13 @@ class SearchOptions:
         base = options if options is not None else SearchOptions(**(defaults or {}))
         return base.replace(**overrides) if overrides else base
 
-    def space_and_constraint(self, model, budget, data=None):
-        """The `SearchSpace` and `Constraint` a search runs on."""
+    def space_and_constraint(self, model, budget, data=None, method=None):
+        """The `SearchSpace` and `Constraint` a search runs on (`method`: the
+        search's name, for its errors)."""
         return space_and_constraint(model, budget, self.round_to, self.exclude, self.config_list, self.latency,
                                     importance=self.importance, data=data, max_ratio=self.max_ratio,
-                                    check_latency=self.check_latency, verbose=self.verbose)
+                                    check_latency=self.check_latency, verbose=self.verbose, heads=self.heads,
+                                    method=method)
 
     def run(self, method, settings, budget=None, **kwargs):
         """The `SearchRun` (progress, limits, log, state file) of a search."""

@@ -151,9 +151,10 @@ class SearchResult:
             why = self.extra.get("latency_check_skipped")
             lines.append(f"  {'':<10} latency predicted by the LatencyTable, not checked on the exported file"
                          + (f" ({why})" if why else ""))
-        lines.append(f"  {'group':<24} {'width':>6} {'ratio':>6}")
+        column = max([24] + [len(name) for name in self.widths])  # a transformer's names are long
+        lines.append(f"  {'group':<{column}} {'width':>6} {'ratio':>6}")
         for name, width in self.widths.items():
-            lines.append(f"  {name:<24} {width:>6} {self.ratios[name]:>6.2f}")
+            lines.append(f"  {name:<{column}} {width:>6} {self.ratios[name]:>6.2f}")
         return "\n".join(lines)
 
 

@@ -11,9 +11,9 @@ to KerasHub and to depth:
   else kprune's registered subclass with per-layer widths and an explicit
   `head_dim` (`hub_llama`: `PrunedLlama3Backbone`, ...) -- registered with
   `kprune.registry.model_builders.register_model_builder` when KerasHub is installed
-  (Llama/Llama 3, Gemma, Qwen3, GPT-2, BERT, Mistral, Qwen2, Phi-3;
-  `hub_llama`, `hub_gemma_qwen`, `hub_gpt2_bert`, `hub_mistral_qwen2`,
-  `hub_phi3` hold the subclasses);
+  (Llama/Llama 3, Gemma, Gemma 3, Qwen3, Mistral, Qwen2, Phi-3, GPT-2,
+  BERT, DistilBERT; `hub_llama`, `hub_gemma_qwen`, `hub_gemma3_distilbert`,
+  `hub_mistral_qwen2`, `hub_phi3`, `hub_gpt2_bert` hold the subclasses);
 * `family`: what kprune knows of one KerasHub family (`Family`: its stock
   config maker and its subclass's), declared by each `hub_*` module;
 * `widths`: a block's widths read from its pruned weights;
@@ -43,6 +43,7 @@ __all__ = [
 if importlib.util.find_spec("keras_hub") is not None:
     # KerasHub is optional: its models' builders and kprune's backbone
     # classes (registered with Keras for `from_preset`) exist when it is installed.
+    from kprune.transformers.hub_gemma3_distilbert import PrunedDistilBertBackbone, PrunedGemma3Backbone
     from kprune.transformers.hub_gemma_qwen import PrunedGemmaBackbone, PrunedQwen3Backbone
     from kprune.transformers.hub_gpt2_bert import PrunedBertBackbone, PrunedGPT2Backbone, PrunedGPT2CausalLM
     from kprune.transformers.hub_llama import PrunedLlama3Backbone
@@ -52,8 +53,10 @@ if importlib.util.find_spec("keras_hub") is not None:
 
     __all__ += [
         "PrunedBertBackbone",
+        "PrunedDistilBertBackbone",
         "PrunedGPT2Backbone",
         "PrunedGPT2CausalLM",
+        "PrunedGemma3Backbone",
         "PrunedGemmaBackbone",
         "PrunedLlama3Backbone",
         "PrunedMistralBackbone",

@@ -238,8 +238,11 @@ class PrunedBertBackbone(BertBackbone):
         return config
 
 
-def _mha_stock(pruned_class):
-    """GPT-2 and BERT: one head count, with `hidden_dim // heads` the head size."""
+def mha_stock(pruned_class):
+    """The `stock` config maker of a family whose blocks are KerasHub's
+    `TransformerDecoder`/`TransformerEncoder` (GPT-2, BERT, DistilBERT): one
+    head count and FFN width in every layer, with `hidden_dim // heads` the
+    head size; `pruned_class` is the family's kprune subclass."""
     def stock(backbone, widths, kept):
         q, _, ffn = uniform_widths(widths)
         hidden = hidden_width(backbone, widths)
@@ -249,7 +252,9 @@ def _mha_stock(pruned_class):
     return stock
 
 
-def _mha_pruned(cls, names):
+def mha_pruned(cls, names):
+    """The `pruned` config maker of such a family: kprune's subclass `cls`
+    with `backbone`'s attributes `names`, `head_dim` and per-layer widths."""
     def pruned(backbone, widths, kept):
         config = base_config(backbone, names, widths)
         config.update(head_dim=widths[0].head_dim, layer_heads=[w.query_heads for w in widths],
@@ -260,12 +265,12 @@ def _mha_pruned(cls, names):
 
 FAMILIES = {
     "keras_hub.src.models.gpt2.gpt2_backbone.GPT2Backbone": Family(
-        "feedforward_output_dense", _mha_stock(PrunedGPT2Backbone),
-        _mha_pruned(PrunedGPT2Backbone, ("dropout", "max_sequence_length")), PrunedGPT2Backbone,
+        "feedforward_output_dense", mha_stock(PrunedGPT2Backbone),
+        mha_pruned(PrunedGPT2Backbone, ("dropout", "max_sequence_length")), PrunedGPT2Backbone,
         {"keras_hub.src.models.gpt2.gpt2_causal_lm.GPT2CausalLM": PrunedGPT2CausalLM}, hidden=True),
     # BERT's hidden size is not rebuilt: its pooler (`pooled_dense`, a model
     # output of hidden_dim units) is not the residual stream.
     "keras_hub.src.models.bert.bert_backbone.BertBackbone": Family(
-        "feedforward_output_dense", _mha_stock(PrunedBertBackbone),
-        _mha_pruned(PrunedBertBackbone, ("dropout", "max_sequence_length", "num_segments")), PrunedBertBackbone),
+        "feedforward_output_dense", mha_stock(PrunedBertBackbone),
+        mha_pruned(PrunedBertBackbone, ("dropout", "max_sequence_length", "num_segments")), PrunedBertBackbone),
 }

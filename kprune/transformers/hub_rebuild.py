@@ -12,8 +12,9 @@ keep. It reads every kept block's widths from the arrays
   (`head_dim`: Gemma, Qwen3, Mistral) or computes right (`hidden_dim // heads` equal
   to the head size: nothing was removed from the heads), and nothing the
   class's `get_config` loses (a tied Llama's `tie_word_embeddings`), and
-  the local/global attention pattern of the kept layers where the class
-  derives it from the layer index (Gemma);
+  the local/global attention pattern (and, in Gemma 3, the RoPE) of the
+  kept layers where the class derives it from the layer index (Gemma,
+  Gemma 3);
 * otherwise kprune's registered subclass of that family, which takes per-layer
   widths and an explicit `head_dim` (`PrunedLlama3Backbone`, ...).
 
@@ -47,7 +48,14 @@ Example (a Llama 3 whose FFN lost half its units: the stock class again):
 import numpy as np
 
 from kprune.registry.model_builders import register_model_builder
-from kprune.transformers import hub_gemma_qwen, hub_gpt2_bert, hub_llama, hub_mistral_qwen2, hub_phi3
+from kprune.transformers import (
+    hub_gemma3_distilbert,
+    hub_gemma_qwen,
+    hub_gpt2_bert,
+    hub_llama,
+    hub_mistral_qwen2,
+    hub_phi3,
+)
 from kprune.transformers.family import hidden_width
 from kprune.transformers.widths import block_widths
 
@@ -56,7 +64,7 @@ _MODELS = "keras_hub.src.models."
 # Qualified class name -> its family (`kprune.transformers.family.Family`),
 # declared by the module holding the family's kprune subclasses.
 FAMILIES = {**hub_llama.FAMILIES, **hub_gemma_qwen.FAMILIES, **hub_gpt2_bert.FAMILIES,
-            **hub_mistral_qwen2.FAMILIES, **hub_phi3.FAMILIES}
+            **hub_mistral_qwen2.FAMILIES, **hub_phi3.FAMILIES, **hub_gemma3_distilbert.FAMILIES}
 
 
 def family_of(model):

@@ -89,6 +89,9 @@ class ADMM(keras.callbacks.Callback):
         rho: the penalty weight. Defaults to 1e-4 (the paper, NNI).
         admm_epochs: epochs between two `Z`/`U` updates. Defaults to 1.
         exclude: layers whose channel groups are never touched (channel target).
+        heads: the unit of grouped-query attention for a channel target, as
+            in `kprune.SearchSpace`: "kv" (default) or "query" (query heads,
+            the same number kept in every key/value group).
 
     Attributes:
         history: per ADMM round, `{"round", "residual"}` with the relative
@@ -96,7 +99,7 @@ class ADMM(keras.callbacks.Callback):
         plan: after `hard_prune()` with a channel target, the `ChannelPlan`.
     """
 
-    def __init__(self, model, sparsity=None, widths=None, rho=1e-4, admm_epochs=1, exclude=()):
+    def __init__(self, model, sparsity=None, widths=None, rho=1e-4, admm_epochs=1, exclude=(), heads="kv"):
         super().__init__()
         if (sparsity is None) == (widths is None):
             raise ValueError(
@@ -115,7 +118,7 @@ class ADMM(keras.callbacks.Callback):
         self.target_model, self.rho, self.admm_epochs = model, float(rho), admm_epochs
         self.space = None
         if widths is not None:
-            self.space = SearchSpace(model, round_to=1, exclude=exclude)
+            self.space = SearchSpace(model, round_to=1, exclude=exclude, heads=heads)
             self.blocks = channel_blocks(self.space, dict(widths))
         else:
             self.blocks = weight_blocks(model, sparsity)
@@ -218,7 +221,7 @@ class ADMM(keras.callbacks.Callback):
             if block.variable is not None:
                 continue
             scores = channel_scores(block, values)
-            kept[block.name] = ops.convert_to_numpy(channel_keep_mask(scores, block.keep)) != 0
+            kept[block.name] = ops.convert_to_numpy(channel_keep_mask(scores, block.keep, block.blocks)) != 0
         return kept
 
     def keep_masks(self):
@@ -244,14 +247,14 @@ class KeepMasks(keras.callbacks.Callback):
 
 
 def admm(model, train, sparsity=None, widths=None, rho=1e-4, iterations=30, training_epochs=5,
-         fine_tune_epochs=0, exclude=()):
+         fine_tune_epochs=0, exclude=(), heads="kv"):
     """ADMM pruning from start to end: rounds, hard prune, masked fine-tune.
 
     Args:
         model: a trained Keras model, changed in place.
         train: `train(model, epochs, callbacks)`, which fits `model` for
             `epochs` epochs passing `callbacks` to `fit` (the model must be compiled).
-        sparsity / widths / rho / exclude: the target and penalty (see `ADMM`).
+        sparsity / widths / rho / exclude / heads: the target and penalty (see `ADMM`).
         iterations: ADMM rounds. Defaults to 30 (NNI).
         training_epochs: epochs per round. Defaults to 5 (NNI).
         fine_tune_epochs: masked fine-tune after the hard prune. Defaults to 0.
@@ -278,7 +281,7 @@ def admm(model, train, sparsity=None, widths=None, rho=1e-4, iterations=30, trai
     if not callable(train):
         raise ValueError(f"Argument `train` must be a callable `train(model, epochs, callbacks)`. Received: {train!r}")
     callback = ADMM(model, sparsity=sparsity, widths=widths, rho=rho, admm_epochs=training_epochs,
-                    exclude=exclude)
+                    exclude=exclude, heads=heads)
     train(model, iterations * training_epochs, [callback])
     callback.hard_prune()
     if fine_tune_epochs:

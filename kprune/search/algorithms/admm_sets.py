@@ -46,14 +46,24 @@ def project_weights(x, keep):
     return ops.where(ops.reshape(mask, x.shape) > 0, x, ops.zeros_like(x))
 
 
-def channel_keep_mask(scores, keep):
-    """A 0/1 vector keeping the `keep` highest `scores`.
+def channel_keep_mask(scores, keep, blocks=1):
+    """A 0/1 vector keeping the `keep` highest `scores`: `keep / blocks` in
+    each of `blocks` equal blocks (query heads, the same number from every
+    key/value group).
 
     >>> keras.ops.convert_to_numpy(channel_keep_mask(np.array([0.3, 0.9, 0.1, 0.5]), 2)).tolist()
     [0.0, 1.0, 0.0, 1.0]
+    >>> keras.ops.convert_to_numpy(channel_keep_mask(np.array([0.3, 0.9, 0.1, 0.5]), 2, blocks=2)).tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    >>> keras.ops.convert_to_numpy(channel_keep_mask(np.array([0.3, 0.9, 0.6, 0.5]), 2, blocks=2)).tolist()
+    [0.0, 1.0, 1.0, 0.0]
     """
     scores = ops.convert_to_tensor(scores)
     n = int(scores.shape[0])
+    if blocks > 1:
+        size = n // blocks
+        return ops.concatenate([channel_keep_mask(scores[b * size:(b + 1) * size], keep // blocks)
+                                for b in range(blocks)])
     if keep >= n:
         return ops.ones((n,), scores.dtype)
     _, index = ops.top_k(scores, keep, sorted=False)
@@ -74,12 +84,13 @@ class Block:
 
     `slices` holds `(variable, axis, unit_of_row, scored)`: for each index along
     `axis`, the channel it belongs to (-1 for none); `scored` marks the slices
-    whose norms rank the channels (the producers' kernels and biases).
+    whose norms rank the channels (the producers' kernels and biases);
+    `blocks` equal blocks of channels keep `keep / blocks` each (query heads).
     """
 
-    def __init__(self, name, keep, variable=None, slices=(), channels=0):
+    def __init__(self, name, keep, variable=None, slices=(), channels=0, blocks=1):
         self.name, self.keep, self.variable = name, int(keep), variable
-        self.slices, self.channels = list(slices), int(channels)
+        self.slices, self.channels, self.blocks = list(slices), int(channels), int(blocks)
 
     def variables(self):
         return [self.variable] if self.variable is not None else [s[0] for s in self.slices]
@@ -136,7 +147,7 @@ def channel_blocks(space, widths):
                 for unit, where in enumerate(positions):
                     unit_of_row[rows_of(where, repeat)] = unit
                 slices.append((variable, axis, unit_of_row, usage.kind != "pass"))
-        blocks.append(Block(name, width, slices=slices, channels=n))
+        blocks.append(Block(name, width, slices=slices, channels=n, blocks=group.blocks))
     return blocks
 
 
@@ -160,7 +171,7 @@ def project_block(block, values):
     if block.variable is not None:
         return {id(block.variable): project_weights(values[id(block.variable)], block.keep)}
     scores = channel_scores(block, values)
-    keep = ops.concatenate([channel_keep_mask(scores, block.keep), ops.ones((1,), scores.dtype)])
+    keep = ops.concatenate([channel_keep_mask(scores, block.keep, block.blocks), ops.ones((1,), scores.dtype)])
     out = {}
     for variable, axis, unit_of_row, _ in block.slices:
         value = out.get(id(variable), values[id(variable)])

@@ -8,7 +8,9 @@ At group t the agent sees the state
 each feature min-max normalised over the groups (the first seven are fixed
 per group, from the group's first producer: its layer type, input and output
 channels, stride and kernel size (geometric mean over the axes), and the
-MACs of the group's producers); `reduced_t` is the budgeted resource already
+MACs of the group's producers; for an attention head group: the attention
+layer's type, its input width, its heads, stride and kernel 1, and the MACs
+of its projections); `reduced_t` is the budgeted resource already
 removed by the groups before t, and `rest_t` what groups t, t+1, ... could
 still remove (both as fractions of the dense model's), `a_{t-1}` the
 previous action. The action `a_t` in [0, 1] is the fraction of group t's
@@ -35,12 +37,14 @@ actions; after them, each stored transition triggers one DDPG update
 import numpy as np
 
 from kprune.channels.oneshot import reduced_copy
+from kprune.dependency.unit_space import usage_name
 from kprune.methods.reconstruction import reconstruct as reconstruct_layers
 from kprune.search.algorithms.ddpg import DDPG
 from kprune.search.driver import make_result
 from kprune.search.evaluation import MaskedCopy, data_evaluator
 from kprune.search.options import SearchOptions
 from kprune.search.rescale import fill_budget, rounding_priority
+from kprune.search.space import LayerFractions, is_rebuilt
 from kprune.stats.keras_stats import layer_stats
 
 FEATURES = ("index", "type", "c_in", "c_out", "stride", "kernel", "macs", "reduced", "rest", "previous_action")
@@ -50,12 +54,14 @@ def static_features(space):
     """Per group, the raw `(index, type, c_in, c_out, stride, kernel, MACs)`
     of its first producer (MACs summed over its producers)."""
     graph = space.graph
+    fractions = LayerFractions(space)
     macs = {}
-    for row in layer_stats(space.model):
-        macs[row.name] = macs.get(row.name, 0) + row.macs
+    for row in layer_stats(space.model):  # a layer's MACs with those of the layers it holds
+        name = fractions.layer_of(row.name) or row.name
+        macs[name] = macs.get(name, 0) + row.macs
     layers, types = [], []
     for k, group in enumerate(space.groups):
-        layer = next(u.layer for u in group.usages if u.role == "out" and u.layer.name == space.names[k])
+        layer = next(u.layer for u in group.usages if u.role == "out" and usage_name(u) == space.names[k])
         layers.append(layer)
         types.append(type(layer).__name__)
     kinds = sorted(set(types))
@@ -189,7 +195,8 @@ def amc(
             breaks the model, which on a small model is often near chance
             for every plan. The result's `model` is the best plan
             reconstructed (channels removed). Costs one least-squares refit
-            per pruned layer and episode. Defaults to None (no reconstruction).
+            per pruned layer and episode. Defaults to None (no reconstruction;
+            a KerasHub model, which is rebuilt rather than cloned, refuses it).
         reconstruct_images: images of `reconstruct` sampled per refit.
             Defaults to 64.
         options: a `kprune.search.SearchOptions` with the settings every search shares, or None.
@@ -220,7 +227,14 @@ def amc(
             raise ValueError(f"Argument `{name}` must be an int >= {1 if name == 'episodes' else 0}. "
                              f"Received: {name}={value!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = opts.space_and_constraint(model, budget)
+    if reconstruct is not None and is_rebuilt(model):
+        raise ValueError(
+            f"amc cannot refit the layers of model '{model.name}' ({type(model).__name__}) with `reconstruct=`: "
+            "least-squares reconstruction clones the model layer by layer, and a KerasHub model is rebuilt "
+            "from its config instead. Pass reconstruct=None (the episodes are scored one-shot), and heal the "
+            "smaller model by distillation (kprune.distiller)."
+        )
+    space, constraint = opts.space_and_constraint(model, budget, method="amc")
     if not constraint.met(space.min_widths):
         raise ValueError(
             f"No widths meet {constraint.budget} with this model's groups (round_to={opts.round_to}): the "

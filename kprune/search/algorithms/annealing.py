@@ -159,7 +159,7 @@ def simulated_annealing(
     if not 0 < cool_down_rate < 1:
         raise ValueError(f"Argument `cool_down_rate` must be in (0, 1). Received: cool_down_rate={cool_down_rate!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = opts.space_and_constraint(model, budget)
+    space, constraint = opts.space_and_constraint(model, budget, method="simulated_annealing")
     sizes = constraint.sizes()
     limits = max_ratios(space)
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,

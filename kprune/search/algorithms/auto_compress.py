@@ -157,7 +157,7 @@ def auto_compress(
             "Arguments `stop_temperature` and `start_temperature` must satisfy 0 < stop < start. Received: "
             f"stop_temperature={stop_temperature!r}, start_temperature={start_temperature!r}")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = opts.space_and_constraint(model, budget)
+    space, constraint = opts.space_and_constraint(model, budget, method="auto_compress")
     if not constraint.met(space.min_widths):
         raise ValueError(f"No widths meet {constraint.budget} with this model's groups (round_to={opts.round_to}).")
     sizes, limits = constraint.sizes(), max_ratios(space)
@@ -198,7 +198,7 @@ def auto_compress(
         widths = space.from_description(state["sa"]["best"]["widths"])
         copy.apply(space.plan(cap, scores), weights)
         callback = ADMM(copy.model, widths=space.describe(widths), rho=rho, admm_epochs=admm_training_epochs,
-                        exclude=space.exclude)
+                        exclude=space.exclude, heads=space.heads)
         train(copy.model, admm_num_iterations * admm_training_epochs, [callback])
         callback.hard_prune()
         if fine_tune_epochs:

@@ -155,7 +155,7 @@ def netadapt(
         raise ValueError(
             f"Built-in fine-tuning ({fine_tune} steps) needs `fine_tune_data=(x, y)`; or pass fine_tune=0.")
     evaluate = data_evaluator(evaluate, data)
-    space, constraint = opts.space_and_constraint(model, budget)
+    space, constraint = opts.space_and_constraint(model, budget, method="netadapt")
     settings = {"space": space.fingerprint(), "targets": constraint.targets, "seed": seed,
                 "schedule": [initial_reduction, decay, max_iterations], "selection": selection,
                 "fine_tune": fine_tune if isinstance(fine_tune, int) else "callable",

@@ -196,7 +196,7 @@ class SensitivityResult:
 
 def allocate_scan(result, space, budget, latency, run, check_latency=True, verbose=0):
     """The allocation of a complete scan under `budget` (a `SearchResult`)."""
-    constraint = constraint_for(space, budget, latency, verbose=verbose)
+    constraint = constraint_for(space, budget, latency, verbose=verbose, method="sensitivity")
     curves = loss_curves(space.channels, space.allowed, result.widths, result.metrics, result.baseline)
     widths = allocate(curves, space.allowed, constraint.load)
     stopped = "scanned"
@@ -269,9 +269,10 @@ def sensitivity(
         )
     evaluate = data_evaluator(evaluate, data)
     space = SearchSpace(model, round_to=opts.round_to, exclude=opts.exclude, config_list=opts.config_list,
-                        importance=opts.importance)
+                        importance=opts.importance, heads=opts.heads)
     if budget is not None:  # validate (and build a latency table) before scanning
-        latency = constraint_for(space, budget, latency, verbose=verbose).models.get("latency_ms", latency)
+        constraint = constraint_for(space, budget, latency, verbose=verbose, method="sensitivity")
+        latency = constraint.models.get("latency_ms", latency)
     settings = {"space": space.fingerprint(), "ratios": ratios, "importance": space.importance}
     widths_table = [[int(space.widths_from_ratios(np.where(np.arange(len(space)) == k, r, 0.0))[k])
                      for r in ratios] for k in range(len(space))]

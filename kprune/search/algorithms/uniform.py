@@ -41,7 +41,7 @@ def uniform(model, budget, fill=True, options=None, **shared):
     """
     started = time.perf_counter()
     opts = SearchOptions.resolve("uniform", options, shared)
-    space, constraint = opts.space_and_constraint(model, budget)
+    space, constraint = opts.space_and_constraint(model, budget, method="uniform")
     # Ratios beyond a group's narrowest width snap to it.
     c, widths = scale_to_budget(np.ones(len(space)), constraint.load, np.full(len(space), 0.999999),
                                 space.widths_from_ratios)
