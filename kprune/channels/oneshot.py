@@ -24,6 +24,7 @@ import numpy as np
 from kprune.channels import compensation
 from kprune.channels import config_list as config_list_lib
 from kprune.channels.apply_plan import copy_with_values
+from kprune.channels.hidden_size import check_hidden_groups, warn_hidden
 from kprune.channels.planning import check_names, check_ranking, is_excluded, make_plan, sparsity_table
 from kprune.criteria import catalog
 from kprune.dependency.channel_graph import HEAD_MODES, ChannelGraph
@@ -32,7 +33,7 @@ from kprune.dependency.unit_space import rows_of
 from kprune.sparsity import in_place
 from kprune.sparsity.prune import collect_wrappers, strip_pruning
 from kprune.utils import user_warnings
-from kprune.utils.validation import check_round_to
+from kprune.utils.validation import check_round_to, check_sparsity
 
 
 def plan_channels(
@@ -47,6 +48,7 @@ def plan_channels(
     loss=None,
     config_list=None,
     heads="kv",
+    hidden=None,
     normalize=None,
 ):
     """Choose the channels (and attention heads) to prune.
@@ -99,6 +101,15 @@ def plan_channels(
             -- query heads, the same number from every key/value group (the
             query heads stay a multiple of the key/value heads). Without
             GQA a unit is a head either way.
+        hidden: fraction of the hidden size (the residual stream of a
+            transformer: the channels its normalizations read) to prune as
+            well, in [0, 1), ranked by `importance` summed over every layer
+            that reads or writes the stream (`round_to` applies); None or 0
+            (default) leaves it whole. Opt-in: the result is **not
+            output-equivalent** (normalization statistics are over fewer
+            channels; Gemma scales its embeddings by `sqrt(hidden_dim)`) and
+            needs healing (distillation from the dense model), which a
+            `UserWarning` says.
         normalize: how global ranking makes groups comparable: `"mean"`
             (scores divided by their group's mean) or `"zscore"` (FLAP's
             per-layer standardization, `(s - mean) / std`; the parameter
@@ -140,15 +151,30 @@ def plan_channels(
     ...     global_ranking="pooled", round_to=1)
     >>> plan.num_pruned > 0
     True
+
+    The hidden size, on request (a warning says it is not output-equivalent):
+
+    >>> import warnings
+    >>> x = keras.Input((6, 4))
+    >>> h = keras.layers.Dense(8, name="embed")(x)
+    >>> f = keras.layers.Dense(8, name="ffn")(keras.layers.LayerNormalization()(h))
+    >>> model = keras.Model(x, keras.layers.Dense(2)(keras.layers.Add()([h, f])))
+    >>> with warnings.catch_warnings(record=True):
+    ...     plan = kprune.plan_channels(model, 0.0, round_to=1, hidden=0.25)
+    >>> [(g["unit"], g["channels"], len(g["pruned"])) for g in plan.groups if g["pruned"]]
+    [('hidden', 8, 2)]
     """
     check_round_to(round_to)
     if config_list is None:
         check_ranking(global_ranking, normalize, sparsity)
     if heads not in HEAD_MODES:
         raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
+    hidden = 0.0 if hidden is None else check_sparsity("hidden", hidden)
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    graph = ChannelGraph(base, heads=heads)
+    graph = ChannelGraph(base, heads=heads, hidden=hidden > 0)
+    if hidden > 0:
+        check_hidden_groups(graph, base, hidden)
     if config_list is not None:
         sparsity, ratios, exclude, global_ranking = config_list_lib.from_config_list(
             graph, config_list, sparsity, ratios, exclude, global_ranking)
@@ -167,7 +193,11 @@ def plan_channels(
     def skip(group):
         return "excluded" if is_excluded(group, exclude) else None
 
-    return make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize)
+    plan = make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize,
+                     hidden=hidden)
+    if hidden > 0:
+        warn_hidden(base)
+    return plan
 
 
 def channel_masks(graph, layer, pruned):
@@ -187,7 +217,9 @@ def _base_graph(model, plan, required, heads="kv"):
         raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
     in_place.check_channel_model(model)
     base = strip_pruning(model) if collect_wrappers(model) else model
-    return base, ChannelGraph(base, heads=plan.heads if plan is not None else heads)
+    if plan is None:
+        return base, ChannelGraph(base, heads=heads)
+    return base, ChannelGraph(base, heads=plan.heads, hidden=plan.hidden)
 
 
 def _warn_nothing_pruned(base, plan, function):

@@ -29,7 +29,9 @@ normalization changes nothing.
 
 `sparsity` is one fraction for every group, or a dict by unit kind
 (`UNIT_KINDS`): `{"heads": 0.5}` prunes half the attention heads and leaves
-channels (a transformer's FFN units) whole. Channels are rounded to
+channels (a transformer's FFN units) whole. The hidden size (groups of unit
+`"hidden"`, in a graph read with `hidden=True`) has a fraction of its own,
+`hidden`, never taken from `sparsity`. Channels are rounded to
 multiples of `round_to`; heads are whole units (`round_to` counts channels,
 and a head is already `head_dim` of them). A group of `query_head`s prunes
 the same number of heads from each key/value group (`ChannelGroup.blocks`).
@@ -54,12 +56,16 @@ from kprune.utils.validation import check_sparsity
 
 # The `sparsity` dict keys, and the `ChannelGroup.unit`s each covers.
 UNIT_KINDS = {"channels": ("channel",), "heads": ("head", "kv_group", "query_head")}
+# The kind of the hidden size's units: its fraction is `make_plan`'s `hidden`.
+HIDDEN_KIND = "hidden"
 RANKINGS = (False, True, "params", "pooled")
 NORMALIZATIONS = (None, "mean", "zscore")
 
 
 def kind_of(group):
-    """The `UNIT_KINDS` key of a group's units."""
+    """The `UNIT_KINDS` key of a group's units, or `HIDDEN_KIND`."""
+    if group.unit == HIDDEN_KIND:
+        return HIDDEN_KIND
     return next(kind for kind, units in UNIT_KINDS.items() if group.unit in units)
 
 
@@ -69,9 +75,11 @@ def sparsity_table(sparsity):
     if isinstance(sparsity, dict):
         unknown = sorted(set(sparsity) - set(UNIT_KINDS))
         if unknown:
+            hint = (" The hidden size has an argument of its own: plan_channels(model, sparsity, "
+                    "hidden=0.25).") if HIDDEN_KIND in unknown else ""
             raise ValueError(
                 f"Argument `sparsity` must be a fraction or a dict with keys among "
-                f"{sorted(UNIT_KINDS)}. Received: sparsity={sparsity!r} (unknown keys {unknown})"
+                f"{sorted(UNIT_KINDS)}. Received: sparsity={sparsity!r} (unknown keys {unknown}).{hint}"
             )
         return {kind: check_sparsity(f"sparsity[{kind!r}]", sparsity.get(kind, 0.0)) for kind in UNIT_KINDS}
     value = check_sparsity("sparsity", sparsity)
@@ -214,15 +222,16 @@ def _entry(group):
             "pruned": [], "reason": group.blocked, "unit": group.unit}
 
 
-def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize=None):
+def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios, normalize=None, hidden=0.0):
     """Score the groups of `graph` and choose the units to prune (see the
     module docstring).
 
     `sparsity` is a fraction or a dict by unit kind; `skip(group)` returns a
     reason to leave a group whole, or None; `ratios` maps producer names to
-    the sparsity of their groups; `normalize` is None, `"mean"` or `"zscore"`.
+    the sparsity of their groups; `normalize` is None, `"mean"` or `"zscore"`;
+    `hidden` is the fraction of the hidden size's groups (`graph.hidden`).
     """
-    table = sparsity_table(sparsity)
+    table = {**sparsity_table(sparsity), HIDDEN_KIND: hidden}
     check_ranking(global_ranking, normalize, sparsity)
     normalize = _normalization(score_fn, normalize)
     entries, scored = [], []
@@ -258,7 +267,7 @@ def make_plan(graph, sparsity, score_fn, global_ranking, round_to, skip, ratios,
             group.index, table[kind_of(group)])
         keep = group_keep(group, group_sparsity, round_to)
         entry["pruned"] = choose(scores, keep, group.blocks)
-    return ChannelPlan(entries, heads=graph.heads)
+    return ChannelPlan(entries, heads=graph.heads, hidden=getattr(graph, "hidden", False))
 
 
 def _global_fractions(graph, scored, table, ranking, normalize):

@@ -4,6 +4,10 @@ Higher scores are kept. Weight-based criteria read the group's weights:
 
 * `"l1"`, `"l2"`: norm of each output filter, summed over the group's
   producers (Li et al., "Pruning Filters for Efficient ConvNets", 2017).
+  A hidden-size channel (a group of unit `"hidden"`: a transformer's
+  residual stream) sums the norms of its slices of every matrix that reads
+  or writes it (embeddings, LM head, q/k/v and FFN inputs, attention and FFN
+  outputs); normalization scales are not counted.
 * `"fpgm"`: distance of each filter to the others, a proxy for distance to
   the geometric median (He et al., 2019): filters close to all others are
   redundant.
@@ -73,7 +77,14 @@ def unit_values(graph, group, usage, variable, axis, repeat):
 def _filter_sources(group):
     """`(usage, variable, axis, repeat)` of each producer/depthwise kernel in
     the group; for attention heads, every query, key and value kernel and
-    bias that computes the head."""
+    bias that computes the head; for a hidden-size group, every matrix
+    slice (rank 2 or more) of every usage, read or written."""
+    if group.unit == "hidden":
+        for usage in group.usages:
+            for variable, axis, repeat in usage.slices:
+                if len(variable.shape) >= 2:
+                    yield usage, variable, axis, repeat
+        return
     for usage in group.usages:
         if usage.role == "out" and usage.kind == "head":
             for variable, axis, repeat in usage.slices:

@@ -116,7 +116,14 @@ class ActivationCriterion(DataCriterion):
 
         def record(layer, x):
             for entry in readers[id(layer)]:
-                axis = entry[-1]
+                variable, kernel_axis, axis = entry[3], entry[4], entry[-1]
+                # A layer called on other inputs too (a ReversibleEmbedding's
+                # lookup of token ids; its LM-head call is the reader) records
+                # only the calls that read the unit axis.
+                shape = tuple(x.shape)
+                if len(shape) < -axis or shape[axis] != variable.shape[kernel_axis] or \
+                        not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+                    continue
                 stats[id(layer)].setdefault(axis, _Statistics()).add(x, axis)
 
         with functional.recording_inputs(layers, record):

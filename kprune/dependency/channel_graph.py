@@ -27,7 +27,13 @@ Channels that reach a model input or output, or a layer kprune has no channel
 rule for (Reshape, Lambda, LayerNormalization, ...), are *blocked*: their
 group is never pruned, and `ChannelGroup.blocked` says why. In a
 transformer, the residual stream reaches normalizations and the embedding:
-its width (the hidden size) stays.
+its width (the hidden size) stays -- unless `hidden=True`: then the layers'
+hidden-size rules (`kprune.registry.rules.LayerRule.hidden`) apply, a
+normalization slices its scale and offset, a `ReversibleEmbedding`'s lookup
+makes the channels its LM-head call reads, and the channels a normalization
+reads form a group of unit `"hidden"` (never output-equivalent: the
+normalization's statistics change). A KerasHub backbone's output is its
+hidden states: with `hidden=True` it shrinks with them.
 
 Example:
 
@@ -47,6 +53,15 @@ Attention heads are groups too:
 >>> y = keras.layers.MultiHeadAttention(num_heads=4, key_dim=2, name="mha")(x, x)
 >>> [(g.unit, len(g.units)) for g in ChannelGraph(keras.Model(x, y)).prunable_groups]
 [('head', 4)]
+
+The residual stream, on request:
+
+>>> x = keras.Input((6, 4))
+>>> h = keras.layers.Dense(8, name="embed")(x)
+>>> h = keras.layers.Add()([h, keras.layers.Dense(8, name="ffn")(keras.layers.LayerNormalization()(h))])
+>>> model = keras.Model(x, keras.layers.Dense(2, name="head")(h))
+>>> [(g.unit, g.producers) for g in ChannelGraph(model, hidden=True).prunable_groups]
+[('hidden', ['embed', 'ffn'])]
 """
 
 import contextlib
@@ -59,6 +74,7 @@ from kprune._internal import functional, tracing
 from kprune.dependency.unit_space import UnitSpace, Usage
 from kprune.registry import keras_layers
 from kprune.registry import ops as ops_rules
+from kprune.registry.model_builders import model_builder
 
 HEAD_MODES = ("kv", "query")
 
@@ -103,14 +119,20 @@ class ChannelGraph(UnitSpace):
         heads: how grouped-query attention is pruned: `"kv"` (default) -- a
             unit is a key/value head with its query heads -- or `"query"` --
             query heads, the same number from every key/value group.
+        hidden: whether the channels normalizations read (the hidden size)
+            may be pruned (see the module docstring). Defaults to False.
     """
 
-    def __init__(self, model, heads="kv"):
+    def __init__(self, model, heads="kv", hidden=False):
         super().__init__()
         if heads not in HEAD_MODES:
             raise ValueError(f"Argument `heads` must be one of {HEAD_MODES}. Received: heads={heads!r}")
+        if not isinstance(hidden, bool):
+            raise ValueError(f"Argument `hidden` must be True or False. Received: hidden={hidden!r}")
         self.model = model
         self.heads = heads
+        self.hidden = hidden
+        self._hidden_ids = []  # ids a normalization reads (hidden mode)
         self._layer_in = {}
         self._layer_out = {}
         self._prefix = ""
@@ -132,8 +154,11 @@ class ChannelGraph(UnitSpace):
         inputs = [self.new(_channels(t), block="model input") for t in function.inputs]
         outputs = self._walk(function.inputs, list(functional.nodes(function)), function.outputs,
                              inputs, top=True)
+        hidden_spaces = {self.space_of(ids) for ids in self._hidden_ids}
         for ids in outputs:
-            self.block(ids, "model output")
+            # A rebuilt backbone's output is its hidden states: its width is the hidden size.
+            if not (hidden_spaces and self.space_of(ids) in hidden_spaces and model_builder(model) is not None):
+                self.block(ids, "model output")
         self.finish()
 
     # ------------------------------------------------------------------ walk
@@ -190,9 +215,12 @@ class ChannelGraph(UnitSpace):
             if keras_layers.rule_for(op) is None and functional.sublayers(op, recursive=False):
                 return self._composite(op, node, ids_of)
             shape = tuple(tensors[0].shape) if tensors else None
-            spec = keras_layers.channel_spec(op, shape)
+            spec = keras_layers.channel_spec(op, shape, hidden=self.hidden)
         else:
             spec = ops_rules.channel_spec(node)
+        if spec.inexact and ins:
+            self._hidden_ids.append(ins[0])
+            self.mark(ins[0], "hidden")
         step = getattr(self, f"_{spec.kind}")
         return step(op, spec, ins, node.outputs, node, ids_of)
 
@@ -258,6 +286,14 @@ class ChannelGraph(UnitSpace):
             if spec.heads is not None:
                 self._heads(op, spec.heads)
         return [out_ids] + [self.new(_channels(t), block=f"output of {op.name}") for t in outs[1:]]
+
+    def _reader(self, op, spec, ins, outs, node, ids_of):
+        """Reads its input's channels into outputs kprune does not prune (an LM head)."""
+        for key, ids, slices in self._inputs_read(spec, node, ins, ids_of):
+            in_ids, first = self._shared(self._layer_in, (id(op), "reader", key), ids)
+            if first:
+                self._record(op, "in", slices, in_ids, spec.kind)
+        return [self.new(_channels(t)) for t in outs]
 
     def _heads(self, op, heads):
         """An attention layer's heads: units of their own (see the module docstring)."""

@@ -13,10 +13,14 @@ class ChannelPlan:
             "reason", "unit"}` -- `channels` counts the group's units,
             `pruned` holds unit positions within the group, `reason` why a
             group is left whole (or None), `unit` what one unit is
-            (`"channel"`, `"head"`, `"kv_group"`, `"query_head"`; missing
-            means `"channel"`).
+            (`"channel"`, `"head"`, `"kv_group"`, `"query_head"`,
+            `"hidden"`; missing means `"channel"`).
         heads: how the plan's model was read (`ChannelGraph(model, heads=...)`):
             `"kv"` or `"query"`, the unit of grouped-query attention.
+        hidden: whether the model was read with its hidden size prunable
+            (`ChannelGraph(model, hidden=True)`, `plan_channels(...,
+            hidden=...)`): the groups differ, so the plan is applied to a
+            graph read the same way.
 
     Example:
 
@@ -26,12 +30,13 @@ class ChannelPlan:
     True
     """
 
-    def __init__(self, groups, heads="kv"):
+    def __init__(self, groups, heads="kv", hidden=False):
         self.groups = [dict(g) for g in groups]
         self.heads = heads
+        self.hidden = bool(hidden)
 
     def to_dict(self):
-        return {"groups": [dict(g) for g in self.groups], "heads": self.heads}
+        return {"groups": [dict(g) for g in self.groups], "heads": self.heads, "hidden": self.hidden}
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)
@@ -41,7 +46,7 @@ class ChannelPlan:
         data = json.loads(text)
         if not isinstance(data, dict) or "groups" not in data:
             raise ValueError("A channel plan is JSON of the form {\"groups\": [...]}.")
-        return cls(data["groups"], data.get("heads", "kv"))
+        return cls(data["groups"], data.get("heads", "kv"), data.get("hidden", False))
 
     @property
     def num_pruned(self):
@@ -52,7 +57,7 @@ class ChannelPlan:
         for g in self.groups:
             note = ", ".join(g["producers"]) or "-"
             if g.get("unit", "channel") != "channel":
-                note += f" ({g['unit']}s)"
+                note += " (hidden size)" if g["unit"] == "hidden" else f" ({g['unit']}s)"
             if g.get("reason"):
                 note += f"  [{g['reason']}]"
             lines.append(f"{g['group']:>5}  {g['channels']:>8}  {len(g['pruned']):>6}  {note}")
@@ -66,6 +71,12 @@ class ChannelPlan:
                 f"The plan prunes heads read with heads={self.heads!r}, but the graph reads "
                 f"them with heads={graph.heads!r}: build it with ChannelGraph(model, "
                 f"heads={self.heads!r})."
+            )
+        if getattr(graph, "hidden", False) != self.hidden:
+            raise ValueError(
+                f"The plan was made with hidden={'a fraction' if self.hidden else None} (its model read "
+                f"with ChannelGraph(model, hidden={self.hidden})), but the graph was read with "
+                f"hidden={graph.hidden}: build it with ChannelGraph(model, hidden={self.hidden})."
             )
         pruned = set()
         for entry in self.groups:

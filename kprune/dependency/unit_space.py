@@ -55,8 +55,11 @@ class ChannelGroup:
         blocked: why the group is never pruned, or None.
         unit: what one unit is: `"channel"`, `"head"` (an attention head,
             key/value heads included), `"kv_group"` (a key/value head with
-            its query heads, under grouped-query attention) or `"query_head"`
-            (a query head alone, taken evenly from every group).
+            its query heads, under grouped-query attention), `"query_head"`
+            (a query head alone, taken evenly from every group) or
+            `"hidden"` (a channel that a normalization reads: a
+            transformer's residual stream, prunable only on request and
+            never output-equivalent).
         blocks: the units fall in this many equal blocks that must keep
             equal sizes (`"query_head"`: one block per key/value head);
             pruning removes the same number from each. 1 otherwise.
@@ -90,7 +93,7 @@ class ChannelGroup:
 
     def __repr__(self):
         state = f"blocked: {self.blocked}" if self.blocked else "prunable"
-        what = "channels" if self.unit == "channel" else f"{self.unit}s"
+        what = {"channel": "channels", "hidden": "hidden_channels"}.get(self.unit, f"{self.unit}s")
         return f"ChannelGroup({self.index}, producers={self.producers}, {what}={len(self.units)}, {state})"
 
 
@@ -103,6 +106,7 @@ class UnitSpace:
         self._space_parent = []
         self._space_info = {}  # space -> {"unit": ..., "blocks": ...}
         self._blocks = []  # (ids, reason)
+        self._marks = []  # (ids, unit): spaces whose units are of that kind
         self.usages = []
 
     def new(self, n, block=None, unit="channel", blocks=1):
@@ -122,6 +126,14 @@ class UnitSpace:
     def block(self, ids, reason):
         """Never prune the units of `ids` (and of everything coupled to them)."""
         self._blocks.append((ids, reason))
+
+    def mark(self, ids, unit):
+        """Make the units of `ids` (and of everything coupled to them) units of kind `unit`."""
+        self._marks.append((ids, unit))
+
+    def space_of(self, ids):
+        """The space (an int) that channel ids `ids` belong to, as the ids now stand."""
+        return self._space_root(self._space[int(ids[0])]) if len(ids) else None
 
     def find(self, i):
         parent = self._parent
@@ -158,6 +170,9 @@ class UnitSpace:
         for ids, reason in self._blocks:
             for i in ids.tolist():
                 blocked.setdefault(self._space_root(self._space[i]), reason)
+        for ids, unit in self._marks:
+            for i in ids.tolist():
+                self._space_info.setdefault(self._space_root(self._space[i]), {})["unit"] = unit
         units_of, usages_of = {}, {}
         for usage in self.usages:
             for i in usage.ids.tolist():

@@ -64,6 +64,7 @@ from kprune.registry.queries import (  # noqa: F401
 from kprune.registry.rules import (  # noqa: F401
     ACROSS_CHANNELS,
     DEPTHWISE_FILTERS,
+    NORMALIZATION_BLOCKED,
     ChannelSpec,
     LayerRule,
     PrunableWeight,
@@ -241,21 +242,40 @@ def _reversible_macs(layer, ins, outs):
     return _spatial(outs[0]) * int(ins[0][-1]) * int(outs[0][-1])
 
 
+def _reversible_hidden(layer, shape):
+    """When the hidden size is pruned: the lookup (token ids in) makes the
+    hidden channels (the table's columns); the reverse call (hidden states
+    in, logits out) reads them -- through the untied head's rows, or the
+    tied table's columns, which the lookup already slices."""
+    table = variable(layer, "_embeddings", "embeddings")
+    if shape is not None and len(shape) >= 3:
+        reverse = getattr(layer, "reverse_embeddings", None)
+        untied = not layer.tie_weights and reverse is not None
+        return ChannelSpec("reader", in_slices=((variable(layer, "reverse_embeddings"), 0, 1),) if untied else ())
+    return ChannelSpec("producer", (), ((table, 1, 1),), "output_dim")
+
+
 # Keras' (and KerasHub's) ReversibleEmbedding: an embedding that is also the
 # language-model head when called with `reverse=True`. Both of its matrices
 # are pruned (the untied head is the largest matrix of a Llama). Its hidden
-# axis is read by the head as well, which a producer rule would not slice.
+# axis is read by the head as well, which a producer rule would not slice;
+# pruning the hidden size (on request) reads its two calls apart.
 REVERSIBLE_EMBEDDING = LayerRule(
     prunable=_reversible_weights,
     channels=lambda layer, shape: block(
         "a ReversibleEmbedding is also the LM head (its reverse call reads the hidden axis)"),
     macs=_reversible_macs,
+    hidden=_reversible_hidden,
 )
 
 # KerasHub's learned position table (sequence_length, hidden): an embedding
 # table, pruned as one (its rows are positions, as Embedding's are tokens).
+# Called on the token embeddings (for their shape) and added to them: when
+# the hidden size is pruned, its column c is channel c of its input.
 POSITION_EMBEDDING = LayerRule(
     prunable=lambda layer: [PrunableWeight(variable(layer, "position_embeddings"), -2)],
+    hidden=lambda layer, shape: ChannelSpec(
+        "pass", out_slices=((variable(layer, "position_embeddings"), 1, 1),)),
 )
 
 
@@ -348,8 +368,8 @@ def _register_builtins():
         ((L.Bidirectional,), BIDIRECTIONAL),
         ((L.TimeDistributed,), TIME_DISTRIBUTED),
         ((L.BatchNormalization,), BATCH_NORM),
-        ((L.LayerNormalization, L.GroupNormalization, getattr(L, "RMSNormalization", None),
-          L.UnitNormalization, L.Normalization), ACROSS_CHANNELS),
+        ((L.LayerNormalization, getattr(L, "RMSNormalization", None), L.UnitNormalization), ACROSS_CHANNELS),
+        ((L.GroupNormalization, L.Normalization), NORMALIZATION_BLOCKED),
         ((L.PReLU,), LayerRule(channels=_prelu_channels)),
         ((L.Softmax,), LayerRule(channels=lambda layer, shape: block("softmax mixes channels"))),
         ((L.Activation,), LayerRule(channels=_activation_channels)),

@@ -112,12 +112,15 @@ def _vector_channels(layer, shape):
     return ChannelSpec("pass", out_slices=tuple(slices), width_key=keys[0] if keys else None)
 
 
-def channel_spec(layer, input_shape=None):
+def channel_spec(layer, input_shape=None, hidden=False):
     """The `ChannelSpec` of a layer called on inputs of shape `input_shape` (a
-    kprune wrapper: of its layer)."""
+    kprune wrapper: of its layer); with `hidden`, its hidden-size rule
+    (`LayerRule.hidden`) where it has one."""
     layer = unwrap(layer)
     rule = rule_for(layer)
     if rule is not None:
+        if hidden and rule.hidden is not None:
+            return rule.hidden(layer, tuple(input_shape) if input_shape is not None else None)
         if rule.channels is None:
             return block(f"kprune has no channel rule for {type(layer).__name__}")
         return rule.channels(layer, tuple(input_shape) if input_shape is not None else None)

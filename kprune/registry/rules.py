@@ -75,6 +75,9 @@ class ChannelSpec(NamedTuple):
       of every input of full width and of the output is one channel;
     * `"concat"`: output channels are the inputs' channels one after another;
     * `"flatten"`: channels-last flatten: feature `p * C + c` is channel c;
+    * `"reader"`: reads input channels (`in_slices`) into outputs that are
+      not channels kprune prunes (a `ReversibleEmbedding` called as the LM
+      head: hidden states in, logits out);
     * `"block"`: anything else: channels reaching it are not pruned (`reason`).
 
     A slice is `(variable, axis, repeat)`: channel i owns indices
@@ -87,6 +90,11 @@ class ChannelSpec(NamedTuple):
     defaults to the value. An attention layer's `heads`
     (`kprune.registry.attention.HeadSpec`) are units of their own, inside the
     layer: the channel graph makes them prunable groups.
+
+    `inexact` says why removing the channels a layer reads changes its
+    outputs even though its weights are sliced (a normalization's statistics
+    over the channels); only the hidden-size rules (`LayerRule.hidden`) give
+    it, and the channel graph makes such channels a `"hidden"` group.
     """
 
     kind: str
@@ -97,6 +105,7 @@ class ChannelSpec(NamedTuple):
     reason: str = ""
     input_slices: tuple = ()
     heads: object = None
+    inexact: str = ""
 
 
 def block(reason):
@@ -121,6 +130,13 @@ class LayerRule:
         quantize: a `kprune.registry.QuantizeSpec`
             (`kprune.registry.quantize_specs`), or None: quantization-aware
             training does not know the layer.
+        hidden: `(layer, input_shape) -> ChannelSpec`, the channel rule
+            when the hidden size (a transformer's residual stream) is pruned
+            on request (`kprune.plan_channels(..., hidden=...)`), for a layer
+            whose `channels` rule blocks it because removal is not
+            output-equivalent (a normalization) or not expressible by one
+            producer rule (an embedding that is also the LM head); None: the
+            `channels` rule holds in that mode too.
     """
 
     prunable: Optional[Callable] = None
@@ -129,14 +145,39 @@ class LayerRule:
     scale: Optional[Callable] = None
     linear: Optional[Callable] = None
     quantize: Optional[tuple] = None
+    hidden: Optional[Callable] = None
 
 
 _RULES = {}
 
+NORMALIZES = "normalizes across channels: removing channels changes its statistics"
+
+
+def normalized_channels(layer, shape):
+    """The hidden-size rule of a normalization across the last axis: its
+    per-channel weights (scale, offset: every vector as long as the channels)
+    are sliced, and the channels are `inexact` (its statistics change). A
+    normalization of other axes, or with other weights, stays a block."""
+    axis = getattr(layer, "axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    if shape is None or shape[-1] is None or any(int(a) % len(shape) != len(shape) - 1 for a in axes):
+        return block(f"normalizes axis {axis}, not the channel axis alone")
+    slices = []
+    for variable in layer.weights:
+        if tuple(variable.shape) != (shape[-1],):
+            return block(f"weight '{variable.name}' of shape {tuple(variable.shape)} is not per-channel")
+        slices.append((variable, 0, 1))
+    return ChannelSpec("pass", out_slices=tuple(slices), inexact=NORMALIZES)
+
+
 # Normalizations across channels (LayerNormalization, RMS norms): removing a
-# channel changes every output, so the channels reaching them stay whole.
-ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(
-    "normalizes across channels: removing channels changes its statistics"))
+# channel changes every output, so the channels reaching them stay whole --
+# unless the hidden size is pruned on request (`normalized_channels`).
+ACROSS_CHANNELS = LayerRule(channels=lambda layer, shape: block(NORMALIZES), hidden=normalized_channels)
+# Normalizations whose statistics are not one per position over the last
+# axis (GroupNormalization's groups, the preprocessing Normalization's
+# adapted statistics): blocked in every mode.
+NORMALIZATION_BLOCKED = LayerRule(channels=lambda layer, shape: block(NORMALIZES))
 
 # Width key of a grouped convolution with one input channel per group: its
 # `filters` and `groups` shrink together (see `resized_config`).

@@ -46,6 +46,9 @@ class Family(NamedTuple):
             with the stock class: their configs differ).
         tasks: `{task class: kprune's task class}` for tasks that cannot
             hold the pruned backbone as they are (GPT-2's cache).
+        hidden: whether `stock`/`pruned` build the new hidden size
+            (`BlockWidths.hidden`, from `hidden_width`); a family without it
+            refuses a pruned hidden size.
     """
 
     ffn_output: str
@@ -53,6 +56,7 @@ class Family(NamedTuple):
     pruned: Callable
     pruned_class: type
     tasks: dict = {}
+    hidden: bool = False
 
 
 def uniform_widths(widths):
@@ -74,12 +78,20 @@ def one_kv(backbone, widths):
     return kv
 
 
-def base_config(backbone, names):
+def hidden_width(backbone, widths):
+    """The hidden size the pruned blocks read (`BlockWidths.hidden`), or
+    `backbone.hidden_dim` when the widths do not say it."""
+    hidden = uniform(w.hidden for w in widths) if widths else None
+    return backbone.hidden_dim if hidden is None else hidden
+
+
+def base_config(backbone, names, widths=None):
     """The config entries every kprune subclass takes from `backbone`: its
-    attributes `names`, and its name, dtype, vocabulary and hidden sizes."""
+    attributes `names`, and its name, dtype, vocabulary and hidden sizes (the
+    hidden size of `widths` when given: `hidden_width`)."""
     config = {name: getattr(backbone, name) for name in names}
     config.update(name=backbone.name, trainable=backbone.trainable, dtype=backbone.dtype_policy.name,
-                  vocabulary_size=backbone.vocabulary_size, hidden_dim=backbone.hidden_dim)
+                  vocabulary_size=backbone.vocabulary_size, hidden_dim=hidden_width(backbone, widths))
     return config
 
 

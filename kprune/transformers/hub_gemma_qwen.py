@@ -36,6 +36,7 @@ from kprune.transformers.family import (
     backbone_inputs,
     base_config,
     check_query_heads,
+    hidden_width,
     one_kv,
     set_widths,
     stock_config,
@@ -191,13 +192,14 @@ def _gemma_stock(backbone, widths, kept):
     if None in (q, kv, ffn) or flags != stock:
         return None
     return stock_config(backbone, PrunedGemmaBackbone, kept, num_query_heads=q, num_key_value_heads=kv,
-                        intermediate_dim=2 * ffn)
+                        intermediate_dim=2 * ffn, hidden_dim=hidden_width(backbone, widths))
 
 
 def _gemma_pruned(backbone, widths, kept):
     config = base_config(backbone, (
         "head_dim", "layer_norm_epsilon", "dropout", "query_head_dim_normalize", "use_post_ffw_norm",
-        "use_post_attention_norm", "attention_logit_soft_cap", "final_logit_soft_cap", "sliding_window_size"))
+        "use_post_attention_norm", "attention_logit_soft_cap", "final_logit_soft_cap", "sliding_window_size"),
+        widths)
     config.update(num_key_value_heads=one_kv(backbone, widths),
                   layer_query_heads=[w.query_heads for w in widths],
                   layer_intermediate_dims=[2 * w.ffn for w in widths],
@@ -210,12 +212,12 @@ def _qwen3_stock(backbone, widths, kept):
     if None in (q, kv, ffn):
         return None
     return stock_config(backbone, PrunedQwen3Backbone, kept, num_query_heads=q, num_key_value_heads=kv,
-                        intermediate_dim=ffn)
+                        intermediate_dim=ffn, hidden_dim=hidden_width(backbone, widths))
 
 
 def _qwen3_pruned(backbone, widths, kept):
     config = base_config(backbone, ("head_dim", "rope_max_wavelength", "rope_scaling_factor", "layer_norm_epsilon",
-                                    "dropout", "sliding_window_size"))
+                                    "dropout", "sliding_window_size"), widths)
     config.update(num_key_value_heads=one_kv(backbone, widths),
                   layer_query_heads=[w.query_heads for w in widths],
                   layer_intermediate_dims=[w.ffn for w in widths],
@@ -226,7 +228,7 @@ def _qwen3_pruned(backbone, widths, kept):
 FAMILIES = {
     # Gemma 2 is a GemmaBackbone too (post norms, soft caps, sliding window).
     "keras_hub.src.models.gemma.gemma_backbone.GemmaBackbone": Family(
-        "ffw_linear", _gemma_stock, _gemma_pruned, PrunedGemmaBackbone),
+        "ffw_linear", _gemma_stock, _gemma_pruned, PrunedGemmaBackbone, hidden=True),
     "keras_hub.src.models.qwen3.qwen3_backbone.Qwen3Backbone": Family(
-        "feedforward_output_dense", _qwen3_stock, _qwen3_pruned, PrunedQwen3Backbone),
+        "feedforward_output_dense", _qwen3_stock, _qwen3_pruned, PrunedQwen3Backbone, hidden=True),
 }

@@ -34,7 +34,7 @@ from keras_hub.src.models.gpt2.gpt2_backbone import GPT2Backbone
 from keras_hub.src.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 from keras_hub.src.utils.keras_utils import gelu_approximate
 
-from kprune.transformers.family import Family, base_config, stock_config, uniform_widths
+from kprune.transformers.family import Family, base_config, hidden_width, stock_config, uniform_widths
 from kprune.transformers.widths import check_lists, uniform
 
 
@@ -245,9 +245,10 @@ def mha_stock(pruned_class):
     head size; `pruned_class` is the family's kprune subclass."""
     def stock(backbone, widths, kept):
         q, _, ffn = uniform_widths(widths)
-        if None in (q, ffn) or backbone.hidden_dim // q != widths[0].head_dim:
+        hidden = hidden_width(backbone, widths)
+        if None in (q, ffn) or hidden // q != widths[0].head_dim:
             return None
-        return stock_config(backbone, pruned_class, kept, num_heads=q, intermediate_dim=ffn)
+        return stock_config(backbone, pruned_class, kept, num_heads=q, intermediate_dim=ffn, hidden_dim=hidden)
     return stock
 
 
@@ -255,7 +256,7 @@ def mha_pruned(cls, names):
     """The `pruned` config maker of such a family: kprune's subclass `cls`
     with `backbone`'s attributes `names`, `head_dim` and per-layer widths."""
     def pruned(backbone, widths, kept):
-        config = base_config(backbone, names)
+        config = base_config(backbone, names, widths)
         config.update(head_dim=widths[0].head_dim, layer_heads=[w.query_heads for w in widths],
                       layer_intermediate_dims=[w.ffn for w in widths])
         return cls, config
@@ -266,7 +267,9 @@ FAMILIES = {
     "keras_hub.src.models.gpt2.gpt2_backbone.GPT2Backbone": Family(
         "feedforward_output_dense", mha_stock(PrunedGPT2Backbone),
         mha_pruned(PrunedGPT2Backbone, ("dropout", "max_sequence_length")), PrunedGPT2Backbone,
-        {"keras_hub.src.models.gpt2.gpt2_causal_lm.GPT2CausalLM": PrunedGPT2CausalLM}),
+        {"keras_hub.src.models.gpt2.gpt2_causal_lm.GPT2CausalLM": PrunedGPT2CausalLM}, hidden=True),
+    # BERT's hidden size is not rebuilt: its pooler (`pooled_dense`, a model
+    # output of hidden_dim units) is not the residual stream.
     "keras_hub.src.models.bert.bert_backbone.BertBackbone": Family(
         "feedforward_output_dense", mha_stock(PrunedBertBackbone),
         mha_pruned(PrunedBertBackbone, ("dropout", "max_sequence_length", "num_segments")), PrunedBertBackbone),

@@ -47,6 +47,7 @@ from kprune.transformers.family import (
     base_config,
     cache_query_heads,
     check_query_heads,
+    hidden_width,
     one_kv,
     stock_config,
     uniform_widths,
@@ -243,17 +244,26 @@ def _stock(backbone, widths, kept):
     """The stock config when every layer keeps the same widths, the head size
     is `hidden_dim // heads` and the embeddings are untied."""
     q, kv, ffn = uniform_widths(widths)
-    if None in (q, kv, ffn) or backbone.hidden_dim // q != widths[0].head_dim or backbone.token_embedding.tie_weights:
+    hidden = hidden_width(backbone, widths)
+    if None in (q, kv, ffn) or hidden // q != widths[0].head_dim or backbone.token_embedding.tie_weights:
         return None
     return stock_config(backbone, PrunedLlama3Backbone, kept, num_query_heads=q, num_key_value_heads=kv,
-                        intermediate_dim=ffn)
+                        intermediate_dim=ffn, hidden_dim=hidden)
 
 
 def _pruned(backbone, widths, kept):
+    hidden, head_dim = hidden_width(backbone, widths), widths[0].head_dim
+    if hidden % head_dim:
+        raise ValueError(
+            f"Argument `hidden` of plan_channels leaves backbone '{backbone.name}' a hidden size of "
+            f"{hidden}, not a multiple of its head_dim={head_dim}: KerasHub's LlamaCausalLM sizes its "
+            "KV cache's heads as hidden_dim // num_query_heads, which PrunedLlama3Backbone sets to "
+            f"hidden_dim // head_dim. Plan with round_to={head_dim} (or a multiple of it)."
+        )
     config = base_config(backbone, (
         "rope_max_wavelength", "rope_position_scaling_factor", "rope_frequency_adjustment_factor",
         "rope_low_freq_factor", "rope_high_freq_factor", "rope_pretraining_sequence_length",
-        "layer_norm_epsilon", "dropout"))
+        "layer_norm_epsilon", "dropout"), widths)
     config.update(head_dim=widths[0].head_dim, num_key_value_heads=one_kv(backbone, widths),
                   layer_query_heads=[w.query_heads for w in widths],
                   layer_intermediate_dims=[w.ffn for w in widths],
@@ -263,5 +273,5 @@ def _pruned(backbone, widths, kept):
 
 FAMILIES = {
     "keras_hub.src.models.llama.llama_backbone.LlamaBackbone": Family(
-        "feedforward_output_dense", _stock, _pruned, PrunedLlama3Backbone),
+        "feedforward_output_dense", _stock, _pruned, PrunedLlama3Backbone, hidden=True),
 }

@@ -18,6 +18,12 @@ keep. It reads every kept block's widths from the arrays
 * otherwise kprune's registered subclass of that family, which takes per-layer
   widths and an explicit `head_dim` (`PrunedLlama3Backbone`, ...).
 
+A hidden size pruned on request (`kprune.plan_channels(..., hidden=...)`)
+is read from the arrays too (`BlockWidths.hidden`) and built by the families
+that declare it (`Family.hidden`: Llama / Llama 3, Qwen3, Gemma, GPT-2); any
+other family (BERT, Mistral, Qwen2, Phi-3) refuses it with a `ValueError`
+naming `hidden`.
+
 The new model's variables get the arrays: block `j` of the new model those
 of kept block `blocks[j]`, the other variables (embeddings, final norm) in
 order; a shape that does not match raises. Tasks (`Llama3CausalLM`, ...) are
@@ -50,6 +56,7 @@ from kprune.transformers import (
     hub_mistral_qwen2,
     hub_phi3,
 )
+from kprune.transformers.family import hidden_width
 from kprune.transformers.widths import block_widths
 
 _MODELS = "keras_hub.src.models."
@@ -91,6 +98,7 @@ def rebuild_backbone(backbone, values_of, blocks=None):
         )
     kept = _kept(backbone, blocks)
     widths = [block_widths(backbone.transformer_layers[i], values_of, family.ffn_output) for i in kept]
+    _check_hidden(backbone, family, widths)
     config = family.stock(backbone, widths, kept)
     if config is not None:
         new = type(backbone).from_config(config)
@@ -99,6 +107,20 @@ def rebuild_backbone(backbone, values_of, blocks=None):
         new = cls.from_config(config)
     assign(backbone, new, values_of, kept)
     return new
+
+
+def _check_hidden(backbone, family, widths):
+    """Raise when the hidden size changed and `family` cannot build it."""
+    if family.hidden or hidden_width(backbone, widths) == backbone.hidden_dim:
+        return
+    known = sorted(name.rsplit(".", 1)[1] for name, f in FAMILIES.items() if f.hidden)
+    raise ValueError(
+        f"Argument `hidden` of plan_channels removed channels of the hidden size of backbone "
+        f"'{backbone.name}' ({type(backbone).__name__}: {backbone.hidden_dim} -> "
+        f"{hidden_width(backbone, widths)}), but kprune cannot rebuild {type(backbone).__name__} with a "
+        f"smaller hidden size; it can for {known}. Plan without `hidden` (hidden=None), or use "
+        "kprune.mask_channels to zero those channels instead."
+    )
 
 
 def assign(old, new, values_of, kept):

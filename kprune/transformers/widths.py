@@ -3,8 +3,9 @@
 A KerasHub model is rebuilt smaller from arrays (`kprune.channels.apply_plan`
 hands each variable's new array to the builder): the new head counts and FFN
 widths are those arrays' shapes along the axes the layer registry names --
-the query and key kernels' head axes (`kprune.registry.attention.head_spec`)
-and the FFN down projection's input axis. `block_widths` reads them,
+the query and key kernels' head axes (`kprune.registry.attention.head_spec`),
+the FFN down projection's input axis, and the query kernel's model axis
+(the hidden size, when `plan_channels(..., hidden=...)` pruned it). `block_widths` reads them,
 `uniform` says whether every layer has the same, and `check_lists` checks
 the per-layer lists the pruned backbone classes take.
 
@@ -19,7 +20,7 @@ Example:
 from typing import NamedTuple
 
 from kprune._internal.functional import sublayers
-from kprune.registry.attention import head_spec
+from kprune.registry.attention import einsum_model_axis, head_spec, projections
 
 
 class BlockWidths(NamedTuple):
@@ -29,6 +30,7 @@ class BlockWidths(NamedTuple):
     kv_heads: int
     head_dim: int
     ffn: int  # units of the FFN (a gated FFN: of each of its gate and up projections)
+    hidden: int = None  # channels of the residual stream the block reads (the hidden size)
 
 
 def attention_of(block):
@@ -56,11 +58,14 @@ def block_widths(block, values_of, ffn_output):
         ffn_output: the name of the FFN's down projection (its input axis,
             axis 0 of its kernel, counts the FFN units).
     """
-    spec = head_spec(attention_of(block))
+    attention = attention_of(block)
+    spec = head_spec(attention)
     (query, q_axis), (key, k_axis) = spec.query_slices[0], spec.kv_slices[0]
+    model_axis = einsum_model_axis(projections(attention)["query"])
     down = named(block, ffn_output)
     return BlockWidths(int(values_of(query).shape[q_axis]), int(values_of(key).shape[k_axis]),
-                       spec.head_dim, int(values_of(down.kernel).shape[0]))
+                       spec.head_dim, int(values_of(down.kernel).shape[0]),
+                       int(values_of(query).shape[model_axis]))
 
 
 def uniform(values):
