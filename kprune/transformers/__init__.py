@@ -14,6 +14,8 @@ to KerasHub and to depth:
   (Llama/Llama 3, Gemma, Gemma 3, Qwen3, Mistral, Qwen2, Phi-3, GPT-2,
   BERT, DistilBERT; `hub_llama`, `hub_gemma_qwen`, `hub_gemma3_distilbert`,
   `hub_mistral_qwen2`, `hub_phi3`, `hub_gpt2_bert` hold the subclasses);
+* `head_size`: KerasHub attention layers with a given head size
+  (`gqa_projections`, the decoder mixin `GivenHeadDim`);
 * `family`: what kprune knows of one KerasHub family (`Family`: its stock
   config maker and its subclass's), declared by each `hub_*` module;
 * `widths`: a block's widths read from its pruned weights;

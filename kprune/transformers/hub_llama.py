@@ -52,6 +52,7 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
+from kprune.transformers.head_size import GivenHeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 
@@ -68,24 +69,12 @@ class PrunedLlamaAttention(LlamaAttention):
         self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
-        hidden_dim, head_dim = inputs_shape[-1], self.head_dim
-        self._inv_norm_factor = 1.0 / math.sqrt(head_dim)
-
-        def projection(equation, output_shape, name):
-            return keras.layers.EinsumDense(
-                equation=equation, output_shape=output_shape,
-                kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name=name)
-
-        self._query_dense = projection("bqm,muh->bquh", (None, self.num_query_heads, head_dim), "query")
-        self._query_dense.build(inputs_shape)
-        self._key_dense = projection("bkm,mvh->bkvh", (None, self.num_key_value_heads, head_dim), "key")
-        self._key_dense.build(inputs_shape)
-        self._value_dense = projection("bkm,mvh->bkvh", (None, self.num_key_value_heads, head_dim), "value")
-        self._value_dense.build(inputs_shape)
+        self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        query, key, value, output = gqa_projections(self, inputs_shape, self.head_dim)
+        self._query_dense, self._key_dense, self._value_dense = query, key, value
         self._softmax = keras.layers.Softmax(axis=-1, dtype="float32", name="attention_softmax")
         self._dropout_layer = keras.layers.Dropout(rate=self.dropout, dtype=self.dtype_policy)
-        self._output_dense = projection("bquh,uhm->bqm", (None, hidden_dim), "attention_output")
-        self._output_dense.build((None, None, self.num_query_heads, head_dim))
+        self._output_dense = output
         self.rotary_embedding_layer = LlamaRotaryEmbedding(
             max_wavelength=self.rope_max_wavelength,
             position_scaling_factor=self.rope_position_scaling_factor,
@@ -101,7 +90,7 @@ class PrunedLlamaAttention(LlamaAttention):
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedLlamaDecoder(LlamaTransformerDecoder):
+class PrunedLlamaDecoder(GivenHeadDim, LlamaTransformerDecoder):
     """`LlamaTransformerDecoder` whose attention has a given `head_dim`.
 
     KerasHub's `build` makes a `LlamaAttention`; this class swaps it, as it is
@@ -109,28 +98,16 @@ class PrunedLlamaDecoder(LlamaTransformerDecoder):
     `head_dim` (the rest of `build` runs unchanged).
     """
 
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
+    stock_attention = LlamaAttention
+    pruned_attention = PrunedLlamaAttention
 
-    def __setattr__(self, name, value):
-        if name == "_self_attention_layer" and type(value) is LlamaAttention:
-            value = PrunedLlamaAttention(
-                head_dim=self.head_dim,
-                num_query_heads=value.num_query_heads,
-                num_key_value_heads=value.num_key_value_heads,
-                rope_max_wavelength=value.rope_max_wavelength,
-                rope_position_scaling_factor=value.rope_position_scaling_factor,
-                rope_frequency_adjustment_factor=value.rope_frequency_adjustment_factor,
-                rope_low_freq_factor=value.rope_low_freq_factor,
-                rope_high_freq_factor=value.rope_high_freq_factor,
-                rope_pretraining_sequence_length=value.rope_pretraining_sequence_length,
-                kernel_initializer=value.kernel_initializer,
-                dropout=value.dropout,
-                dtype=value.dtype_policy,
-                name=value.name,
-            )
-        super().__setattr__(name, value)
+    def pruned_from(self, stock):
+        # LlamaAttention's get_config names an attribute it does not set: its settings, one by one.
+        names = ("num_query_heads", "num_key_value_heads", "rope_max_wavelength", "rope_position_scaling_factor",
+                 "rope_frequency_adjustment_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                 "rope_pretraining_sequence_length", "kernel_initializer", "dropout")
+        return PrunedLlamaAttention(head_dim=self.head_dim, dtype=stock.dtype_policy, name=stock.name,
+                                    **{name: getattr(stock, name) for name in names})
 
 
 @keras.saving.register_keras_serializable(package="kprune")

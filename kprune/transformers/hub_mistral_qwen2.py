@@ -58,6 +58,7 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
+from kprune.transformers.head_size import GivenHeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 
@@ -143,25 +144,12 @@ class PrunedQwenAttention(QwenAttention):
         self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
-        hidden_dim, head_dim = inputs_shape[-1], self.head_dim
-        self._inv_norm_factor = 1.0 / math.sqrt(head_dim)
-
-        def projection(equation, output_shape, bias_axes, name, shape):
-            dense = keras.layers.EinsumDense(
-                equation=equation, output_shape=output_shape, kernel_initializer=self.kernel_initializer,
-                bias_initializer=self.bias_initializer, bias_axes=bias_axes, dtype=self.dtype_policy, name=name)
-            dense.build(shape)
-            return dense
-
-        kv_shape = (None, self.num_key_value_heads, head_dim)
-        self._query_dense = projection("bqm,muh->bquh", (None, self.num_query_heads, head_dim), "uh", "query",
-                                       inputs_shape)
-        self._key_dense = projection("bkm,mvh->bkvh", kv_shape, "vh", "key", inputs_shape)
-        self._value_dense = projection("bkm,mvh->bkvh", kv_shape, "vh", "value", inputs_shape)
+        self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        query, key, value, output = gqa_projections(self, inputs_shape, self.head_dim, qkv_bias=True)
+        self._query_dense, self._key_dense, self._value_dense = query, key, value
         self._softmax = keras.layers.Softmax(axis=-1, dtype="float32", name="attention_softmax")
         self._dropout_layer = keras.layers.Dropout(rate=self.dropout, dtype=self.dtype_policy)
-        self._output_dense = projection("bquh,uhm->bqm", (None, hidden_dim), None, "attention_output",
-                                        (None, None, self.num_query_heads, head_dim))
+        self._output_dense = output
         self.rotary_embedding_layer = RotaryEmbedding(
             max_wavelength=self.rope_max_wavelength, scaling_factor=self.rope_scaling_factor,
             dtype=self.dtype_policy)
@@ -174,25 +162,11 @@ class PrunedQwenAttention(QwenAttention):
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedQwenDecoder(QwenTransformerDecoder):
-    """`QwenTransformerDecoder` whose attention has a given `head_dim`.
+class PrunedQwenDecoder(GivenHeadDim, QwenTransformerDecoder):
+    """`QwenTransformerDecoder` whose attention (`PrunedQwenAttention`) has a given `head_dim`."""
 
-    KerasHub's `build` makes a `QwenAttention`; this class swaps it, as it is
-    assigned, for a `PrunedQwenAttention` with the same config and `head_dim`
-    (the rest of `build` runs unchanged).
-    """
-
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
-
-    def __setattr__(self, name, value):
-        if name == "_self_attention_layer" and type(value) is QwenAttention:
-            value = PrunedQwenAttention.from_config({**value.get_config(), "head_dim": self.head_dim})
-        super().__setattr__(name, value)
-
-    def get_config(self):
-        return {**super().get_config(), "head_dim": self.head_dim}
+    stock_attention = QwenAttention
+    pruned_attention = PrunedQwenAttention
 
 
 @keras.saving.register_keras_serializable(package="kprune")

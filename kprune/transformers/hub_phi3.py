@@ -48,6 +48,7 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
+from kprune.transformers.head_size import GivenHeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 _ROPE = ("max_sequence_length", "pretraining_sequence_length", "rope_max_wavelength", "rope_scaling_type",
@@ -67,26 +68,13 @@ class PrunedPhi3Attention(Phi3Attention):
         self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
-        hidden_dim, head_dim = inputs_shape[-1], self.head_dim
-        self._inv_norm_factor = 1.0 / math.sqrt(head_dim)
-
-        def projection(equation, output_shape, name, shape):
-            dense = keras.layers.EinsumDense(equation=equation, output_shape=output_shape,
-                                             kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy,
-                                             name=name)
-            dense.build(shape)
-            return dense
-
-        kv_shape = (None, self.num_key_value_heads, head_dim)
-        self.query_dense = projection("bqm,muh->bquh", (None, self.num_query_heads, head_dim), "query",
-                                      inputs_shape)
-        self.key_dense = projection("bkm,mvh->bkvh", kv_shape, "key", inputs_shape)
-        self.value_dense = projection("bkm,mvh->bkvh", kv_shape, "value", inputs_shape)
+        self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        query, key, value, output = gqa_projections(self, inputs_shape, self.head_dim)
+        self.query_dense, self.key_dense, self.value_dense = query, key, value
         self.softmax = keras.layers.Softmax(axis=-1, dtype="float32", name="attention_softmax")
         self.dropout_layer = keras.layers.Dropout(rate=self.dropout, dtype=self.dtype_policy)
-        self.output_dense = projection("bquh,uhm->bqm", (None, hidden_dim), "attention_output",
-                                       (None, None, self.num_query_heads, head_dim))
-        self.rotary_embedding_layer = self._rotary_embedding(head_dim)
+        self.output_dense = output
+        self.rotary_embedding_layer = self._rotary_embedding(self.head_dim)
         self.built = True
 
     def _rotary_embedding(self, head_dim):
@@ -117,25 +105,12 @@ class PrunedPhi3Attention(Phi3Attention):
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedPhi3Decoder(Phi3Decoder):
-    """`Phi3Decoder` whose attention has a given `head_dim`.
+class PrunedPhi3Decoder(GivenHeadDim, Phi3Decoder):
+    """`Phi3Decoder` whose attention (`PrunedPhi3Attention`) has a given `head_dim`."""
 
-    KerasHub's `build` makes a `Phi3Attention`; this class swaps it, as it is
-    assigned, for a `PrunedPhi3Attention` with the same config and `head_dim`
-    (the rest of `build` runs unchanged).
-    """
-
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
-
-    def __setattr__(self, name, value):
-        if name == "attention" and type(value) is Phi3Attention:
-            value = PrunedPhi3Attention.from_config({**value.get_config(), "head_dim": self.head_dim})
-        super().__setattr__(name, value)
-
-    def get_config(self):
-        return {**super().get_config(), "head_dim": self.head_dim}
+    attention_attribute = "attention"
+    stock_attention = Phi3Attention
+    pruned_attention = PrunedPhi3Attention
 
 
 @keras.saving.register_keras_serializable(package="kprune")
