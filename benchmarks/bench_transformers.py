@@ -18,7 +18,8 @@
    (`kprune.transformers.plan_blocks` + `remove_blocks`). Gemma: the same without the key/value
    groups and without 50% of the blocks. ViT: held-out accuracy after removing 25% and 50% of the
    heads and of the MLP units, and 1 of 4 blocks. Width criteria: `"l2"` (the default
-   magnitude), `"activation"` (Minitron), `"taylor_element"` (LLM-Pruner) and random; depth
+   magnitude), `"activation"` (Minitron), `"taylor_element"` (LLM-Pruner), for the ViT also `"flap"`
+   (FLAP: z-scored fluctuation, its bias compensation with `compensate=`) and random; depth
    criteria: `"block_influence"` (ShortGPT), `"angular"` (Gromov et al.) and random. Random is
    the mean over 3 seeds (a seeded random-score callable for widths; `seed=` for blocks).
    Calibration: random training windows (`text_lm.calibration`; Taylor's targets are their next

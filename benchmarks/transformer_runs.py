@@ -9,6 +9,8 @@ import statistics
 import numpy as np
 
 WIDTH_CRITERIA = ["l2", "activation", "taylor_element", "random"]
+# The ViT's output projections have biases: FLAP (fluctuation, z-scored, with its bias compensation) fits.
+VIT_WIDTH_CRITERIA = ["l2", "activation", "taylor_element", "flap", "random"]
 BLOCK_CRITERIA = ["block_influence", "angular", "random"]
 RANDOM_SEEDS = [0, 1, 2]
 
@@ -23,11 +25,12 @@ def seeded_random(seed):
 
 
 def plan_kwargs(criterion, calib, calib_y, seed=0):
-    """`(importance, kwargs)` for `kprune.plan_channels` with `criterion` on the calibration data."""
+    """`(importance, kwargs)` for `kprune.plan_channels` with `criterion` on the calibration data
+    (`"flap"`: FLAP's fluctuation metric; its bias compensation is applied when removing)."""
     import keras
 
     kwargs = {}
-    if criterion == "activation":
+    if criterion in ("activation", "flap"):
         kwargs["data"] = calib
     elif criterion == "taylor_element":
         kwargs.update(data=(calib, calib_y), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

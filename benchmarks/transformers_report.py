@@ -1,7 +1,7 @@
 """bench_transformers' report: the goals of one model (`analyse`) and the Markdown of the results."""
 
 import common
-from transformer_runs import BLOCK_CRITERIA, WIDTH_CRITERIA
+from transformer_runs import BLOCK_CRITERIA, VIT_WIDTH_CRITERIA, WIDTH_CRITERIA
 
 
 def analyse(dense, runs, healing, latency, metric="perplexity"):
@@ -16,7 +16,7 @@ def analyse(dense, runs, healing, latency, metric="perplexity"):
     worst = max([r["max_delta"] for r in runs] + [healing[0]["max_delta"]])
     goals.append({"goal": "every removed model output-equivalent to its masked model (max |delta| logits <= 1e-4)",
                   "pass": worst <= 1e-4, "display": f"worst {worst:.2e} over {len(runs) + 1} settings"})
-    for criterion in ("activation", "taylor_element", "block_influence", "angular"):
+    for criterion in ("activation", "taylor_element", "flap", "block_influence", "angular"):
         pairs = []
         for r in runs:
             if r["criterion"] != criterion:
@@ -136,7 +136,9 @@ def markdown_vit(sec):
              f"mean of {len(s['random_seeds'])} seeds. `round_to=1`, the same fraction in every layer.", "",
              "### Goals", "", common.goal_lines(sec["goals"]), "",
              "### Without healing: held-out accuracy", "", f"Dense: **{sec['dense_accuracy']:.4f}**.", ""]
-    for family, criteria in (("width", WIDTH_CRITERIA), ("depth", BLOCK_CRITERIA)):
+    measured = {r["criterion"] for r in runs}
+    widths = [c for c in VIT_WIDTH_CRITERIA if c in measured]  # runs before FLAP have no "flap"
+    for family, criteria in (("width", widths), ("depth", BLOCK_CRITERIA)):
         rows = []
         for arch in dict.fromkeys(r["arch"] for r in runs if r["family"] == family):
             by = {r["criterion"]: r for r in runs if r["arch"] == arch}

@@ -12,7 +12,7 @@ import time
 
 import common
 import numpy as np
-from transformer_runs import BLOCK_CRITERIA, WIDTH_CRITERIA, max_delta, plan_kwargs, summarise
+from transformer_runs import BLOCK_CRITERIA, VIT_WIDTH_CRITERIA, max_delta, plan_kwargs, summarise
 
 VIT_WIDTHS = [("heads", 0.25), ("heads", 0.5), ("channels", 0.25), ("channels", 0.5)]
 VIT_LATENCY = ["heads 50%", "MLP units 50%", "blocks 25%", "MLP 50% + heads 25%"]
@@ -108,8 +108,10 @@ class VitBench:
 
         model = self.fresh()
         plan = self.width_plan(model, {kind: fraction}, criterion, seed)
-        return self.measure(vit_arch(kind, fraction), kprune.remove_channels(model, plan),
-                            kprune.mask_channels(model, plan))
+        # FLAP: the removed units' mean contribution goes into the output projections' biases.
+        extra = {"compensate": self.calib} if criterion == "flap" else {}
+        return self.measure(vit_arch(kind, fraction), kprune.remove_channels(model, plan, **extra),
+                            kprune.mask_channels(model, plan, **extra))
 
     def depth(self, fraction, criterion, seed=0):
         from kprune import transformers
@@ -125,7 +127,7 @@ class VitBench:
     def grid(self):
         runs = []
         for kind, fraction in VIT_WIDTHS:
-            for criterion in WIDTH_CRITERIA:
+            for criterion in VIT_WIDTH_CRITERIA:
                 seeds = self.s["random_seeds"] if criterion == "random" else [0]
                 per_seed = [self.width(kind, fraction, criterion, seed) for seed in seeds]
                 runs.append(summarise(self.log, "width", vit_arch(kind, fraction), criterion, per_seed, "accuracy",
@@ -143,7 +145,8 @@ class VitBench:
 
         import kprune
 
-        rows = [r for r in runs if r["arch"] == "MLP units 50%" and r["criterion"] != "random"]
+        # The healing case is the same as before FLAP was measured: the best of l2, activation and Taylor.
+        rows = [r for r in runs if r["arch"] == "MLP units 50%" and r["criterion"] not in ("random", "flap")]
         best = max(rows, key=lambda r: r["accuracy"])["criterion"]
         teacher = self.fresh()
         plan = self.width_plan(teacher, {"channels": 0.5, "heads": 0.25}, best)
