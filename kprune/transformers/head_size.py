@@ -11,7 +11,8 @@ those layers take `head_dim` and build their projections with
     value:  (hidden, Hkv, head_dim)    "bkm,mvh->bkvh"
     output: (Hq, head_dim, hidden)     "bquh,uhm->bqm"
 
-and their decoder blocks (`GivenHeadDim`) swap the stock attention layer
+(they and their decoder blocks take `head_dim`: `HeadDim`), and their
+decoder blocks (`GivenHeadDim`) swap the stock attention layer
 KerasHub's `build` makes, as it is assigned, for the subclass with the same
 config and `head_dim`; the rest of KerasHub's `build` runs unchanged.
 
@@ -60,7 +61,19 @@ def gqa_projections(attention, inputs_shape, head_dim, qkv_bias=False):
     return query, key, value, output
 
 
-class GivenHeadDim:
+class HeadDim:
+    """A mixin for a KerasHub layer that takes `head_dim` (kept as an int,
+    and in its config)."""
+
+    def __init__(self, head_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.head_dim = int(head_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "head_dim": self.head_dim}
+
+
+class GivenHeadDim(HeadDim):
     """A mixin for a KerasHub decoder block whose attention has a given `head_dim`.
 
     A subclass names the attribute KerasHub's `build` assigns the attention
@@ -75,10 +88,6 @@ class GivenHeadDim:
     stock_attention = None
     pruned_attention = None
 
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
-
     def __setattr__(self, name, value):
         if name == self.attention_attribute and type(value) is self.stock_attention:
             value = self.pruned_from(value)
@@ -87,6 +96,3 @@ class GivenHeadDim:
     def pruned_from(self, stock):
         """kprune's attention layer with `stock`'s settings and this block's `head_dim`."""
         return self.pruned_attention.from_config({**stock.get_config(), "head_dim": self.head_dim})
-
-    def get_config(self):
-        return {**super().get_config(), "head_dim": self.head_dim}

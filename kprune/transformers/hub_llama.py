@@ -52,21 +52,17 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
-from kprune.transformers.head_size import GivenHeadDim, gqa_projections
+from kprune.transformers.head_size import GivenHeadDim, HeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedLlamaAttention(LlamaAttention):
+class PrunedLlamaAttention(HeadDim, LlamaAttention):
     """`LlamaAttention` with its head size given (`head_dim`), not computed.
 
     Its `build` is KerasHub's with `head_dim` in place of
     `hidden_dim // num_query_heads`; everything else is inherited.
     """
-
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
         self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)

@@ -58,7 +58,7 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
-from kprune.transformers.head_size import GivenHeadDim, gqa_projections
+from kprune.transformers.head_size import GivenHeadDim, HeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 
@@ -132,16 +132,12 @@ class PrunedMistralBackbone(MistralBackbone):
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedQwenAttention(QwenAttention):
+class PrunedQwenAttention(HeadDim, QwenAttention):
     """`QwenAttention` with its head size given (`head_dim`), not computed.
 
     Its `build` is KerasHub's with `head_dim` in place of
     `hidden_dim // num_query_heads`; everything else is inherited.
     """
-
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
         self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
@@ -156,9 +152,6 @@ class PrunedQwenAttention(QwenAttention):
         self._dot_product_equation = "bquh,bkuh->buqk"
         self._combine_equation = "buqk,bkuh->bquh"
         self.built = True
-
-    def get_config(self):
-        return {**super().get_config(), "head_dim": self.head_dim}
 
 
 @keras.saving.register_keras_serializable(package="kprune")

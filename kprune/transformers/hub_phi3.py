@@ -48,7 +48,7 @@ from kprune.transformers.family import (
     stock_config,
     uniform_widths,
 )
-from kprune.transformers.head_size import GivenHeadDim, gqa_projections
+from kprune.transformers.head_size import GivenHeadDim, HeadDim, gqa_projections
 from kprune.transformers.widths import check_lists
 
 _ROPE = ("max_sequence_length", "pretraining_sequence_length", "rope_max_wavelength", "rope_scaling_type",
@@ -56,16 +56,12 @@ _ROPE = ("max_sequence_length", "pretraining_sequence_length", "rope_max_wavelen
 
 
 @keras.saving.register_keras_serializable(package="kprune")
-class PrunedPhi3Attention(Phi3Attention):
+class PrunedPhi3Attention(HeadDim, Phi3Attention):
     """`Phi3Attention` with its head size given (`head_dim`), not computed.
 
     Its `build` is KerasHub's with `head_dim` in place of
     `hidden_dim // num_query_heads`; everything else is inherited.
     """
-
-    def __init__(self, head_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.head_dim = int(head_dim)
 
     def build(self, inputs_shape):
         self._inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
@@ -99,9 +95,6 @@ class PrunedPhi3Attention(Phi3Attention):
             max_sequence_length=self.max_sequence_length,
             pretraining_sequence_length=self.pretraining_sequence_length,
             max_wavelength=self.rope_max_wavelength, dtype=self.dtype_policy)
-
-    def get_config(self):
-        return {**super().get_config(), "head_dim": self.head_dim}
 
 
 @keras.saving.register_keras_serializable(package="kprune")
